@@ -38,6 +38,10 @@ class DataError(MtlzooError):
     """A dataset file is missing, unreadable or inconsistent."""
 
 
+class TrainingError(MtlzooError):
+    """Training cannot go on (a loss became NaN or infinite, ...)."""
+
+
 class CheckpointError(MtlzooError):
     """A checkpoint is missing, unreadable, or does not match the model."""
 

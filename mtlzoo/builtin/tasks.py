@@ -1,0 +1,141 @@
+"""Built-in task types: the defaults behind ``{type: segmentation}`` and friends.
+
+==============  ==========  ==============  ============  ===  =============================================
+type            target key  head            loss          out  metrics (the first selects checkpoints)
+==============  ==========  ==============  ============  ===  =============================================
+segmentation    semseg      fcn             ce            C    miou, pixel_acc
+boundary        boundary    boundary        weighted_bce  1    boundary_f1
+depth           depth       dense           l1            1    depth_abs_err, depth_rel_err
+normals         normals     normals         cosine        3    normal_mean_angle, normal_median_angle,
+                                                               normal_within at 11.25, 22.5 and 30 degrees
+labels          labels      classification  bce           C    map, accuracy
+classification  class       classification  ce            C    accuracy
+==============  ==========  ==============  ============  ===  =============================================
+
+``out`` is the head's output channels; C is the target's number of classes.
+Each factory takes no options and returns a fresh :class:`~mtlzoo.tasks.TaskType`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..data import TargetInfo
+from ..errors import ConfigError
+from ..hookspecs import hookimpl
+from ..tasks import TaskType
+
+
+def _classes(type_name: str, minimum: int) -> Callable[[TargetInfo], int]:
+    """Output channels = the target's number of classes, refusing fewer than ``minimum``."""
+
+    def out_channels(info: TargetInfo) -> int:
+        if info.num_classes < minimum:
+            raise ConfigError(
+                f"a {type_name!r} task needs a target with at least {minimum} classes, but the dataset's "
+                f"{info.kind!r} target declares num_classes={info.num_classes}; fix the dataset's TargetInfo"
+            )
+        return info.num_classes
+
+    return out_channels
+
+
+def _fixed(channels: int) -> Callable[[TargetInfo], int]:
+    """Output channels independent of the target."""
+    return lambda info: channels
+
+
+def segmentation() -> TaskType:
+    """Semantic segmentation: per-pixel classes, cross-entropy, mIoU."""
+    return TaskType(
+        name="segmentation",
+        target_kinds=("segmentation",),
+        target="semseg",
+        head={"name": "fcn"},
+        loss={"name": "ce"},
+        metrics=[{"name": "miou"}, {"name": "pixel_acc"}],
+        out_channels=_classes("segmentation", 2),
+    )
+
+
+def boundary() -> TaskType:
+    """Boundary detection: one logit per pixel, class-balanced BCE, boundary F1."""
+    return TaskType(
+        name="boundary",
+        target_kinds=("boundary",),
+        target="boundary",
+        head={"name": "boundary"},
+        loss={"name": "weighted_bce"},
+        metrics=[{"name": "boundary_f1"}],
+        out_channels=_fixed(1),
+    )
+
+
+def depth() -> TaskType:
+    """Monocular depth: one value per pixel, L1 on valid pixels, absolute/relative error."""
+    return TaskType(
+        name="depth",
+        target_kinds=("depth",),
+        target="depth",
+        head={"name": "dense"},
+        loss={"name": "l1"},
+        metrics=[{"name": "depth_abs_err"}, {"name": "depth_rel_err"}],
+        out_channels=_fixed(1),
+    )
+
+
+def normals() -> TaskType:
+    """Surface normals: a unit 3-vector per pixel, cosine loss, angular errors."""
+    return TaskType(
+        name="normals",
+        target_kinds=("normals",),
+        target="normals",
+        head={"name": "normals"},
+        loss={"name": "cosine"},
+        metrics=[
+            {"name": "normal_mean_angle"},
+            {"name": "normal_median_angle"},
+            {"name": "normal_within", "threshold": 11.25},
+            {"name": "normal_within", "threshold": 22.5},
+            {"name": "normal_within", "threshold": 30.0},
+        ],
+        out_channels=_fixed(3),
+    )
+
+
+def labels() -> TaskType:
+    """Multi-label image recognition: one logit per class, BCE, mean average precision."""
+    return TaskType(
+        name="labels",
+        target_kinds=("labels",),
+        target="labels",
+        head={"name": "classification"},
+        loss={"name": "bce"},
+        metrics=[{"name": "map"}, {"name": "accuracy"}],
+        out_channels=_classes("labels", 1),
+    )
+
+
+def classification() -> TaskType:
+    """Single-label image classification: softmax over classes, cross-entropy, accuracy."""
+    return TaskType(
+        name="classification",
+        target_kinds=("class",),
+        target="class",
+        head={"name": "classification"},
+        loss={"name": "ce"},
+        metrics=[{"name": "accuracy"}],
+        out_channels=_classes("classification", 2),
+    )
+
+
+@hookimpl
+def register_tasks(register):
+    """Register the built-in task types."""
+    register("segmentation", segmentation, None, "Semantic segmentation (fcn head, ce, miou)")
+    register("boundary", boundary, None, "Boundary detection (boundary head, weighted_bce, boundary_f1)")
+    register("depth", depth, None, "Monocular depth (dense head, l1, abs/rel error)")
+    register("normals", normals, None, "Surface normals (normals head, cosine, angular errors)")
+    register("labels", labels, None, "Multi-label image recognition (classification head, bce, mAP)")
+    register("classification", classification, None,
+             "Single-label classification (classification head, ce, accuracy)")

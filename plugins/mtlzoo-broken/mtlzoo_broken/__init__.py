@@ -1,0 +1,1 @@
+"""Deliberately broken plugins: each fails in a different way."""

@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny specs, the repository root, the shared CamVid copy."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CAMVID = (ROOT / ".." / "shared" / "data" / "camvid").resolve()
+
+# keep torch to the 2 cores and quiet for the whole suite
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture
+def root() -> Path:
+    """The repository root."""
+    return ROOT
+
+
+def tiny_spec(**overrides) -> dict:
+    """A fast 3-task spec on `shapes` with the in-house CNN backbone (seconds on CPU)."""
+    spec = {
+        "name": "tiny",
+        "seed": 0,
+        "model": {"backbone": {"name": "cnn", "channels": [8, 16, 32], "norm": "group"}},
+        "tasks": {
+            "semseg": {"type": "segmentation"},
+            "depth": {"type": "depth"},
+            "labels": {"type": "labels"},
+        },
+        "combiner": {"name": "sum"},
+        "data": {"name": "shapes", "size": [32, 32], "train_size": 16, "val_size": 8, "test_size": 8},
+        "train": {"epochs": 1, "batch_size": 8, "progress": False, "out_dir": "runs"},
+    }
+    for key, value in overrides.items():
+        node = spec
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return spec
+
+
+@pytest.fixture
+def spec_factory():
+    """Build a tiny spec dict with dotted-key overrides: spec_factory(**{"train.epochs": 2})."""
+    return tiny_spec

@@ -1,0 +1,83 @@
+"""`mtlzoo bench`: planning, delta-m by hand, resumable runs, failed cells, tables."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from mtlzoo.bench import delta_m, load_bench, plan, run_bench
+from mtlzoo.cli import main
+from mtlzoo.config import load
+
+
+def test_delta_m_by_hand():
+    st = {"seg": {"miou": 0.50, "acc": 0.80}, "depth": {"abs": 0.20}}
+    mt = {"seg": {"miou": 0.55, "acc": 0.76, "loss": 9.0}, "depth": {"abs": 0.18}}
+    dirs = {"seg": {"miou": True, "acc": True}, "depth": {"abs": False}}
+    dm, per_task = delta_m(mt, st, dirs)
+    # seg: (+10% - 5%) / 2 = +2.5 ; depth: lower is better, 0.18 vs 0.20 -> +10 ; mean 6.25
+    assert per_task["seg"] == pytest.approx(2.5)
+    assert per_task["depth"] == pytest.approx(10.0)
+    assert dm == pytest.approx(6.25)
+
+
+def write(tmp_path, spec_factory, grid, seeds=(0,), **extra):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(spec_factory(**{"tasks": {"semseg": {"type": "segmentation"},
+                                                             "depth": {"type": "depth"}}})))
+    bench = {"name": "tinybench", "base": "base.yaml", "grid": grid, "seeds": list(seeds),
+             "out_dir": str(tmp_path / "runs"), "results_dir": str(tmp_path / "results"), **extra}
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(bench))
+    return path
+
+
+def test_plan_adds_single_task_baselines_per_setting(tmp_path, spec_factory):
+    path = write(tmp_path, spec_factory, {"combiner": ["sum", {"name": "weighted", "weights": {"depth": 2.0}}],
+                                          "train.optimizer.lr": [0.001, 0.01]}, seeds=(0, 1))
+    spec, base = load_bench(path)
+    cells = plan(spec, load(base))
+    grid_cells = [c for c in cells if c.baseline_task is None]
+    base_cells = [c for c in cells if c.baseline_task]
+    assert len(grid_cells) == 2 * 2 * 2 and len(base_cells) == 2 * 2 * 2  # lr x task x seed
+    assert len({c.id for c in cells}) == len(cells)
+    b = base_cells[0]
+    assert "~tasks.depth" in b.overrides and 'combiner={"name": "sum"}' in b.overrides
+
+
+def test_bench_runs_resumes_reports_failures_and_writes_tables(tmp_path, spec_factory, capsys):
+    path = write(tmp_path, spec_factory, {"combiner": ["sum", {"name": "weighted", "weights": {"nope": 1.0}}]})
+    summary = run_bench(path, log=lambda *_: None)
+    # the weighted cell names an unknown task: it fails, the others still run
+    (failed_id, error), = summary["failures"].items()
+    assert failed_id.startswith("combiner=weighted") and "unknown task" in error
+    md = (tmp_path / "results" / "tinybench.md").read_text()
+    assert "Δm" in md and "single-task (semseg)" in md and "| sum |" in md and "(1 failed)" in md
+    rows = list(csv.DictReader(open(tmp_path / "results" / "tinybench.csv")))
+    sum_row = next(r for r in rows if r["method"] == "sum")
+    assert sum_row["delta_m_mean"] != "" and "semseg.miou_mean" in sum_row
+    # delta-m in the csv equals delta_m() of the cell summaries
+    runs = tmp_path / "runs" / "tinybench"
+    s = lambda cid: json.loads((runs / cid / "summary.json").read_text())  # noqa: E731
+    mt = s("combiner=sum__seed0")
+    st = {"semseg": s("single_semseg__seed0")["test"]["semseg"], "depth": s("single_depth__seed0")["test"]["depth"]}
+    expected, _ = delta_m(mt["test"], st, mt["directions"])
+    assert float(sum_row["delta_m_mean"]) == pytest.approx(expected)
+    # a second call skips the finished cells (their folders are not touched)
+    stamp = (runs / "combiner=sum__seed0" / "summary.json").stat().st_mtime_ns
+    run_bench(path, log=lambda *_: None)
+    assert (runs / "combiner=sum__seed0" / "summary.json").stat().st_mtime_ns == stamp
+
+
+def test_bench_cli_plan_and_bad_spec(tmp_path, spec_factory, capsys):
+    path = write(tmp_path, spec_factory, {"combiner": ["sum"]})
+    assert main(["bench", str(path), "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "combiner=sum__seed0" in out and "single_depth__seed0" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nbase: missing.yaml\n")
+    assert main(["bench", str(bad)]) == 2
+    assert "base: 'missing.yaml' not found" in capsys.readouterr().err

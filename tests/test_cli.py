@@ -1,0 +1,111 @@
+"""The `mtlzoo` command: every subcommand, --help, one-line errors, --debug."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from mtlzoo.cli import main
+
+
+def write_spec(tmp_path, spec) -> str:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+@pytest.mark.parametrize("argv", [[], ["train"], ["eval"], ["list"], ["plugins"], ["config"], ["config", "show"],
+                                  ["data"], ["data", "check"]])
+def test_help_of_every_command(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--help"])
+    assert exc.value.code == 0
+    assert "usage: mtlzoo" in capsys.readouterr().out
+
+
+def test_train_prints_per_task_table_and_writes_run(tmp_path, capsys, spec_factory):
+    spec = write_spec(tmp_path, spec_factory(**{"train.out_dir": str(tmp_path / "runs")}))
+    assert main(["train", spec, "train.run_name=cli"]) == 0
+    out = capsys.readouterr().out
+    assert "| semseg | miou (higher is better)" in out
+    assert "| depth  | depth_abs_err (lower is better)" in out
+    assert (tmp_path / "runs" / "cli" / "summary.json").is_file()
+    # eval of the run folder reproduces the summary
+    assert main(["eval", str(tmp_path / "runs" / "cli"), "--json", "--checkpoint",
+                 str(tmp_path / "runs" / "cli" / "checkpoints" / "last")]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    summary = json.loads((tmp_path / "runs" / "cli" / "summary.json").read_text())
+    assert ev["metrics"] == summary["final"] and ev["split"] == "val"
+    # resume with more epochs continues the same folder
+    assert main(["train", "--resume", str(tmp_path / "runs" / "cli"), "train.epochs=2"]) == 0
+    lines = (tmp_path / "runs" / "cli" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+
+
+def test_eval_of_a_spec_needs_a_checkpoint(tmp_path, capsys, spec_factory):
+    spec = write_spec(tmp_path, spec_factory())
+    assert main(["eval", spec]) == 2
+    assert capsys.readouterr().err.startswith("error: eval: give a run folder, or a spec with --checkpoint")
+    assert main(["eval", spec, "--checkpoint", str(tmp_path / "missing")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_config_show_prints_resolved_spec(tmp_path, capsys, spec_factory):
+    spec = write_spec(tmp_path, spec_factory())
+    assert main(["config", "show", spec, "train.epochs=7"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["train"]["epochs"] == 7 and shown["tasks"]["semseg"]["head"]["name"] == "fcn"
+
+
+def test_unknown_key_is_one_line_error_and_debug_shows_traceback(tmp_path, capsys, spec_factory):
+    spec = write_spec(tmp_path, spec_factory(**{"train.epohcs": 2}))
+    assert main(["config", "show", spec]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: train.epohcs: unknown option")
+    assert "Traceback" not in err
+    from mtlzoo.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        main(["config", "show", spec, "--debug"])
+
+
+def test_misspelled_backbone_is_one_line(tmp_path, capsys, spec_factory):
+    spec = write_spec(tmp_path, spec_factory(**{"model.backbone": {"name": "timm", "arch": "resnet81"}}))
+    assert main(["train", spec]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "resnet18" in err[0] and err[0].startswith("error:")
+
+
+def test_list_backbones_shows_timm_and_smp(capsys):
+    assert main(["list", "backbone"]) == 0
+    out = capsys.readouterr().out
+    assert "  timm " in out and "  smp " in out and "  cnn " in out
+    assert main(["list", "backbone", "timm:resnet1*", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    timm_row = next(r for r in rows if r["name"] == "timm")
+    assert "resnet18" in timm_row["variants"] and all(v.startswith("resnet1") for v in timm_row["variants"])
+    assert main(["list", "combiner", "w*"]) == 0
+    assert "weighted" in capsys.readouterr().out
+
+
+def test_list_every_kind(capsys):
+    assert main(["list", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == {"backbone", "head", "loss", "combiner", "dataset", "metric", "task"}
+    assert all(data[k] for k in data)
+
+
+def test_plugins_command_lists_builtin_plugins(capsys):
+    assert main(["plugins", "--json"]) == 0
+    records = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert records["builtin_combiners"]["registered"]["combiner"][:2] == ["sum", "weighted"]
+    assert records["builtin_combiners"]["distribution"] == "mtlzoo"
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "mtlzoo.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "train" in out.stdout

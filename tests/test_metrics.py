@@ -1,0 +1,344 @@
+"""Built-in metrics against hand-computed values, and exactness over a split."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mtlzoo.builtin import metrics as M
+from mtlzoo.data import TargetInfo
+from mtlzoo.errors import ConfigError
+from mtlzoo.plugins import PluginManager
+from mtlzoo.tasks import TaskInfo
+
+NAMES = ["miou", "pixel_acc", "boundary_f1", "depth_abs_err", "depth_rel_err", "normal_mean_angle",
+         "normal_median_angle", "normal_within", "accuracy", "map"]
+LOWER_IS_BETTER = {"depth_abs_err", "depth_rel_err", "normal_mean_angle", "normal_median_angle"}
+
+
+def task(kind="segmentation", num_classes=3, ignore_index=255) -> TaskInfo:
+    info = TargetInfo(kind, num_classes, ignore_index=ignore_index)
+    return TaskInfo("t", kind, "t", max(num_classes, 1), info)
+
+
+def value(metric, *batches) -> float:
+    metric.reset()
+    for pred, target in batches:
+        metric.update(pred, target)
+    return float(metric.compute())
+
+
+def check_exact(metric, batch_a, batch_b, expected: float, dim: int = 0) -> None:
+    """Two batches give the value of their concatenation (along ``dim``: images, or pixels of a
+    row for per-pixel metrics), and not the mean of the batch values."""
+    two = value(metric, batch_a, batch_b)
+    cat = value(metric, (torch.cat([batch_a[0], batch_b[0]], dim), torch.cat([batch_a[1], batch_b[1]], dim)))
+    mean = (value(metric, batch_a) + value(metric, batch_b)) / 2
+    assert two == pytest.approx(expected, abs=1e-5)
+    assert cat == pytest.approx(expected, abs=1e-5)
+    assert mean != pytest.approx(expected, abs=1e-3)
+
+
+# -- registration -------------------------------------------------------------------------
+def test_hook_register_metrics():
+    seen = {}
+
+    def register(name, factory, schema=None, help=""):
+        seen[name] = (factory, schema, help)
+
+    M.register_metrics(register)
+    assert sorted(seen) == sorted(NAMES)
+    assert all(help for _, _, help in seen.values())
+
+
+def test_every_metric_is_reached_through_the_entry_points_with_direction_and_key():
+    pm = PluginManager()
+    pm.load_entry_points()
+    reg = pm.registries["metric"]
+    kinds = {"miou": "segmentation", "pixel_acc": "segmentation", "boundary_f1": "boundary", "map": "labels",
+             "accuracy": "class"}
+    keys = {}
+    for name in NAMES:
+        entry = reg.get(name)
+        assert entry.plugin == "builtin_metrics"
+        metric = entry.factory(task(kinds.get(name, "depth")))
+        assert metric.higher_is_better is (name not in LOWER_IS_BETTER)
+        keys[name] = metric.key
+    assert keys == {"miou": "miou", "pixel_acc": "pixel_acc", "boundary_f1": "boundary_f1",
+                    "depth_abs_err": "abs_err", "depth_rel_err": "rel_err", "normal_mean_angle": "mean_angle",
+                    "normal_median_angle": "median_angle", "normal_within": "within_11.25",
+                    "accuracy": "accuracy", "map": "map"}
+
+
+# -- segmentation ---------------------------------------------------------------------------
+def seg_batch():
+    target = torch.tensor([[[0, 0], [1, 255]]])
+    pred = torch.tensor([[[0, 1], [1, 2]]])  # class 2 only predicted on the void pixel
+    return pred, target
+
+
+def test_miou_over_present_classes_ignoring_void():
+    # class 0: inter 1, union 2; class 1: inter 1, union 2; class 2 absent (void pixel not counted)
+    assert value(M.make_miou(task()), seg_batch()) == pytest.approx(0.5)
+    assert value(M.make_pixel_acc(task()), seg_batch()) == pytest.approx(2 / 3)
+
+
+def test_miou_counts_a_class_predicted_but_absent_from_the_target():
+    pred, target = seg_batch()
+    pred[0, 0, 1] = 2  # class 2 predicted on a class-0 pixel: IoU 0 and now present
+    # class 0: 1/2 -> 1/2 (inter 1, union 2); class 1: inter 1, union 1; class 2: 0
+    assert value(M.make_miou(task()), (pred, target)) == pytest.approx((0.5 + 1 + 0) / 3)
+
+
+def test_miou_from_logits_and_without_ignore_index():
+    pred, target = seg_batch()
+    logits = torch.nn.functional.one_hot(pred, 3).permute(0, 3, 1, 2).float() * 5
+    assert value(M.make_miou(task()), (logits, target)) == pytest.approx(0.5)
+    # no ignore index: 255 is out of range and still not counted
+    assert value(M.make_miou(task(ignore_index=None)), (pred, target)) == pytest.approx(0.5)
+
+
+def test_segmentation_metrics_are_exact_over_batches():
+    a = (torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long))  # all right
+    b = (torch.zeros(1, 2, 2, dtype=torch.long), torch.tensor([[[1, 255], [255, 255]]]))  # 1 wrong pixel
+    # split: class 0 inter 4 union 5; class 1 inter 0 union 1
+    check_exact(M.make_miou(task()), a, b, (4 / 5 + 0) / 2)
+    check_exact(M.make_pixel_acc(task()), a, b, 4 / 5)
+
+
+# -- boundary -------------------------------------------------------------------------------
+def edge(col: int, size: int = 8) -> torch.Tensor:
+    """A boundary map [1,1,size,size] with a vertical edge at ``col``."""
+    t = torch.zeros(1, 1, size, size)
+    t[..., col] = 1.0
+    return t
+
+
+def logits(mask: torch.Tensor) -> torch.Tensor:
+    return mask * 20 - 10
+
+
+@pytest.mark.parametrize("shift,tolerance,expected", [
+    (0, 0, 1.0), (1, 0, 0.0), (1, 1, 1.0), (2, 1, 0.0), (2, 2, 1.0), (3, 2, 0.0),
+])
+def test_boundary_f1_tolerance_on_a_shifted_edge(shift, tolerance, expected):
+    metric = M.make_boundary_f1(task("boundary", 0), tolerance=tolerance)
+    assert value(metric, (logits(edge(3 + shift)), edge(3))) == pytest.approx(expected)
+
+
+def test_boundary_f1_precision_recall_and_ignored_pixels():
+    target, pred = edge(3), logits(edge(3) + edge(7))  # 8 matched + 8 spurious predicted pixels
+    metric = M.make_boundary_f1(task("boundary", 0), tolerance=1)
+    assert value(metric, (pred, target)) == pytest.approx(2 * 0.5 * 1 / 1.5)  # P = 1/2, R = 1
+    target[..., 7] = 255.0  # the spurious column is unknown: not a prediction any more
+    assert value(metric, (pred, target)) == pytest.approx(1.0)
+
+
+def test_boundary_f1_threshold():
+    pred = edge(3) * 0.5  # sigmoid(0.5) = 0.62 on the edge, 0.5 elsewhere
+    assert value(M.make_boundary_f1(task("boundary", 0)), (pred, edge(3))) == pytest.approx(1.0)
+    strict = M.make_boundary_f1(task("boundary", 0), threshold=0.7)
+    assert value(strict, (pred, edge(3))) == pytest.approx(0.0)
+
+
+def test_boundary_f1_is_exact_over_batches():
+    a = (logits(edge(3)), edge(3))  # perfect
+    b = (logits(edge(3)), torch.zeros(1, 1, 8, 8))  # 8 spurious predictions, no true edge: F1 0
+    check_exact(M.make_boundary_f1(task("boundary", 0)), a, b, 2 * 0.5 / 1.5)
+
+
+def test_boundary_f1_options_are_checked():
+    with pytest.raises(ConfigError, match="tolerance"):
+        M.make_boundary_f1(task("boundary", 0), tolerance=-1)
+    with pytest.raises(ConfigError, match="threshold"):
+        M.make_boundary_f1(task("boundary", 0), threshold=1.5)
+
+
+# -- depth ----------------------------------------------------------------------------------
+def test_depth_errors_over_valid_pixels():
+    pred = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    target = torch.tensor([[[[2.0, 0.0], [1.0, float("nan")]]]])
+    assert value(M.make_depth_abs_err(task("depth", 0)), (pred, target)) == pytest.approx((1 + 2) / 2)
+    assert value(M.make_depth_rel_err(task("depth", 0)), (pred, target)) == pytest.approx((1 / 2 + 2 / 1) / 2)
+
+
+def test_depth_errors_are_exact_over_batches():
+    a = (torch.tensor([[[[3.0, 9.0]]]]), torch.tensor([[[[2.0, 0.0]]]]))  # 1 valid pixel, error 1 (rel 1/2)
+    b = (torch.full((1, 1, 1, 2), 4.0), torch.ones(1, 1, 1, 2))  # 2 valid pixels, error 3 (rel 3)
+    check_exact(M.make_depth_abs_err(task("depth", 0)), a, b, (1 + 6) / 3)
+    check_exact(M.make_depth_rel_err(task("depth", 0)), a, b, (0.5 + 6) / 3)
+
+
+# -- normals --------------------------------------------------------------------------------
+def normals_at(angles_deg: list[float], invalid: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predictions at known angles from a +z target, plus ``invalid`` pixels with no normal."""
+    a = torch.deg2rad(torch.tensor(angles_deg, dtype=torch.float64))
+    pred = torch.stack([torch.sin(a), torch.zeros_like(a), torch.cos(a)]).float()
+    target = torch.zeros_like(pred)
+    target[2] = 1.0
+    pred = torch.cat([pred, torch.ones(3, invalid)], 1)
+    target = torch.cat([target, torch.zeros(3, invalid)], 1)
+    return pred.reshape(1, 3, 1, -1), target.reshape(1, 3, 1, -1)
+
+
+def test_normal_angle_metrics_on_known_angles():
+    batch = normals_at([0, 10, 20, 40, 90], invalid=2)
+    t = task("normals", 0)
+    assert value(M.make_normal_mean_angle(t), batch) == pytest.approx(32.0, abs=1e-4)
+    assert value(M.make_normal_median_angle(t), batch) == pytest.approx(20.0, abs=1e-4)
+    assert value(M.make_normal_within(t), batch) == pytest.approx(40.0)
+    assert value(M.make_normal_within(t, threshold=22.5), batch) == pytest.approx(60.0)
+    assert value(M.make_normal_within(t, threshold=30), batch) == pytest.approx(60.0)
+    assert value(M.make_normal_within(t, threshold=90.5), batch) == pytest.approx(100.0)
+
+
+def test_normal_median_even_count_and_prediction_scale():
+    pred, target = normals_at([10, 20, 40, 90])
+    median = M.make_normal_median_angle(task("normals", 0))
+    assert value(median, (pred * 3, target)) == pytest.approx(30.0, abs=1e-4)
+
+
+def test_normal_small_angles_are_accurate():
+    # acos(cos(0.01 deg)) in float32 is off by ~0.02 deg; atan2 is not
+    assert value(M.NormalMeanAngle(), normals_at([0.01])) == pytest.approx(0.01, rel=1e-3)
+
+
+def test_normal_metrics_are_exact_over_batches():
+    a, b = normals_at([1, 2, 3]), normals_at([100])
+    t = task("normals", 0)
+    check_exact(M.make_normal_median_angle(t), a, b, 2.5, dim=-1)  # median of 1, 2, 3, 100
+    check_exact(M.make_normal_mean_angle(t), a, b, 106 / 4, dim=-1)
+    check_exact(M.make_normal_within(t, threshold=2.5), a, b, 50.0, dim=-1)
+
+
+def test_normal_within_key_and_threshold_check():
+    assert M.make_normal_within(task("normals", 0), threshold=22.5).key == "within_22.5"
+    assert M.make_normal_within(task("normals", 0), threshold=30.0).key == "within_30"
+    with pytest.raises(ConfigError, match="threshold"):
+        M.make_normal_within(task("normals", 0), threshold=0)
+
+
+# -- accuracy -------------------------------------------------------------------------------
+def test_accuracy_single_label_top1_with_ignore():
+    pred = torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]])
+    top1 = M.make_accuracy(task("class", 2, None))
+    assert value(top1, (pred, torch.tensor([0, 0, 1]))) == pytest.approx(1 / 3)
+    with_ignore = M.make_accuracy(task("class", 2, -1))
+    assert value(with_ignore, (pred, torch.tensor([0, -1, -1]))) == pytest.approx(1.0)
+
+
+def test_accuracy_multilabel_exact_or_per_label():
+    pred = torch.tensor([[1.0, -1.0], [1.0, 1.0]])
+    target = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    exact = M.make_accuracy(task("labels", 2, None))
+    per_label = M.make_accuracy(task("labels", 2, None), multilabel="per_label")
+    assert (exact.key, per_label.key) == ("accuracy", "label_accuracy")
+    assert value(exact, (pred, target)) == pytest.approx(1 / 2)
+    assert value(per_label, (pred, target)) == pytest.approx(3 / 4)
+    with pytest.raises(ConfigError, match="multilabel"):
+        M.make_accuracy(task("labels", 2, None), multilabel="any")
+
+
+def test_accuracy_is_exact_over_batches():
+    a = (torch.tensor([[1.0, 0.0]]), torch.tensor([0]))  # 1 of 1
+    b = (torch.tensor([[1.0, 0.0]] * 3), torch.tensor([1, 1, 1]))  # 0 of 3
+    check_exact(M.make_accuracy(task("class", 2, None)), a, b, 1 / 4)
+
+
+# -- mAP ------------------------------------------------------------------------------------
+def map_batch():
+    scores = torch.tensor([[0.9, 0.8, 0.0], [0.8, 0.4, 0.0], [0.7, 0.35, 0.0], [0.6, 0.1, 0.0]])
+    target = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    return scores, target
+
+
+def test_average_precision_by_hand():
+    # ranks 1..4 hold labels 1,0,1,0: AP = 1 * 1/2 + 2/3 * 1/2
+    assert float(M.average_precision(torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([1, 0, 1, 0]))) \
+        == pytest.approx(5 / 6)
+    # tied scores form one threshold (scikit-learn): precision 1/2 at recall 1
+    assert float(M.average_precision(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]))) == pytest.approx(0.5)
+    # raw logits: a sigmoid would tie these saturated scores
+    assert float(M.average_precision(torch.tensor([40.0, 30.0]), torch.tensor([1, 0]))) == pytest.approx(1.0)
+
+
+def test_map_macro_over_classes_with_a_positive():
+    # class 0: 5/6; class 1: labels 1,0,0,1 in score order -> 1 * 1/2 + 2/4 * 1/2 = 3/4;
+    # class 2 has no positive and is left out
+    assert value(M.make_map(task("labels", 3, None)), map_batch()) == pytest.approx((5 / 6 + 3 / 4) / 2)
+
+
+def test_map_is_exact_over_batches():
+    scores, target = map_batch()
+    check_exact(M.make_map(task("labels", 3, None)), (scores[:2], target[:2]), (scores[2:], target[2:]),
+                (5 / 6 + 3 / 4) / 2)
+
+
+# -- distributed sync and devices -----------------------------------------------------------
+def _rand_depth():
+    return torch.rand(2, 1, 4, 4) + 0.5, torch.rand(2, 1, 4, 4)
+
+
+# name -> (task, batch of rank 0, batch of rank 1 (different data), options)
+ALL_CASES = {
+    "miou": (task(), seg_batch, lambda: (torch.zeros(1, 2, 2, dtype=torch.long),) * 2, {}),
+    "pixel_acc": (task(), seg_batch, lambda: (torch.zeros(1, 2, 2, dtype=torch.long),) * 2, {}),
+    "boundary_f1": (task("boundary", 0), lambda: (logits(edge(2) + edge(6)), edge(3)),
+                    lambda: (logits(edge(3)), edge(3)), {"tolerance": 1}),
+    "depth_abs_err": (task("depth", 0), _rand_depth, _rand_depth, {}),
+    "depth_rel_err": (task("depth", 0), _rand_depth, _rand_depth, {}),
+    "normal_mean_angle": (task("normals", 0), lambda: normals_at([3, 10, 50], 1),
+                          lambda: normals_at([80, 85]), {}),
+    "normal_median_angle": (task("normals", 0), lambda: normals_at([3, 10, 50, 60], 1),
+                            lambda: normals_at([80, 85]), {}),
+    "normal_within": (task("normals", 0), lambda: normals_at([3, 10, 50], 1), lambda: normals_at([80, 5]),
+                      {"threshold": 30.0}),
+    "accuracy": (task("class", 2, None), lambda: (torch.randn(3, 2), torch.randint(0, 2, (3,))),
+                 lambda: (torch.tensor([[1.0, 0.0]] * 2), torch.tensor([1, 1])), {}),
+    "map": (task("labels", 3, None), lambda: (torch.randn(4, 3), (torch.rand(4, 3) > 0.5).float()),
+            lambda: (torch.randn(5, 3), (torch.rand(5, 3) > 0.5).float()), {}),
+}
+
+
+def make(name):
+    t, batch0, batch1, opts = ALL_CASES[name]
+    return getattr(M, f"make_{name}")(t, **opts), batch0, batch1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_distributed_sync_equals_one_process_on_all_data(name):
+    """Two 'ranks' synced through torchmetrics' own reduction path give the single-process value."""
+    torch.manual_seed(0)
+    rank0, batch0, batch1 = make(name)
+    rank1, single, alone = make(name)[0], make(name)[0], make(name)[0]
+    b0, b1 = batch0(), batch1()
+    rank0.update(*b0)
+    rank1.update(*b1)
+    rank1.update(*b1)  # ranks may see different amounts of data
+    for b in (b0, b1, b1):
+        single.update(*b)
+    other = {}
+    for attr in rank1._reductions:
+        v = getattr(rank1, attr)
+        other[attr] = torch.cat(v) if isinstance(v, list) else v
+    queue = iter(other.values())
+
+    def gather(tensor, group=None):  # what all_gather returns on rank 0 of 2
+        return [tensor, next(queue)]
+
+    rank0.dist_sync_fn = gather
+    rank0.distributed_available_fn = lambda: True
+    expected = float(single.compute())
+    assert float(rank0.compute()) == pytest.approx(expected, abs=1e-5)
+    assert value(alone, b0) != pytest.approx(expected, abs=1e-4)  # rank 0's data alone differs
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", NAMES)
+def test_metrics_run_on_cuda(name):
+    torch.manual_seed(0)
+    metric, batch, _ = make(name)
+    pred, target = batch()
+    expected = value(metric, (pred, target))
+    metric = metric.to("cuda")
+    assert value(metric, (pred.cuda(), target.cuda())) == pytest.approx(expected, abs=1e-5)

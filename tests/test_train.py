@@ -1,0 +1,133 @@
+"""Trainer: run folder contents, determinism, resume, evaluation, schedules, sampling."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from mtlzoo.builder import build
+from mtlzoo.checkpoint import load_weights
+from mtlzoo.config import load
+from mtlzoo.distributed import ShardedSampler
+from mtlzoo.errors import CheckpointError, TrainingError
+from mtlzoo.train import Trainer, lr_factor, new_run_dir
+
+
+def run(spec, run_dir=None, resume=None):
+    exp = build(load(spec))
+    trainer = Trainer(exp, run_dir, resume=resume)
+    return trainer, trainer.fit()
+
+
+def test_run_folder_holds_config_metrics_summary_and_checkpoints(tmp_path, spec_factory):
+    spec = spec_factory(**{"train.epochs": 2})
+    run_dir = new_run_dir(tmp_path, "tiny")
+    _, summary = run(spec, run_dir)
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    assert set(lines[0]["val"]) == {"semseg", "depth", "labels"}
+    assert set(lines[0]["train"]["loss"]) == {"semseg", "depth", "labels"}
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["final"] == lines[-1]["val"] == summary["final"]
+    assert on_disk["directions"]["depth"]["depth_abs_err"] is False
+    for name in ("last", "best"):
+        files = {p.name for p in (run_dir / "checkpoints" / name).iterdir()}
+        assert files == {"weights.safetensors", "optimizer.safetensors", "state.json"}
+    saved = load(run_dir / "config.yaml")
+    assert saved == load(spec)
+
+
+def test_same_seed_same_metrics_and_new_folder_each_time(tmp_path, spec_factory):
+    a = new_run_dir(tmp_path, "tiny")
+    b = new_run_dir(tmp_path, "tiny")
+    assert (a.name, b.name) == ("tiny", "tiny-2")
+    _, s1 = run(spec_factory(), a)
+    _, s2 = run(spec_factory(), b)
+    assert s1["final"] == s2["final"]
+    _, s3 = run(spec_factory(seed=1), None)
+    assert s3["final"] != s1["final"]
+
+
+def test_resume_continues_exactly(tmp_path, spec_factory):
+    spec = spec_factory(**{"train.epochs": 2})
+    t_full, full = run(spec, new_run_dir(tmp_path, "straight"))
+    part = new_run_dir(tmp_path, "part")
+    Trainer(build(load(spec)), part).fit(until_epoch=1)
+    run(spec_factory(seed=5), None)  # unrelated work in between must not matter
+    t2, resumed = run(spec, part, resume=part / "checkpoints" / "last")
+    assert resumed["final"] == full["final"]
+    for (k, a), b in zip(t_full.model.state_dict().items(), t2.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    lines = (part / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+
+
+def test_resume_of_a_finished_run_says_how_to_go_on(tmp_path, spec_factory):
+    d = new_run_dir(tmp_path, "done")
+    run(spec_factory(), d)
+    with pytest.raises(CheckpointError, match="raise train.epochs"):
+        run(spec_factory(), d, resume=d / "checkpoints" / "last")
+
+
+def test_evaluate_reloaded_checkpoint_matches_summary(tmp_path, spec_factory):
+    d = new_run_dir(tmp_path, "ev")
+    _, summary = run(spec_factory(), d)
+    exp = build(load(d / "config.yaml"))
+    trainer = Trainer(exp, None)
+    load_weights(d / "checkpoints" / "last", trainer.model, trainer.combiner)
+    assert trainer.evaluate("val") == summary["final"]
+
+
+def test_metrics_do_not_depend_on_eval_batch_size(spec_factory):
+    exp = build(load(spec_factory()))
+    trainer = Trainer(exp, None)
+    a = trainer.evaluate("val")
+    trainer.cfg.train.eval_batch_size = 3
+    b = trainer.evaluate("val")
+    for task in a:
+        for key in a[task]:
+            assert a[task][key] == pytest.approx(b[task][key], rel=1e-5, abs=1e-6), (task, key)
+
+
+def test_nan_loss_stops_with_a_clear_error(spec_factory):
+    exp = build(load(spec_factory()))
+    trainer = Trainer(exp, None)
+    trainer.tasks["depth"].loss = lambda pred, target: pred.sum() * float("nan")
+    with pytest.raises(TrainingError, match="task 'depth': loss is nan"):
+        trainer.fit()
+
+
+def test_test_split_is_reported_with_the_checkpoint_chosen_on_val(tmp_path, spec_factory):
+    d = new_run_dir(tmp_path, "t")
+    _, summary = run(spec_factory(**{"train.test_split": "test", "train.epochs": 2}), d)
+    assert summary["test_split"] == "test" and set(summary["test"]) == {"semseg", "depth", "labels"}
+    assert summary["best"]["metric"] == "semseg.miou"
+
+
+def test_lr_schedules_by_hand():
+    cfg = OmegaConf.create({"train": {"optimizer": {"lr": 0.1}, "scheduler": {
+        "name": "cosine", "warmup_epochs": 1.0, "min_lr": 0.0, "step_epochs": 1, "gamma": 0.5, "power": 1.0}}})
+    # 10 steps per epoch, 30 steps: 10 warm-up steps then cosine over 20
+    assert lr_factor(cfg, 0, 30, 10) == pytest.approx(0.1)
+    assert lr_factor(cfg, 9, 30, 10) == pytest.approx(1.0)
+    assert lr_factor(cfg, 20, 30, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    cfg.train.scheduler.name = "step"
+    cfg.train.scheduler.warmup_epochs = 0
+    assert [lr_factor(cfg, s, 30, 10) for s in (0, 10, 25)] == [1.0, 0.5, 0.25]
+    cfg.train.scheduler.name = "poly"
+    assert lr_factor(cfg, 15, 30, 10) == pytest.approx(0.5)
+
+
+def test_sharded_sampler_two_ranks_cover_the_one_rank_batches():
+    one = list(ShardedSampler(20, seed=3, rank_=0, world=1))
+    r0 = list(ShardedSampler(20, seed=3, rank_=0, world=2))
+    r1 = list(ShardedSampler(20, seed=3, rank_=1, world=2))
+    b = 2  # per-rank batch; the 1-rank run uses batch 4
+    for k in range(5):
+        assert sorted(one[4 * k: 4 * k + 4]) == sorted(r0[b * k: b * k + b] + r1[b * k: b * k + b])
+    ev = [list(ShardedSampler(7, shuffle=False, drop_last=False, rank_=r, world=2)) for r in (0, 1)]
+    assert sorted(ev[0] + ev[1]) == list(range(7))
