@@ -55,9 +55,11 @@ def register_heads(register):
 
     ``factory(feature_info: list[FeatureInfo], out_channels: int, **options) -> nn.Module``
     whose ``forward(features: list[Tensor], size: tuple[int, int])`` maps the backbone's
-    feature list to the task's prediction: dense heads return ``[B, out_channels, *size]``
-    (raw scores, the task's loss applies any activation), image-level heads return
-    ``[B, out_channels]``.
+    feature list to the task's prediction: dense heads return ``[B, out_channels, *size]``,
+    image-level heads ``[B, out_channels]``. Class-like outputs (segmentation, boundary,
+    labels) are raw logits, the loss applies the activation; regression outputs are the
+    prediction itself (the ``dense`` head's positive depth, the ``normals`` head's unit
+    vectors).
     """
 
 
