@@ -234,14 +234,14 @@ def summarise(spec: BenchSpec, cells: list[Cell], results: dict[str, dict[str, A
         for task, d in s.get("directions", {}).items():
             directions.setdefault(task, {}).update(d)
     metrics = {c.id: cell_metrics(results[c.id], spec.split) for c in cells if c.id in results}
-    baselines: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
+    baselines: dict[str, dict[str, dict[str, float]]] = {}
     for setting in {c.setting for c in cells}:
         agg: dict[str, dict[str, list[float]]] = {}
         for c in cells:
             if c.baseline_task and c.setting == setting and c.id in metrics:
                 for key, v in metrics[c.id][c.baseline_task].items():
                     agg.setdefault(c.baseline_task, {}).setdefault(key, []).append(v)
-        baselines[("", setting)] = {t: {k: statistics.fmean(v) for k, v in d.items()} for t, d in agg.items()}
+        baselines[setting] = {t: {k: statistics.fmean(v) for k, v in d.items()} for t, d in agg.items()}
     rows = []
     groups: dict[tuple[str, str], list[Cell]] = {}
     for c in cells:
@@ -257,7 +257,7 @@ def summarise(spec: BenchSpec, cells: list[Cell], results: dict[str, dict[str, A
                     if key != "loss":
                         per_seed.setdefault(task, {}).setdefault(key, []).append(v)
         row["metrics"] = {t: {k: _mean_std(v) for k, v in d.items()} for t, d in per_seed.items()}
-        base = baselines.get(("", setting), {})
+        base = baselines.get(setting, {})
         is_baseline = bool(members[0].baseline_task)
         if base and not is_baseline:
             dms, per_task_runs = [], {}

@@ -45,7 +45,8 @@ def test_plan_adds_single_task_baselines_per_setting(tmp_path, spec_factory):
     assert len(grid_cells) == 2 * 2 * 2 and len(base_cells) == 2 * 2 * 2  # lr x task x seed
     assert len({c.id for c in cells}) == len(cells)
     b = base_cells[0]
-    assert "~tasks.depth" in b.overrides and 'combiner={"name": "sum"}' in b.overrides
+    other = ({"semseg", "depth"} - {b.baseline_task}).pop()
+    assert f"~tasks.{other}" in b.overrides and 'combiner={"name": "sum"}' in b.overrides
 
 
 def test_bench_runs_resumes_reports_failures_and_writes_tables(tmp_path, spec_factory, capsys):

@@ -32,7 +32,7 @@ def test_train_prints_per_task_table_and_writes_run(tmp_path, capsys, spec_facto
     assert main(["train", spec, "train.run_name=cli"]) == 0
     out = capsys.readouterr().out
     assert "| semseg | miou (higher is better)" in out
-    assert "| depth  | depth_abs_err (lower is better)" in out
+    assert "| depth  | abs_err (lower is better)" in out
     assert (tmp_path / "runs" / "cli" / "summary.json").is_file()
     # eval of the run folder reproduces the summary
     assert main(["eval", str(tmp_path / "runs" / "cli"), "--json", "--checkpoint",

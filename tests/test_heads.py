@@ -103,7 +103,7 @@ def test_fcn_last_reads_only_the_coarsest_map_and_all_reads_every_map(backbones,
     info = backbones["cnn"].feature_info
     feats = features["cnn", (64, 64)]
     changed = [feats[0] + 1.0, *feats[1:]]  # perturb the finest map only
-    last, every = FCNHead(info, 3).eval(), FCNHead(info, 3, use="all").eval()
+    last, every = FCNHead(info, 3, use="last").eval(), FCNHead(info, 3, use="all", min_stride=1).eval()
     boundary = BoundaryHead(info, 1).eval()
     with torch.no_grad():
         assert torch.equal(last(feats, (64, 64)), last(changed, (64, 64)))
@@ -235,3 +235,18 @@ def test_registered_through_entry_points(backbones, features):
     with pytest.raises(ConfigError, match="tasks.t.head.decoder_channels"):
         validate_options({"decoder_channels": "wide"}, heads.get("unet").schema, "tasks.t.head",
                          "head 'unet'")
+
+
+def test_min_stride_fuses_only_maps_at_or_above_it():
+    from mtlzoo.builtin.heads import Fusion
+    from mtlzoo.model import FeatureInfo
+
+    infos = [FeatureInfo(4, 2), FeatureInfo(8, 4), FeatureInfo(16, 8)]
+    feats = [torch.randn(1, 4, 16, 16), torch.randn(1, 8, 8, 8), torch.randn(1, 16, 4, 4)]
+    fuse = Fusion(infos, 5, min_stride=4)
+    assert fuse.first == 1 and len(fuse.proj) == 2
+    assert fuse(feats).shape == (1, 5, 8, 8)  # at stride 4, the finest map kept
+    # changing the stride-2 map changes nothing: it is not used
+    feats2 = [torch.zeros(1, 4, 16, 16), *feats[1:]]
+    assert torch.equal(fuse(feats), fuse(feats2))
+    assert Fusion(infos, 5, min_stride=64).first == 2  # the coarsest map is always kept

@@ -33,7 +33,7 @@ def test_run_folder_holds_config_metrics_summary_and_checkpoints(tmp_path, spec_
     assert set(lines[0]["train"]["loss"]) == {"semseg", "depth", "labels"}
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk["final"] == lines[-1]["val"] == summary["final"]
-    assert on_disk["directions"]["depth"]["depth_abs_err"] is False
+    assert on_disk["directions"]["depth"]["abs_err"] is False
     for name in ("last", "best"):
         files = {p.name for p in (run_dir / "checkpoints" / name).iterdir()}
         assert files == {"weights.safetensors", "optimizer.safetensors", "state.json"}

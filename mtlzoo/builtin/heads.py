@@ -89,15 +89,21 @@ def convert_norm(module: nn.Module, norm: str) -> nn.Module:
 
 
 class Fusion(nn.Module):
-    """Light FPN-like fusion: project each map to ``channels`` (1x1 conv), resize them to the
-    finest map's resolution and sum. Output: ``[B, channels, h_finest, w_finest]``."""
+    """Light FPN-like fusion: project each map of stride >= ``min_stride`` to ``channels``
+    (1x1 conv), resize them to the finest such map's resolution and sum. Output:
+    ``[B, channels, h, w]`` at that resolution. ``min_stride`` bounds the cost: fusing at
+    stride 2 costs four times fusing at stride 4 and rarely helps."""
 
-    def __init__(self, feature_info: Sequence[FeatureInfo], channels: int):
+    def __init__(self, feature_info: Sequence[FeatureInfo], channels: int, min_stride: int = 1):
         super().__init__()
-        self.proj = nn.ModuleList(nn.Conv2d(fi.channels, channels, 1) for fi in feature_info)
+        strides = [fi.stride for fi in feature_info]
+        # keep at least the coarsest map, whatever min_stride says
+        self.first = next((i for i, st in enumerate(strides) if st >= min_stride), len(strides) - 1)
+        self.proj = nn.ModuleList(nn.Conv2d(fi.channels, channels, 1) for fi in feature_info[self.first:])
 
     def forward(self, features: Sequence[Tensor]) -> Tensor:
         """Fuse ``features`` (as many as ``feature_info`` had, fine to coarse)."""
+        features = features[self.first:]
         target = features[0].shape[-2:]
         out = self.proj[0](features[0])
         for proj, x in zip(self.proj[1:], features[1:]):
@@ -113,13 +119,15 @@ class FCNOptions:
 
     Attributes:
         channels: width of the hidden 3x3 conv (and of the fusion with ``use: all``).
-        use: ``last`` (coarsest map only, classic FCN) or ``all`` (FPN-like sum of all maps
-            at the finest resolution: sharper, a little more costly).
+        use: ``all`` (FPN-like sum of the maps of stride >= ``min_stride``, at the finest of
+            them: sharp masks) or ``last`` (coarsest map only, classic FCN: cheapest, coarse).
+        min_stride: finest stride fused with ``use: all``.
         norm: ``batch``, ``group`` or ``none``.
     """
 
     channels: int = 64
-    use: str = "last"
+    use: str = "all"
+    min_stride: int = 4
     norm: str = "batch"
 
 
@@ -127,8 +135,8 @@ class FCNHead(nn.Module):
     """Light FCN-style dense head: ``[fusion] -> conv3x3+norm+ReLU -> conv1x1 -> bilinear
     upsample to size``. Returns raw scores ``[B, out_channels, *size]``."""
 
-    def __init__(self, feature_info, out_channels: int, channels: int = 64, use: str = "last",
-                 norm: str = "batch"):
+    def __init__(self, feature_info, out_channels: int, channels: int = 64, use: str = "all",
+                 min_stride: int = 4, norm: str = "batch"):
         super().__init__()
         infos = _infos(feature_info, "fcn")
         _positive(out_channels, "out_channels", "fcn")
@@ -137,7 +145,7 @@ class FCNHead(nn.Module):
         if use not in ("last", "all"):
             raise ConfigError(f"head 'fcn': use must be 'last' or 'all', got {use!r}")
         self.use = use
-        self.fuse = Fusion(infos, channels) if use == "all" else None
+        self.fuse = Fusion(infos, channels, min_stride) if use == "all" else None
         cin = channels if use == "all" else infos[-1].channels
         self.conv = conv_norm_relu(cin, channels, norm)
         self.classifier = nn.Conv2d(channels, out_channels, 1)
@@ -343,11 +351,13 @@ class DenseOptions:
         channels: width of the fusion and of the hidden conv.
         activation: output activation: ``softplus`` (default: strictly positive and smooth,
             right for depth), ``relu``, ``exp``, ``sigmoid`` (values in (0, 1)) or ``none``.
+        min_stride: finest backbone stride fused (see :class:`Fusion`).
         norm: ``batch``, ``group`` or ``none``.
     """
 
     channels: int = 64
     activation: str = "softplus"
+    min_stride: int = 4
     norm: str = "batch"
 
 
@@ -365,7 +375,7 @@ class DenseHead(nn.Module):
     """
 
     def __init__(self, feature_info, out_channels: int, channels: int = 64, activation: str = "softplus",
-                 norm: str = "batch"):
+                 min_stride: int = 4, norm: str = "batch"):
         super().__init__()
         infos = _infos(feature_info, "dense")
         _positive(out_channels, "out_channels", "dense")
@@ -375,7 +385,7 @@ class DenseHead(nn.Module):
             raise ConfigError(f"head 'dense': activation must be one of {', '.join(ACTIVATIONS)}, "
                               f"got {activation!r}")
         self.activation = activation
-        self.fuse = Fusion(infos, channels)
+        self.fuse = Fusion(infos, channels, min_stride)
         self.conv = conv_norm_relu(channels, channels, norm)
         self.out = nn.Conv2d(channels, out_channels, 1)
 
@@ -393,10 +403,12 @@ class NormalsOptions:
 
     Attributes:
         channels: width of the fusion and of the hidden conv.
+        min_stride: finest backbone stride fused (see :class:`Fusion`).
         norm: ``batch``, ``group`` or ``none``.
     """
 
     channels: int = 64
+    min_stride: int = 4
     norm: str = "batch"
 
 
@@ -405,7 +417,8 @@ class NormalsHead(nn.Module):
     upsampling, so every output pixel is a unit vector (x right, y down, z towards the
     camera, as in :mod:`mtlzoo.data`). ``out_channels`` must be 3."""
 
-    def __init__(self, feature_info, out_channels: int = 3, channels: int = 64, norm: str = "batch"):
+    def __init__(self, feature_info, out_channels: int = 3, channels: int = 64, min_stride: int = 4,
+                 norm: str = "batch"):
         super().__init__()
         infos = _infos(feature_info, "normals")
         if out_channels != 3:
@@ -413,7 +426,7 @@ class NormalsHead(nn.Module):
                               f"got {out_channels}")
         _positive(channels, "channels", "normals")
         check_norm(norm, "head 'normals'")
-        self.fuse = Fusion(infos, channels)
+        self.fuse = Fusion(infos, channels, min_stride)
         self.conv = conv_norm_relu(channels, channels, norm)
         self.out = nn.Conv2d(channels, 3, 1)
 
@@ -431,10 +444,12 @@ class BoundaryOptions:
 
     Attributes:
         channels: width of the fusion and of the two hidden convs.
+        min_stride: finest backbone stride fused (see :class:`Fusion`).
         norm: ``batch``, ``group`` or ``none``.
     """
 
     channels: int = 32
+    min_stride: int = 2
     norm: str = "batch"
 
 
@@ -444,13 +459,14 @@ class BoundaryHead(nn.Module):
     conv3x3+norm+ReLU and a 1x1 conv give raw logits ``[B, out_channels, *size]`` (one
     channel for binary boundaries; the loss applies the sigmoid)."""
 
-    def __init__(self, feature_info, out_channels: int = 1, channels: int = 32, norm: str = "batch"):
+    def __init__(self, feature_info, out_channels: int = 1, channels: int = 32, min_stride: int = 2,
+                 norm: str = "batch"):
         super().__init__()
         infos = _infos(feature_info, "boundary")
         _positive(out_channels, "out_channels", "boundary")
         _positive(channels, "channels", "boundary")
         check_norm(norm, "head 'boundary'")
-        self.fuse = Fusion(infos, channels)
+        self.fuse = Fusion(infos, channels, min_stride)
         self.conv = nn.Sequential(conv_norm_relu(channels, channels, norm),
                                   conv_norm_relu(channels, channels, norm))
         self.out = nn.Conv2d(channels, out_channels, 1)

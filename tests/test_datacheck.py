@@ -1,0 +1,164 @@
+"""`mtlzoo data check`: every bad file of every split is reported, good data passes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mtlzoo.builtin import datasets as D
+from mtlzoo.data import DatasetInfo
+from mtlzoo.datacheck import DataProblems, SplitNotFound, check_dataset
+from mtlzoo.errors import DataError
+from test_datasets import NYU_FOLDERS, make_camvid_root, make_npy_root, save_png
+
+CAMVID = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "camvid").resolve()
+needs_camvid = pytest.mark.skipif(not CAMVID.is_dir(), reason=f"shared CamVid copy not found at {CAMVID}")
+
+
+def copy_camvid(dst: Path, counts=(4, 2, 2)) -> Path:
+    """Copy the first few samples of each split of the shared CamVid (never into the repo)."""
+    for split, n in zip(("train", "val", "test"), counts):
+        lines = (CAMVID / f"{split}.txt").read_text().splitlines()[:n]
+        for line in lines:
+            for p in line.split():
+                rel = Path(*Path(p).parts[-2:])
+                (dst / rel.parent).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(CAMVID / rel, dst / rel)
+        (dst / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return dst
+
+
+def names(root: Path, split: str) -> list[str]:
+    return [Path(line.split()[0]).name for line in (root / f"{split}.txt").read_text().splitlines()]
+
+
+def plant_bad_files(root: Path) -> dict[str, str]:
+    """Break four files in four ways; return file -> the words its report must contain."""
+    train, val, test = names(root, "train"), names(root, "val"), names(root, "test")
+    truncated = root / "train" / train[0]
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: len(data) // 3])
+    small = root / "trainannot" / train[1]
+    Image.open(small).resize((10, 10), Image.NEAREST).save(small)
+    out_of_range = root / "valannot" / val[0]
+    a = np.array(Image.open(out_of_range))
+    a[:3, :3] = 40
+    Image.fromarray(a).save(out_of_range)
+    missing = root / "test" / test[1]
+    missing.unlink()
+    return {str(truncated): "unreadable image", str(small): "mask is 10x10 but its image",
+            str(out_of_range): "label values [40] outside", str(missing): "file not found"}
+
+
+def assert_reports(problems: list[str], expected: dict[str, str]) -> None:
+    for path, words in expected.items():
+        hits = [p for p in problems if p.startswith(path + ":")]
+        assert len(hits) == 1 and words in hits[0], (path, words, problems)
+    assert len(problems) == len(expected), problems
+
+
+@needs_camvid
+def test_real_camvid_passes_the_full_check():
+    assert check_dataset(D.make_camvid, {"root": str(CAMVID)}) == []
+
+
+@needs_camvid
+def test_planted_bad_files_in_a_camvid_copy_are_all_reported(tmp_path):
+    root = copy_camvid(tmp_path / "camvid")
+    assert check_dataset(D.make_camvid, {"root": str(root)}) == []
+    expected = plant_bad_files(root)
+    assert_reports(check_dataset(D.make_camvid, {"root": str(root)}), expected)
+
+
+def test_planted_bad_files_in_a_synthetic_camvid(tmp_path):
+    root = make_camvid_root(tmp_path / "camvid", counts=(4, 2, 2))
+    assert check_dataset(D.make_camvid, {"root": str(root)}) == []
+    expected = plant_bad_files(root)
+    assert_reports(check_dataset(D.make_camvid, {"root": str(root)}), expected)
+
+
+def test_missing_split_file_and_empty_split_are_reported(tmp_path):
+    root = make_camvid_root(tmp_path / "camvid")
+    (root / "val.txt").unlink()
+    (root / "test.txt").write_text("")
+    problems = check_dataset(D.make_camvid, {"root": str(root)})
+    assert len(problems) == 2
+    assert "val.txt is missing" in problems[0] and "lists no samples (empty split)" in problems[1]
+    assert check_dataset(D.make_camvid, {"root": str(root)}, splits=["train"]) == []
+
+
+def test_layouts_without_a_test_split_skip_it(tmp_path):
+    root = make_npy_root(tmp_path / "nyuv2", NYU_FOLDERS)
+    assert check_dataset(D.make_nyuv2, {"root": str(root)}) == []
+    np.save(root / "val" / "label" / "0.npy", np.full((6, 8), 20, np.float32))
+    np.save(root / "train" / "depth" / "1.npy", np.full((6, 8), np.nan, np.float32))
+    problems = check_dataset(D.make_nyuv2, {"root": str(root)})
+    assert len(problems) == 2
+    assert any("depth/1.npy: depth holds NaN" in p for p in problems)
+    assert any("label/0.npy: label values [20]" in p for p in problems)
+    only_test = check_dataset(D.make_nyuv2, {"root": str(root)}, splits=["test"])
+    assert len(only_test) == 1 and only_test[0].startswith("no split found: test")
+
+
+def test_image_folder_check_reports_every_bad_file(tmp_path):
+    from test_datasets import FOLDER_OPTS, make_image_folder
+
+    base = make_image_folder(tmp_path / "train", ("a", "b", "c", "d"))
+    opts = {"root": str(tmp_path), **FOLDER_OPTS}
+    assert check_dataset(D.make_image_folder, opts) == []
+    save_png(base / "masks" / "a.png", np.full((6, 8), 9, np.uint8))
+    save_png(base / "normals" / "b.png", np.zeros((6, 8), np.uint8))
+    save_png(base / "depth" / "c.png", np.zeros((4, 8), np.uint16))
+    problems = check_dataset(D.make_image_folder, opts)
+    assert len(problems) == 3, problems
+    assert any("masks/a.png: label values [9]" in p for p in problems)
+    assert any("normals/b.png: a normal map must be an 8-bit RGB PNG" in p for p in problems)
+    assert any("depth/c.png: depth is 4x8 but its image c.png is 6x8" in p for p in problems)
+
+
+def test_datasets_without_check_are_checked_by_loading_every_sample():
+    class Flaky:
+        info = DatasetInfo("flaky")
+
+        def __init__(self, split):
+            if split == "test":
+                raise SplitNotFound("flaky has no test split")
+            self.split = split
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            if i == 1:
+                raise OSError("disk on fire")
+            return {}
+
+    problems = check_dataset(lambda split: Flaky(split), {})
+    assert problems == ["flaky train[1]: OSError: disk on fire", "flaky val[1]: OSError: disk on fire"]
+
+
+def test_data_problems_without_a_dataset_report_their_own_list():
+    def factory(split):
+        raise DataProblems("2 bad", ["x.png: bad", "y.png: bad"]) if split == "train" else DataError("z: gone")
+
+    assert check_dataset(factory, {}, splits=["train", "val"]) == ["x.png: bad", "y.png: bad", "z: gone"]
+
+
+def test_cli_data_check(tmp_path, capsys):
+    from mtlzoo.cli import main
+
+    root = make_camvid_root(tmp_path / "camvid")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: t\ntasks: {{semseg: {{type: segmentation}}}}\n"
+                    f"data: {{name: camvid, root: {root}}}\n")
+    assert main(["data", "check", str(spec)]) == 0
+    assert "no problems" in capsys.readouterr().out
+    bad = root / "trainannot" / names(root, "train")[2]
+    save_png(bad, np.full((12, 16), 99, np.uint8))
+    assert main(["data", "check", str(spec)]) == 1
+    out = capsys.readouterr().out
+    assert f"{bad}: label values [99]" in out and "1 problem(s)" in out
