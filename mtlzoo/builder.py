@@ -112,7 +112,14 @@ def build_dataset(cfg: DictConfig, split: str, registries: Registries | None = N
                           f"datasets must describe their targets with a DatasetInfo")
     augment = AugmentOptions(**OmegaConf.to_container(cfg.augment, resolve=True))
     backbone = OmegaConf.to_container(cfg.model.backbone, resolve=True)
-    mean_std = mean_std_for_backbone(backbone) if augment.normalize == "auto" else None
+    mean_std = None
+    if augment.normalize == "auto":
+        from_scratch = not backbone.get("pretrained") and not backbone.get("weights")
+        if from_scratch and base.info.mean is not None and base.info.std is not None:
+            # random weights expect nothing in particular: the data's own statistics whiten best
+            mean_std = (list(base.info.mean), list(base.info.std))
+        else:
+            mean_std = mean_std_for_backbone(backbone)
     derive = derive_specs(tasks if tasks is not None else cfg.tasks)
     return build_pipeline(base, split, augment, derive, mean_std)
 

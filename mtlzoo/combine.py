@@ -1,53 +1,343 @@
 """The combiner interface: how per-task losses become one update of the shared parameters.
 
 A :class:`Combiner` owns the backward pass. The trainer computes the per-task losses and
-hands them, with a :class:`Step`, to ``combiner.backward(losses, step)``. Loss-level
-combiners weight the losses and call :meth:`Step.backward`; gradient-level combiners ask
-the step for per-task gradients (:meth:`Step.task_gradients`) or their Gramian
-(:meth:`Step.gramian`), w.r.t. the shared parameters (``wrt="params"``) or the shared
-representation (``wrt="features"``), and write the shared update with
-:meth:`Step.backward_weighted` or :meth:`Step.set_shared_gradient`.
+hands them, with a :class:`Step`, to ``combiner.backward(losses, step)``:
 
-Under DDP the trainer disables DDP's own gradient averaging for the step and the Step
-averages what combiners ask for across ranks (per-task gradients, Gramians, and the final
-gradients), so every rank takes the same step.
+* **Loss-level** combiners weight the losses and call :meth:`Step.backward` on one scalar
+  (or :meth:`Step.backward_weighted` with ``heads="weighted"``).
+* **Gradient-level** combiners ask the step for the T x T Gramian of the per-task gradients
+  (:meth:`Step.gramian`) or for the T x P matrix itself (:meth:`Step.task_gradients`),
+  w.r.t. the shared parameters (``wrt="params"``) or the shared representation
+  (``wrt="features"``, the MGDA-UB idea), and write the shared update with
+  :meth:`Step.backward_weighted` (an update that is a weighted sum of task gradients) or
+  :meth:`Step.set_shared_gradient` (any direction).
+
+How per-task gradients are computed
+-----------------------------------
+Every per-task quantity starts with one *head pass* per task: the task loss is
+backpropagated through the heads only, down to the backbone's feature maps, giving the
+partial derivative of the loss w.r.t. each feature map (gradient paths between feature
+maps inside the backbone are blocked so that nothing is counted twice) and the gradient
+of the head parameters. Then:
+
+* ``wrt="features"``: the rows are those partial derivatives; the final update is one
+  backward pass through the backbone from ``sum_t w_t dL_t/dfeatures``.
+* ``wrt="params"``, Gramian (:meth:`Step.gramian`): the "autogram" idea of Quinton & Rey
+  (2024). For each task, the feature cotangents are backpropagated through the backbone
+  computing *input* gradients only; a hook on every plain 2-d convolution catches the
+  gradient of its output, from which the layer's contribution to the Gramian is
+  computed without the T x P matrix: either from the per-task weight gradients of that
+  layer alone (early layers, few parameters) or, where it is cheaper (deep layers with
+  many parameters and few output positions), from the kernel identity
+  ``<D_i X^T, D_j X^T> = <D_i (X^T X), D_j>``. The final update for a weight vector ``w``
+  is then assembled layer by layer from what was kept (no further backbone pass).
+  Parameters no hook can handle (norm layers, biases, linear layers, the first conv) get
+  their per-task gradients from autograd in the same passes.
+* ``wrt="params"``, matrix (:meth:`Step.task_gradients`): batched vector-Jacobian
+  products through the backbone (``torch.autograd.grad(..., is_grads_batched=True)``),
+  ``chunk_size`` tasks at a time to bound memory.
+
+Task-specific parameters
+------------------------
+Head (task-specific) parameters are not shared, so nothing is reconciled there: with
+``heads="own"`` (the default of gradient-level methods) they receive the gradient of the
+plain sum of the losses that use them (for disjoint heads: each head its own loss), as in
+LibMTL and torchjd; with ``heads="weighted"`` they receive the gradient of
+``sum_t w_t L_t`` (what loss weighting means).
+
+Distributed training
+--------------------
+When ``torch.distributed`` is initialised with more than one rank, the trainer runs the
+model without DDP's own gradient averaging and the Step makes every rank see the same
+thing, so that all ranks take the same step (equal per-rank batch sizes assumed, as
+sampling with ``drop_last`` gives):
+
+* :meth:`Step.backward` / the final backward through the backbone: parameter gradients
+  are averaged over ranks (``all_reduce`` then divide), as DDP would.
+* ``wrt="params"``: the per-task parameter-gradient matrix is averaged over ranks before
+  any combiner sees it, and the Gramian is computed from the averaged matrix (the
+  layer-wise Gramian is a per-rank shortcut, so it is not used across ranks).
+* ``wrt="features"``: each rank holds the rows of its own samples; the Gramian of the
+  global batch is ``sum_r G_r / R^2`` (all-reduced), and the final backbone gradients are
+  averaged over ranks.
+* :meth:`Step.global_losses` gives the loss values averaged over ranks (combiners whose
+  weights depend on loss values use them), and :meth:`Step.generator` gives a random
+  generator seeded by the step number, identical on every rank (random permutations,
+  random weights, random masks).
+
+Outside distributed training every ``all_reduce`` is skipped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 Wrt = Literal["params", "features"]
 WRT_CHOICES = ("params", "features")
+HEADS_CHOICES = ("own", "weighted")
 
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def _world() -> int:
+    return dist.get_world_size() if _distributed() else 1
+
+
+def world_size() -> int:
+    """Number of ranks (1 outside distributed training)."""
+    return _world()
+
+
 def all_reduce_mean(t: Tensor) -> Tensor:
-    """Average a tensor over all ranks (a no-op outside distributed training)."""
+    """Average a tensor over all ranks in place (a no-op outside distributed training)."""
     if _distributed():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         t /= dist.get_world_size()
     return t
 
 
+def all_reduce_sum(t: Tensor) -> Tensor:
+    """Sum a tensor over all ranks in place (a no-op outside distributed training)."""
+    if _distributed():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def check_wrt(wrt: str) -> None:
+    """Raise ``ValueError`` unless ``wrt`` is ``"params"`` or ``"features"``."""
+    if wrt not in WRT_CHOICES:
+        raise ValueError(f"wrt must be one of {WRT_CHOICES}, got {wrt!r}")
+
+
+# -- autograd graph helpers -------------------------------------------------------------------
+def _walk(roots: Sequence) -> list:
+    """Every autograd node reachable from ``roots`` (iterative: graphs can be deep)."""
+    seen: set = set()
+    order = []
+    stack = [r for r in roots if r is not None]
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        order.append(node)
+        stack.extend(c for c, _ in node.next_functions if c is not None)
+    return order
+
+
+def _is_leaf(node) -> bool:
+    return hasattr(node, "variable")  # AccumulateGrad
+
+
+class _ConvSite:
+    """One plain 2-d convolution of the backbone whose weight gradient the hooks handle."""
+
+    __slots__ = ("node", "param", "x", "stride", "padding", "dilation", "kernel", "store")
+
+    def __init__(self, node, param: Tensor):
+        self.node = node
+        self.param = param
+        self.x = node._saved_input.detach()
+        self.stride = list(node._saved_stride)
+        self.padding = list(node._saved_padding)
+        self.dilation = list(node._saved_dilation)
+        self.kernel = False
+        self.store: list[Tensor | None] = []
+
+    def out_positions(self) -> int:
+        """N: batch size times output height times output width."""
+        kh, kw = self.param.shape[-2:]
+        b, _, h, w = self.x.shape
+        ho = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
+        wo = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+        return b * ho * wo
+
+    def choose(self, tasks: int) -> None:
+        """Pick the cheaper way (in multiply-adds) to get this layer's Gramian block."""
+        cout, cin, kh, kw = self.param.shape
+        n, ckk = self.out_positions(), cin * kh * kw
+        direct = tasks * cout * n * ckk + tasks * tasks * cout * ckk / 2
+        kernel = n * n * ckk + tasks * cout * n * n + tasks * tasks * cout * n + cout * n * ckk
+        self.kernel = kernel < direct
+        self.store = [None] * tasks
+
+    def weight_grad(self, delta: Tensor) -> Tensor:
+        """Gradient of this conv's weight for the output gradient ``delta``."""
+        return torch.ops.aten.convolution_backward(
+            delta, self.x, self.param, None, self.stride, self.padding, self.dilation,
+            False, [0, 0], 1, [False, True, False],
+        )[1]
+
+    @torch.no_grad()
+    def gram(self, tasks: int) -> Tensor:
+        """This layer's T x T block of the Gramian (float64)."""
+        shape = (self.param.shape[0], self.out_positions()) if self.kernel else (self.param.numel(),)
+        rows = [s if s is not None else self.x.new_zeros(0) for s in self.store]
+        if self.kernel:
+            cout = self.param.shape[0]
+            d = torch.stack([
+                r.transpose(0, 1).reshape(cout, -1) if r.numel() else self.x.new_zeros(shape) for r in rows
+            ])  # T, Cout, N
+            kh, kw = self.param.shape[-2:]
+            x = F.unfold(self.x, (kh, kw), self.dilation, self.padding, self.stride)  # B, Ckk, L
+            x = x.transpose(0, 1).reshape(x.shape[1], -1)  # Ckk, N
+            e = d @ (x.T @ x)
+            return torch.einsum("ion,jon->ij", e, d).double()
+        r = torch.stack([r.reshape(-1) if r.numel() else self.x.new_zeros(shape) for r in rows])
+        return (r @ r.T).double()
+
+    @torch.no_grad()
+    def combine(self, w: Tensor) -> Tensor | None:
+        """The weight gradient of ``sum_t w_t L_t`` from what the passes kept."""
+        terms = [w[t].to(s.dtype) * s for t, s in enumerate(self.store) if s is not None]
+        if not terms:
+            return None
+        total = torch.stack(terms).sum(0)
+        return self.weight_grad(total) if self.kernel else total
+
+
+class _LayerGramian:
+    """Gramian of the per-task gradients of the shared parameters, layer by layer.
+
+    Built from the feature cotangents of the head passes: one input-gradient pass through
+    the backbone per task, hooks on the convolutions (see the module docstring).
+    """
+
+    def __init__(self, features: list[Tensor], cotangents: list[list[Tensor]], shared: list[Tensor]):
+        tasks = len(cotangents)
+        roots = [f.grad_fn for f in features]
+        nodes = _walk(roots)
+        uses: dict[int, int] = {}
+        for node in nodes:
+            for c, _ in node.next_functions:
+                if c is not None and _is_leaf(c):
+                    uses[id(c.variable)] = uses.get(id(c.variable), 0) + 1
+        shared_ids = {id(p) for p in shared}
+        candidates: dict = {}
+        for node in nodes:
+            if type(node).__name__ != "ConvolutionBackward0":
+                continue
+            w = node.next_functions[1][0]
+            if w is None or not _is_leaf(w):
+                continue
+            p = w.variable
+            if (id(p) in shared_ids and uses.get(id(p)) == 1 and p.ndim == 4 and p.dtype == node._saved_input.dtype
+                    and not node._saved_transposed and node._saved_groups == 1):
+                candidates[node] = p
+        handled = {id(p) for p in candidates.values()}
+        requested = {id(p) for p in shared if id(p) not in handled}
+        # A hooked conv only runs if something below it is requested; the ones with nothing
+        # below (the first conv) are left to autograd. Post-order walk decides bottom-up.
+        reach: dict = {}
+        stack = [(r, False) for r in roots if r is not None]
+
+        def edge_reaches(c) -> bool:
+            if c is None:
+                return False
+            return id(c.variable) in requested if _is_leaf(c) else reach.get(c, False)
+
+        while stack:
+            node, expanded = stack.pop()
+            if node in reach:
+                continue
+            if not expanded:
+                stack.append((node, True))
+                stack.extend((c, False) for c, _ in node.next_functions
+                             if c is not None and not _is_leaf(c) and c not in reach)
+                continue
+            if node in candidates:
+                if not edge_reaches(node.next_functions[0][0]):
+                    requested.add(id(candidates.pop(node)))
+                reach[node] = True
+            else:
+                reach[node] = any(edge_reaches(c) for c, _ in node.next_functions)
+        self.sites = [_ConvSite(n, p) for n, p in candidates.items()]
+        for site in self.sites:
+            site.choose(tasks)
+        self.fallback = [p for p in shared if id(p) in requested]
+        self.rows: list[list[Tensor | None]] = []
+        current = [0]
+
+        def make_hook(site: _ConvSite):
+            def hook(grad_outputs):
+                delta = grad_outputs[0]
+                if delta is not None:
+                    with torch.no_grad():
+                        site.store[current[0]] = site.weight_grad(delta) if not site.kernel else delta.detach()
+            return hook
+
+        handles = [s.node.register_prehook(make_hook(s)) for s in self.sites]
+        try:
+            for t in range(tasks):
+                current[0] = t
+                pairs = [(f, c) for f, c in zip(features, cotangents[t]) if c is not None]
+                if self.fallback and pairs:
+                    grads = torch.autograd.grad([f for f, _ in pairs], self.fallback, [c for _, c in pairs],
+                                                retain_graph=True, allow_unused=True)
+                else:
+                    grads = (None,) * len(self.fallback)
+                self.rows.append(list(grads))
+        finally:
+            for h in handles:
+                h.remove()
+        gram = torch.zeros(tasks, tasks, dtype=torch.float64)
+        with torch.no_grad():
+            for k, p in enumerate(self.fallback):
+                r = torch.stack([row[k].reshape(-1) if row[k] is not None else p.new_zeros(p.numel())
+                                 for row in self.rows])
+                gram += (r @ r.T).double().cpu()
+            for site in self.sites:
+                gram += site.gram(tasks).cpu()
+        self.gram = gram
+
+    @torch.no_grad()
+    def combine(self, w: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """``(param, gradient)`` pairs of ``sum_t w_t g_t`` for every reached parameter."""
+        out = []
+        for k, p in enumerate(self.fallback):
+            terms = [w[t].to(p.dtype) * row[k] for t, row in enumerate(self.rows) if row[k] is not None]
+            if terms:
+                out.append((p, torch.stack(terms).sum(0)))
+        for site in self.sites:
+            g = site.combine(w)
+            if g is not None:
+                out.append((site.param, g))
+        return out
+
+
+def _add_grad(p: Tensor, g: Tensor) -> None:
+    g = g.view_as(p).to(p.dtype)
+    if p.grad is None:
+        p.grad = g.clone()
+    else:
+        p.grad.add_(g)
+
+
 class Step:
     """One training step as a combiner sees it.
 
-    Attributes:
-        losses: per-task scalar losses, in task order.
+    Args:
+        losses: per-task scalar losses; the dict order is the row order of every per-task
+            matrix and weight vector (:attr:`task_names`).
         features: the shared representation (backbone feature maps) of this batch, still
-            attached to the backbone's graph.
+            attached to the backbone's graph. Shared parameters must reach the losses only
+            through these tensors.
         shared_params: trainable backbone parameters.
         task_params: each task's trainable head parameters.
         step: global optimisation step (0-based); epoch: current epoch (0-based).
+        chunk_size: how many tasks one batched vector-Jacobian product handles in
+            :meth:`task_gradients` (``None``: all at once). Lower it to bound memory.
+
+    A Step is used for one backward: after :meth:`backward`, :meth:`backward_weighted` or
+    :meth:`set_shared_gradient` it drops what it kept.
     """
 
     def __init__(
@@ -66,24 +356,62 @@ class Step:
         self.task_params = {k: list(v) for k, v in task_params.items()}
         self.step = step
         self.epoch = epoch
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
         self.chunk_size = chunk_size
-        self._grad_cache: dict[str, Tensor] = {}
+        self._head_params: list[Tensor] = []
+        seen: set[int] = set()
+        for ps in self.task_params.values():
+            for p in ps:
+                if p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    self._head_params.append(p)
+        self._reset()
 
+    def _reset(self) -> None:
+        self._cot: list[list[Tensor | None]] | None = None  # per task, per graph feature
+        self._head: list[tuple] | None = None
+        self._jac: dict[str, Tensor] = {}
+        self._gram: dict[str, Tensor] = {}
+        self._layers: _LayerGramian | None = None
+
+    # -- basics --------------------------------------------------------------------------
     @property
     def task_names(self) -> list[str]:
         """Task names, in the row order of every per-task matrix."""
         return list(self.losses)
 
+    def _graph_features(self) -> list[Tensor]:
+        return [f for f in self.features if f.requires_grad]
+
     def _wrt_tensors(self, wrt: Wrt) -> list[Tensor]:
-        if wrt == "params":
-            return self.shared_params
-        if wrt == "features":
-            return self.features
-        raise ValueError(f"wrt must be one of {WRT_CHOICES}, got {wrt!r}")
+        check_wrt(wrt)
+        return self.shared_params if wrt == "params" else self._graph_features()
 
     def num_shared(self, wrt: Wrt = "params") -> int:
         """Length P of one task-gradient row for ``wrt`` (per rank for features)."""
         return sum(t.numel() for t in self._wrt_tensors(wrt))
+
+    def global_losses(self) -> Tensor:
+        """The detached loss values (float32, task order), averaged over ranks."""
+        values = torch.stack([l.detach().float().reshape(()) for l in self.losses.values()])
+        return all_reduce_mean(values.clone())
+
+    def generator(self, seed: int = 0) -> torch.Generator:
+        """A CPU random generator seeded from ``seed`` and the step number: identical on every
+        rank and reproducible on resume (random permutations, weights and masks)."""
+        return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(self.step) * 7_919 + 17) % (2**63 - 1))
+
+    def _weights(self, weights: Tensor | Sequence[float] | Mapping[str, float]) -> Tensor:
+        if isinstance(weights, Mapping):
+            missing = [t for t in self.task_names if t not in weights]
+            if missing:
+                raise KeyError(f"weights miss task(s) {missing}")
+            weights = [float(weights[t]) for t in self.task_names]
+        w = torch.as_tensor(weights).detach().double().cpu().reshape(-1)
+        if w.numel() != len(self.losses):
+            raise ValueError(f"expected {len(self.losses)} weights (one per task), got {w.numel()}")
+        return w
 
     # -- loss-level ----------------------------------------------------------------------
     def backward(self, loss: Tensor) -> None:
@@ -91,76 +419,198 @@ class Step:
         the resulting gradients over ranks."""
         loss.backward()
         self.sync_gradients()
+        self._reset()
 
-    def backward_weighted(self, weights: Tensor | Sequence[float], wrt: Wrt = "params") -> None:
-        """Backpropagate ``sum_t weights[t] * losses[t]``: the shared update is the weighted
-        sum of task gradients; each head gets its own loss gradient scaled by its weight.
+    def backward_weighted(
+        self,
+        weights: Tensor | Sequence[float] | Mapping[str, float],
+        wrt: Wrt = "params",
+        heads: str = "own",
+    ) -> None:
+        """Make ``sum_t weights[t] * g_t`` the update of the shared parameters.
 
-        ``wrt`` only matters to gradient-level combiners that computed task gradients
-        before: the graph they kept is released here.
+        ``weights`` are in :attr:`task_names` order (or a ``{task: weight}`` dict). Uses
+        whatever the step already computed for ``wrt`` (the layer-wise Gramian, the task
+        matrix, or the feature cotangents) so no extra backbone pass is needed when the
+        Gramian was asked for with ``wrt="params"``. ``heads``: ``"own"`` gives head
+        parameters the gradient of the unweighted sum of losses, ``"weighted"`` that of the
+        weighted sum (see the module docstring).
         """
-        w = torch.as_tensor(weights, dtype=torch.float32)
-        losses = list(self.losses.values())
-        total = sum(w[i].to(l.device, l.dtype) * l for i, l in enumerate(losses))
-        self.backward(total)
+        check_wrt(wrt)
+        if heads not in HEADS_CHOICES:
+            raise ValueError(f"heads must be one of {HEADS_CHOICES}, got {heads!r}")
+        w = self._weights(weights)
+        if heads == "weighted" and self._cot is None:
+            # nothing per-task computed yet: one plain backward of the weighted loss is cheapest
+            losses = list(self.losses.values())
+            self.backward(sum(w[i].to(l.device, l.dtype) * l for i, l in enumerate(losses)))
+            return
+        self._head_pass()
+        if wrt == "params" and "params" in self._jac:
+            direction = (w.to(self._jac["params"]) @ self._jac["params"])
+            self._write_params(direction)  # the matrix is already averaged over ranks
+        elif wrt == "params" and self._layers is not None:
+            for p, g in self._layers.combine(w):
+                _add_grad(p, g)
+            self._sync_shared_params()
+        else:
+            self._backprop_features([self._weighted_cotangent(w, k) for k in range(len(self._graph_features()))])
+        self._finish_heads(w if heads == "weighted" else None)
 
     # -- gradient-level ------------------------------------------------------------------
     def task_gradients(self, wrt: Wrt = "params") -> Tensor:
-        """The T x P matrix of per-task gradients of the shared parameters (``params``) or of
-        the shared representation (``features``), averaged over ranks.
+        """The T x P matrix of per-task gradients of the shared parameters (``params``,
+        averaged over ranks) or of the shared representation (``features``, this rank's
+        samples; the partial derivatives of each loss w.r.t. each feature map).
 
-        With ``wrt="features"`` only the heads are backpropagated (once per task). Head
-        gradients of each task's own loss are accumulated into the heads' ``.grad`` along
-        the way, so :meth:`set_shared_gradient` only has to write the shared part.
+        ``params`` materialises T x P (batched VJPs through the backbone, ``chunk_size``
+        tasks at a time); prefer :meth:`gramian` + :meth:`backward_weighted` when the update
+        is a weighted sum of task gradients.
         """
-        if wrt in self._grad_cache:
-            return self._grad_cache[wrt]
-        inputs = self._wrt_tensors(wrt)
-        rows = []
-        for name, loss in self.losses.items():
-            own = self.task_params.get(name, [])
-            grads = torch.autograd.grad(loss, [*inputs, *own], retain_graph=True, allow_unused=True)
-            shared, head = grads[: len(inputs)], grads[len(inputs):]
-            rows.append(torch.cat([
-                (g if g is not None else torch.zeros_like(x)).reshape(-1) for g, x in zip(shared, inputs)
-            ]))
-            for p, g in zip(own, head):
-                if g is not None:
-                    p.grad = g if p.grad is None else p.grad + g
-        matrix = torch.stack(rows)
-        if wrt == "params":
-            # parameter gradients are summed over the global batch: average them over ranks
+        check_wrt(wrt)
+        if wrt in self._jac:
+            return self._jac[wrt]
+        self._head_pass()
+        feats = self._graph_features()
+        tasks = len(self._cot)
+        if wrt == "features":
+            matrix = torch.stack([
+                torch.cat([c.reshape(-1) for c in self._dense(t)]) for t in range(tasks)
+            ]) if feats else torch.zeros(tasks, 0)
+        else:
+            rows = []
+            chunk = self.chunk_size or tasks
+            for start in range(0, tasks, chunk):
+                part = [self._dense(t) for t in range(start, min(start + chunk, tasks))]
+                used = [k for k in range(len(feats)) if any(self._cot[t][k] is not None
+                                                          for t in range(start, min(start + chunk, tasks)))]
+                rows.append(self._batched_param_grads([feats[k] for k in used], [[c[k] for k in used] for c in part]))
+            matrix = torch.cat(rows) if rows else torch.zeros(tasks, 0)
             matrix = all_reduce_mean(matrix)
-            self._sync_task_params()
-        self._grad_cache[wrt] = matrix
+        self._jac[wrt] = matrix
         return matrix
 
-    def gramian(self, wrt: Wrt = "params") -> Tensor:
-        """The T x T Gramian ``G = J J^T`` of the per-task gradients (inner products)."""
-        matrix = self.task_gradients(wrt)
-        if wrt == "features":
-            gram = matrix @ matrix.T
-            return all_reduce_mean(gram)
-        return matrix @ matrix.T
+    def _batched_param_grads(self, feats: list[Tensor], part: list[list[Tensor]]) -> Tensor:
+        n = len(part)
+        params = self.shared_params
+        if not params or not feats:
+            return torch.zeros(n, self.num_shared("params"))  # no task reaches the backbone
+        if n == 1:
+            grads = [g.unsqueeze(0) if g is not None else None for g in
+                     torch.autograd.grad(feats, params, part[0], retain_graph=True, allow_unused=True)]
+        else:
+            cot = [torch.stack([c[k] for c in part]) for k in range(len(feats))]
+            grads = torch.autograd.grad(feats, params, cot, retain_graph=True, allow_unused=True,
+                                        is_grads_batched=True)
+        return torch.cat([
+            (g if g is not None else p.new_zeros((n, *p.shape))).reshape(n, -1) for g, p in zip(grads, params)
+        ], dim=1)
 
-    def set_shared_gradient(self, direction: Tensor, wrt: Wrt = "params") -> None:
-        """Make ``direction`` (length P, a combination of task-gradient rows) the update of
+    def gramian(self, wrt: Wrt = "params") -> Tensor:
+        """The T x T Gramian ``G = J J^T`` of the per-task gradients (float64, CPU), as seen
+        by every rank (see the module docstring)."""
+        check_wrt(wrt)
+        if wrt in self._gram:
+            return self._gram[wrt]
+        if wrt in self._jac or (wrt == "params" and _distributed()):
+            j = self.task_gradients(wrt).double()
+            gram = (j @ j.T).cpu()
+            if wrt == "features" and _distributed():
+                gram = all_reduce_sum(gram) / _world() ** 2
+        elif wrt == "features":
+            self._head_pass()
+            gram = torch.zeros(len(self._cot), len(self._cot), dtype=torch.float64)
+            for k, f in enumerate(self._graph_features()):
+                r = torch.stack([c[k].reshape(-1) if c[k] is not None else f.new_zeros(f.numel()) for c in self._cot])
+                gram += (r @ r.T).double().cpu()
+            if _distributed():
+                gram = all_reduce_sum(gram) / _world() ** 2
+        else:
+            self._head_pass()
+            self._layers = _LayerGramian(self._graph_features(), self._cot, self.shared_params)
+            gram = self._layers.gram
+        self._gram[wrt] = gram
+        return gram
+
+    def set_shared_gradient(self, direction: Tensor, wrt: Wrt = "params",
+                            head_weights: Tensor | Sequence[float] | None = None) -> None:
+        """Make ``direction`` (length P, built from :meth:`task_gradients` rows) the update of
         the shared parameters.
 
-        ``params``: written into the backbone parameters' ``.grad``. ``features``:
-        backpropagated from the shared representation through the backbone once. Heads
-        keep the gradients of their own losses gathered by :meth:`task_gradients`.
+        ``params``: written into the backbone parameters' ``.grad`` (the rows were already
+        averaged over ranks). ``features``: backpropagated from the shared representation
+        through the backbone once, then averaged over ranks. Head parameters get the
+        gradient of the unweighted sum of their losses, or of ``sum_t head_weights[t] L_t``.
         """
-        tensors = self._wrt_tensors(wrt)
-        chunks = torch.split(direction.reshape(-1), [t.numel() for t in tensors])
+        check_wrt(wrt)
+        hw = None if head_weights is None else self._weights(head_weights)
+        self._head_pass()
+        direction = direction.reshape(-1)
         if wrt == "params":
-            for p, g in zip(tensors, chunks):
-                g = g.view_as(p).to(p.dtype)
-                p.grad = g.clone() if p.grad is None else p.grad + g
+            self._write_params(direction)
         else:
-            torch.autograd.backward(tensors, [g.view_as(t) for g, t in zip(chunks, tensors)])
-            self._sync_shared_params()
-        self._grad_cache.clear()
+            feats = self._graph_features()
+            chunks = torch.split(direction.to(feats[0].device), [f.numel() for f in feats]) if feats else []
+            self._backprop_features([c.view_as(f).to(f.dtype) for c, f in zip(chunks, feats)])
+        self._finish_heads(hw)
+
+    # -- internals -----------------------------------------------------------------------
+    def _head_pass(self) -> None:
+        """One backward per task through the heads only: feature cotangents (partial
+        derivatives) and head-parameter gradients."""
+        if self._cot is not None:
+            return
+        feats = self._graph_features()
+        inputs = [*feats, *self._head_params]
+        # block gradient paths between feature maps inside the backbone: the later maps are
+        # computed from the earlier ones, and autograd.grad would otherwise return total
+        # derivatives (counted again when the cotangents are backpropagated)
+        outputs = {(f.grad_fn, f.output_nr) for f in feats}
+        blockers = [n for n in _walk([f.grad_fn for f in feats])
+                    if any((c, nr) in outputs for c, nr in n.next_functions if c is not None)]
+        handles = [n.register_prehook(lambda grads: tuple(None for _ in grads)) for n in blockers]
+        cots, heads = [], []
+        try:
+            for loss in self.losses.values():
+                if loss.requires_grad and inputs:
+                    grads = torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True)
+                else:
+                    grads = (None,) * len(inputs)
+                cots.append(list(grads[:len(feats)]))
+                heads.append(grads[len(feats):])
+        finally:
+            for h in handles:
+                h.remove()
+        self._cot, self._head = cots, heads
+
+    def _weighted_cotangent(self, w: Tensor, k: int) -> Tensor | None:
+        terms = [w[t].to(c[k].dtype) * c[k] for t, c in enumerate(self._cot) if c[k] is not None]
+        return torch.stack(terms).sum(0) if terms else None
+
+    def _dense(self, t: int) -> list[Tensor]:
+        """Task ``t``'s feature cotangents with zeros where the task does not use a map."""
+        return [c if c is not None else torch.zeros_like(f) for c, f in zip(self._cot[t], self._graph_features())]
+
+    def _backprop_features(self, cotangents: list[Tensor | None]) -> None:
+        pairs = [(f, c) for f, c in zip(self._graph_features(), cotangents) if c is not None]
+        params = [p for p in self.shared_params if p.requires_grad]
+        if pairs and params:
+            torch.autograd.backward([f for f, _ in pairs], [c for _, c in pairs], inputs=params)
+        self._sync_shared_params()
+
+    def _write_params(self, direction: Tensor) -> None:
+        chunks = torch.split(direction.reshape(-1), [p.numel() for p in self.shared_params])
+        for p, g in zip(self.shared_params, chunks):
+            _add_grad(p, g)
+
+    def _finish_heads(self, w: Tensor | None) -> None:
+        for k, p in enumerate(self._head_params):
+            terms = [(g if w is None else w[t].to(g.dtype) * g) for t, row in enumerate(self._head)
+                     if (g := row[k]) is not None]
+            if terms:
+                _add_grad(p, torch.stack(terms).sum(0))
+        self._sync_task_params()
+        self._reset()
 
     # -- distributed ---------------------------------------------------------------------
     def sync_gradients(self) -> None:
@@ -172,7 +622,7 @@ class Step:
         _average_grads(self.shared_params)
 
     def _sync_task_params(self) -> None:
-        _average_grads([p for ps in self.task_params.values() for p in ps])
+        _average_grads(self._head_params)
 
 
 def _average_grads(params: Sequence[nn.Parameter]) -> None:
@@ -193,7 +643,19 @@ class Combiner(nn.Module):
     Subclasses implement :meth:`backward`. Keep any state that must survive a resume in
     buffers (``self.register_buffer``) or parameters: checkpoints carry the combiner's
     ``state_dict``. Learnable weights (e.g. uncertainty weighting) are ``nn.Parameter``\\ s
-    and are optimised with the model.
+    and are optimised with the model (the trainer puts ``combiner.parameters()`` that
+    require grad into its optimizer and averages their gradients over ranks). Buffers
+    whose size is only known at the first step (e.g. a gradient average of length P) are
+    registered empty and named in :attr:`lazy_buffers`: loading a checkpoint resizes them.
+
+    Trainer protocol::
+
+        logs = combiner.backward(losses, step)     # owns the backward pass
+        optimizer.step()
+        if combiner.needs_losses_after_step:       # only FAMO with update="same_batch"
+            with torch.no_grad():
+                after = <the same batch's losses recomputed with the updated model>
+            combiner.after_step(after)
 
     Args:
         task_names: the tasks, in the order of every per-task vector and matrix.
@@ -202,6 +664,8 @@ class Combiner(nn.Module):
     #: ``"loss"`` for combiners that only weight losses, ``"gradient"`` for those that
     #: aggregate per-task gradients. Informational (listing, benchmarks).
     level: str = "loss"
+    #: buffers resized from the checkpoint on load (their size depends on the model)
+    lazy_buffers: tuple[str, ...] = ()
 
     def __init__(self, task_names: Sequence[str]):
         super().__init__()
@@ -209,10 +673,20 @@ class Combiner(nn.Module):
             raise ValueError("a combiner needs at least one task")
         self.task_names = list(task_names)
 
+    @property
+    def needs_losses_after_step(self) -> bool:
+        """True when the trainer must call :meth:`after_step` after each optimizer step."""
+        return False
+
     def backward(self, losses: dict[str, Tensor], step: Step) -> dict[str, float]:
         """Turn the per-task ``losses`` into gradients (call ``step.backward`` or write the
         shared gradient) and return scalars to log (e.g. ``{"w/semseg": 0.7}``)."""
         raise NotImplementedError
+
+    def after_step(self, losses: dict[str, Tensor]) -> None:
+        """Receive the losses of the batch just used, recomputed after the optimizer step
+        (detached). Called by the trainer only when :attr:`needs_losses_after_step` is
+        true; the default does nothing."""
 
     def stack(self, losses: dict[str, Tensor]) -> Tensor:
         """The losses as one vector in task order (a missing task is an error)."""
@@ -220,3 +694,21 @@ class Combiner(nn.Module):
         if missing:
             raise KeyError(f"combiner expected losses for {missing}")
         return torch.stack([losses[t] for t in self.task_names])
+
+    def order(self, step: Step) -> list[int]:
+        """Index of each of ``step.task_names`` in :attr:`task_names` (they usually agree)."""
+        names = step.task_names
+        if sorted(names) != sorted(self.task_names):
+            raise KeyError(f"combiner was built for tasks {self.task_names}, the step has {names}")
+        return [self.task_names.index(t) for t in names]
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        for name in self.lazy_buffers:
+            key = prefix + name
+            if key in state_dict and getattr(self, name, None) is not None:
+                current = getattr(self, name)
+                if current.shape != state_dict[key].shape:
+                    setattr(self, name, current.new_empty(state_dict[key].shape))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)

@@ -177,7 +177,13 @@ def validate_options(options: Any, schema: type | None, path: str, what: str) ->
             key = sorted(options)[0]
             raise ConfigError(f"{_join(path, key)}: {what} takes no options; remove {sorted(options)}")
         return {}
-    base = OmegaConf.structured(schema)
+    try:
+        base = OmegaConf.structured(schema)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(
+            f"{path}: the option schema of {what} ({schema.__name__}) is not a valid OmegaConf "
+            f"structured config: {str(exc).splitlines()[0]}; this is a bug in that plugin"
+        ) from None
     try:
         merged = OmegaConf.merge(base, OmegaConf.create(options))
     except ConfigKeyError as exc:

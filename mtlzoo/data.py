@@ -51,7 +51,12 @@ class TargetInfo:
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """Describes a dataset: its name and every target key it yields."""
+    """Describes a dataset: its name, every target key it yields and, optionally, the
+    per-channel mean and std of its images (in [0, 1] units). The pipeline normalises with
+    those statistics when the backbone starts from random weights, and with the statistics
+    of the backbone's pretrained weights otherwise."""
 
     name: str
     targets: dict[str, TargetInfo] = field(default_factory=dict)
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None

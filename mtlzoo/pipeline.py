@@ -23,6 +23,8 @@ per sample and in this order:
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -272,7 +274,7 @@ def derived_info(info: DatasetInfo, derive: list[DeriveSpec]) -> DatasetInfo:
             targets[d.target] = TargetInfo("boundary", ignore_index=src.ignore_index)
         else:
             targets[d.target] = TargetInfo("labels", src.num_classes, src.class_names)
-    return DatasetInfo(info.name, targets)
+    return dataclasses.replace(info, targets=targets)
 
 
 class PipelineDataset(torch.utils.data.Dataset):

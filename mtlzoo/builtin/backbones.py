@@ -11,7 +11,6 @@ are wanted; they come from a local file named by ``weights`` (``.safetensors``, 
 
 from __future__ import annotations
 
-import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,38 +21,14 @@ from torch import Tensor, nn
 
 from ..errors import CheckpointError, ConfigError, UnknownNameError, close_matches
 from ..hookspecs import hookimpl
+from ..layers import NORMS, check_norm, make_norm  # noqa: F401 - re-exported
 from ..model import FeatureInfo
-
-NORMS = ("batch", "group", "none")
 
 NO_DOWNLOAD = ("mtlzoo never downloads weights: download them yourself and set "
                "model.backbone.weights: /path")
 
 # keys a classifier checkpoint carries that a feature extractor has no use for
 _CLASSIFIER_PREFIXES = ("fc.", "classifier.", "last_linear.", "head.", "heads.")
-
-
-# -- small shared helpers (the built-in heads use them too) -----------------------------
-
-def make_norm(kind: str, channels: int) -> nn.Module:
-    """Normalisation layer for ``channels`` maps: ``batch`` (BatchNorm2d), ``group``
-    (GroupNorm with ``gcd(channels, 8)`` groups, so any width works) or ``none``.
-
-    ``group`` and ``none`` keep no batch statistics: a model built with them gives the same
-    result whatever the batch split (needed for exact distributed equivalence)."""
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "group":
-        return nn.GroupNorm(math.gcd(channels, 8), channels)
-    if kind == "none":
-        return nn.Identity()
-    raise ConfigError(f"norm must be one of {', '.join(NORMS)}, got {kind!r}")
-
-
-def check_norm(kind: str, where: str) -> None:
-    """Raise :class:`ConfigError` unless ``kind`` is one of :data:`NORMS`."""
-    if kind not in NORMS:
-        raise ConfigError(f"{where}: norm must be one of {', '.join(NORMS)}, got {kind!r}")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
 from ..model import FeatureInfo
-from .backbones import check_norm, make_norm
+from ..layers import check_norm, make_norm
 
 ACTIVATIONS = ("none", "relu", "softplus", "sigmoid", "exp")
 POOLS = ("avg", "max", "avgmax")

@@ -429,7 +429,7 @@ class ShapesDataset(Dataset):
             "depth": TargetInfo("depth"),
             "normals": TargetInfo("normals"),
             "labels": TargetInfo("labels", len(self.classes), self.classes),
-        })
+        }, mean=None if self.normalize else IMAGE_MEAN, std=None if self.normalize else IMAGE_STD)
         self._mean = torch.tensor(IMAGE_MEAN, dtype=torch.float32)[:, None, None]
         self._std = torch.tensor(IMAGE_STD, dtype=torch.float32)[:, None, None]
 

@@ -6,7 +6,7 @@ It only imports mtlzoo's public API: ``hookimpl``, ``FeatureInfo``, ``Combiner``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -80,13 +80,9 @@ class MaxWeighted(Combiner):
 class StripesOptions:
     """Options of ``stripes``."""
 
-    size: list[int] = None  # type: ignore[assignment]
+    size: list[int] = field(default_factory=lambda: [32, 32])
     length: int = 64
     seed: int = 0
-
-    def __post_init__(self):
-        if self.size is None:
-            self.size = [32, 32]
 
 
 class Stripes(torch.utils.data.Dataset):

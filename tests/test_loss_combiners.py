@@ -1,0 +1,233 @@
+"""Loss-level combiners: gradients equal to torchjd's scalarizers where both implement the
+method, hand-computed values otherwise, and state that survives a checkpoint."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import torchjd.scalarization as tjs
+from mtlzoo.builtin import loss_combiners as lc
+from mtlzoo.combine import Step
+from mtlzoo.errors import ConfigError
+
+NAMES = ["a", "b", "c"]
+CENTERS = torch.tensor([[1.0, 0.0, 2.0], [0.0, -1.0, 0.5], [3.0, 1.0, 0.0]])
+
+
+class Toy(nn.Module):
+    """Shared theta -> features f = 2 theta; head scalars b_t; L_t = |f - c_t|^2 (1 + b_t^2)."""
+
+    def __init__(self, scale: float = 1.0):
+        super().__init__()
+        self.theta = nn.Parameter(torch.tensor([0.5, -0.2, 0.3]))
+        self.b = nn.Parameter(torch.tensor([0.1, -0.3, 0.2]))
+        self.scale = scale
+
+    def losses(self):
+        f = 2 * self.theta
+        return f, {t: self.scale * ((f - CENTERS[i]) ** 2).sum() * (1 + self.b[i] ** 2) for i, t in enumerate(NAMES)}
+
+    def step(self, k=0, epoch=0):
+        f, losses = self.losses()
+        return losses, Step(losses, [f], [self.theta], {t: [self.b] if t == "a" else [] for t in NAMES},
+                            step=k, epoch=epoch)
+
+    def zero(self):
+        self.theta.grad = None
+        self.b.grad = None
+
+
+def reference_grads(model, scalar):
+    model.zero()
+    scalar.backward()
+    return model.theta.grad.clone(), model.b.grad.clone()
+
+
+def ours(model, comb, k=0, epoch=0):
+    model.zero()
+    losses, step = model.step(k, epoch)
+    logs = comb.backward(losses, step)
+    return model.theta.grad.clone(), model.b.grad.clone(), logs
+
+
+def test_uncertainty_matches_torchjd_uw():
+    model, comb, ref = Toy(), lc.UncertaintyCombiner(NAMES), tjs.UW(3)
+    with torch.no_grad():
+        comb.log_vars.copy_(torch.tensor([0.3, -0.5, 1.0]))
+        ref.log_var.copy_(comb.log_vars)
+    t, b, logs = ours(model, comb)
+    _, losses = model.losses()
+    rt, rb = reference_grads(model, ref(torch.stack(list(losses.values()))))
+    assert torch.allclose(t, rt) and torch.allclose(b, rb)
+    assert torch.allclose(comb.log_vars.grad, ref.log_var.grad)
+    assert logs["w/a"] == pytest.approx(0.5 * float(torch.exp(torch.tensor(-0.3))))
+
+
+def test_imtl_l_matches_torchjd():
+    model, comb, ref = Toy(), lc.IMTLLCombiner(NAMES), tjs.IMTLL(3)
+    with torch.no_grad():
+        comb.log_scales.copy_(torch.tensor([0.2, 0.0, -0.7]))
+        ref.log_scale.copy_(comb.log_scales)
+    t, b, _ = ours(model, comb)
+    _, losses = model.losses()
+    rt, rb = reference_grads(model, ref(torch.stack(list(losses.values()))))
+    assert torch.allclose(t, rt) and torch.allclose(b, rb)
+    assert torch.allclose(comb.log_scales.grad, ref.log_scale.grad)
+
+
+def test_gls_is_the_gradient_of_the_geometric_mean():
+    model = Toy()
+    t, b, _ = ours(model, lc.GLSCombiner(NAMES))
+    _, losses = model.losses()
+    rt, rb = reference_grads(model, tjs.GeometricMean()(torch.stack(list(losses.values()))))
+    assert torch.allclose(t, rt, rtol=1e-5) and torch.allclose(b, rb, rtol=1e-5)
+
+
+def test_rlw_weights_are_random_per_step_and_reproducible():
+    model, comb = Toy(), lc.RLWCombiner(NAMES, seed=3)
+    _, _, w0 = ours(model, comb, k=0)
+    _, _, w0_again = ours(model, comb, k=0)
+    t1, b1, w1 = ours(model, comb, k=1)
+    assert w0 == w0_again and w0 != w1
+    w = torch.tensor([w1[f"w/{n}"] for n in NAMES])
+    assert (w > 0).all() and abs(float(w.sum()) - 1) < 1e-6
+    _, losses = model.losses()
+    rt, rb = reference_grads(model, sum(w[i] * losses[n] for i, n in enumerate(NAMES)))
+    assert torch.allclose(t1, rt) and torch.allclose(b1, rb)
+
+
+def test_dwa_matches_torchjd_over_epochs():
+    comb, ref = lc.DWACombiner(NAMES, temperature=2.0), tjs.DWA(temperature=2.0)
+    for epoch in range(4):
+        for batch in range(2):
+            model = Toy(scale=1.0 / (1 + epoch + 0.3 * batch * (epoch % 2)))  # losses shrink unevenly
+            with torch.no_grad():
+                model.b.add_(0.1 * batch)
+            t, b, logs = ours(model, comb, k=epoch * 2 + batch, epoch=epoch)
+            _, losses = model.losses()
+            rt, rb = reference_grads(model, ref(torch.stack(list(losses.values()))))
+            assert torch.allclose(t, rt, rtol=1e-5) and torch.allclose(b, rb, rtol=1e-5)
+        ref.step()
+    assert int(comb.num_history) == 2 and logs["w/a"] != 1.0
+
+
+def test_famo_same_batch_matches_torchjd():
+    comb = lc.FAMOCombiner(NAMES, lr=0.1, weight_decay=1e-3, update="same_batch")
+    ref = tjs.FAMO(3, lr=0.1, weight_decay=1e-3)
+    assert comb.needs_losses_after_step
+    model = Toy()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for k in range(3):
+        t, b, _ = ours(model, comb, k=k)
+        _, losses = model.losses()
+        rt, rb = reference_grads(model, ref(torch.stack(list(losses.values()))))
+        assert torch.allclose(t, rt, rtol=1e-5) and torch.allclose(b, rb, rtol=1e-5)
+        opt.step()
+        with torch.no_grad():
+            _, after = model.losses()
+        comb.after_step(after)
+        ref.update(torch.stack(list(after.values())))
+        assert torch.allclose(comb.logits.float(), ref._w.detach(), atol=1e-6)
+    assert comb.logits.abs().max() > 0
+
+
+def test_famo_next_batch_updates_from_the_next_losses_without_trainer_help():
+    comb = lc.FAMOCombiner(NAMES, lr=0.1)
+    ref = tjs.FAMO(3, lr=0.1)
+    assert not comb.needs_losses_after_step
+    models = [Toy(scale=s) for s in (1.0, 0.7, 0.5)]
+    for k, model in enumerate(models):  # losses shrink unevenly (equal shrinking is degenerate)
+        with torch.no_grad():
+            model.b.mul_(1 + k)
+        _, losses = model.losses()
+        values = torch.stack(list(losses.values()))
+        if k:
+            ref.update(values)  # torchjd: update with the next batch's losses
+        t, _, _ = ours(model, comb, k=k)
+        rt, _ = reference_grads(model, ref(values))
+        assert torch.allclose(t, rt, rtol=1e-5)
+    assert torch.allclose(comb.logits.float(), ref._w.detach(), atol=1e-6)
+
+
+def test_famo_state_round_trip():
+    a = lc.FAMOCombiner(NAMES)
+    for k, s in enumerate((1.0, 0.6, 0.3)):
+        ours(Toy(scale=s), a, k=k)
+    b = lc.FAMOCombiner(NAMES)
+    b.load_state_dict(a.state_dict())
+    ga, gb = ours(Toy(scale=0.2), a, k=3)[0], ours(Toy(scale=0.2), b, k=3)[0]
+    assert torch.allclose(ga, gb)
+    fresh = ours(Toy(scale=0.2), lc.FAMOCombiner(NAMES), k=3)[0]
+    assert not torch.allclose(ga, fresh)
+
+
+def test_dwa_and_uncertainty_state_round_trip():
+    for make in (lambda: lc.DWACombiner(NAMES), lambda: lc.UncertaintyCombiner(NAMES, init=0.2)):
+        a = make()
+        for epoch in range(3):
+            ours(Toy(scale=1.0 / (1 + epoch * (1 + epoch))), a, k=epoch, epoch=epoch)
+            with torch.no_grad():
+                for p in a.parameters():
+                    p.sub_(0.1 * p.grad)
+        b = make()
+        b.load_state_dict(a.state_dict())
+        assert torch.allclose(ours(Toy(), a, k=9, epoch=3)[0], ours(Toy(), b, k=9, epoch=3)[0])
+
+
+def test_gradnorm_hand_computed():
+    model = Toy()
+    comb = lc.GradNormCombiner(NAMES, alpha=1.5)
+    with torch.no_grad():
+        comb.weights.copy_(torch.tensor([1.0, 2.0, 3.0]))  # renormalised to sum 3
+    _, losses = model.losses()
+    L = torch.stack([l.detach() for l in losses.values()]).double()
+    f = 2 * model.theta.detach()
+    # d L_t / d f = 2 (f - c_t)(1 + b_t^2)
+    gf = torch.stack([2 * (f - CENTERS[i]) * (1 + model.b.detach()[i] ** 2) for i in range(3)]).double()
+    n = gf.norm(dim=1)
+    t, b, logs = ours(model, comb)
+    w = torch.tensor([0.5, 1.0, 1.5], dtype=torch.float64)
+    gw = w * n
+    target = gw.mean() * 1.0  # first step: loss ratios are all 1
+    assert torch.allclose(comb.weights.grad.double(), torch.sign(gw - target) * n, rtol=1e-5)
+    rt, rb = reference_grads(model, sum(float(w[i]) * losses[x] for i, x in enumerate(NAMES)))
+    assert torch.allclose(t, rt, rtol=1e-5) and torch.allclose(b, rb, rtol=1e-5)  # heads weighted
+    assert torch.allclose(comb.initial_losses, L)
+    assert logs["w/c"] == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("wrt", ["params", "features"])
+def test_gradnorm_state_round_trip(wrt):
+    a = lc.GradNormCombiner(NAMES, wrt=wrt)
+    ours(Toy(), a)
+    with torch.no_grad():
+        a.weights.sub_(0.1 * a.weights.grad)
+    a.weights.grad = None
+    b = lc.GradNormCombiner(NAMES, wrt=wrt)
+    b.load_state_dict(a.state_dict())
+    ra, rb_ = ours(Toy(scale=0.5), a, k=1), ours(Toy(scale=0.5), b, k=1)
+    assert torch.allclose(ra[0], rb_[0]) and torch.allclose(a.weights.grad, b.weights.grad)
+    assert torch.allclose(b.initial_losses, a.initial_losses) and bool(b.has_initial)
+
+
+def test_bad_options_are_config_errors():
+    with pytest.raises(ConfigError, match="temperature"):
+        lc.DWACombiner(NAMES, temperature=0.0)
+    with pytest.raises(ConfigError, match="update"):
+        lc.FAMOCombiner(NAMES, update="later")
+    with pytest.raises(ConfigError, match="wrt"):
+        lc.GradNormCombiner(NAMES, wrt="param")
+
+
+def test_registry_holds_every_loss_combiner():
+    from mtlzoo.plugins import PluginManager
+
+    pm = PluginManager()
+    pm.load_entry_points()
+    reg = pm.registries["combiner"]
+    for name in ["uncertainty", "dwa", "rlw", "gls", "imtl_l", "famo", "gradnorm"]:
+        entry = reg.get(name)
+        assert entry.plugin == "builtin_loss_combiners"
+        assert entry.factory(NAMES).level == "loss"
