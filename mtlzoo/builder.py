@@ -11,7 +11,7 @@ from torch import nn
 
 from .combine import Combiner
 from .data import DatasetInfo
-from .errors import ConfigError, DataError, MtlzooError
+from .errors import ConfigError, DataError, MtlzooError, UnknownNameError
 from .model import FeatureInfo, MultiTaskModel
 from .registry import Registries
 from .tasks import TaskInfo
@@ -71,6 +71,13 @@ def _call(kind: str, name: str, path: str, factory: Any, *args: Any, **kwargs: A
     """Call a plugin factory; a non-mtlzoo exception is blamed on the plugin with its path."""
     try:
         return factory(*args, **kwargs)
+    except ConfigError as exc:
+        # name the spec key the problem sits under, unless the plugin already did
+        if str(exc).startswith(path):
+            raise
+        raise ConfigError(f"{path}: {exc}") from exc
+    except UnknownNameError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
     except MtlzooError:
         raise
     except Exception as exc:  # noqa: BLE001 - plugin code may raise anything

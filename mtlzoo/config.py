@@ -429,13 +429,23 @@ def resolve_task(name: str, node: Any, registries: Registries) -> dict[str, Any]
     entry = lookup(registries, "task", task["type"], f"{path}.type")
     ttype = entry.factory()
     task["target"] = task["target"] or ttype.target
-    task["head"] = resolve_node(task["head"] or ttype.head, registries, "head", f"{path}.head")
-    task["loss"] = resolve_node(task["loss"] or ttype.loss, registries, "loss", f"{path}.loss")
+    task["head"] = resolve_node(_with_default(task["head"], ttype.head), registries, "head", f"{path}.head")
+    task["loss"] = resolve_node(_with_default(task["loss"], ttype.loss), registries, "loss", f"{path}.loss")
     metrics = task["metrics"] or ttype.metrics
     task["metrics"] = [resolve_node(m, registries, "metric", f"{path}.metrics[{i}]") for i, m in enumerate(metrics)]
     if task["width"] < 1:
         raise ConfigError(f"{path}.width: boundary width must be >= 1 pixel, got {task['width']}")
     return task
+
+
+def _with_default(given: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
+    """A task's head/loss node: options without a ``name`` refine the task type's default
+    (``head: {channels: 32}`` keeps the default head); a ``name`` replaces it."""
+    if not given:
+        return dict(default)
+    if "name" not in given:
+        return {**default, **given}
+    return given
 
 
 def _check_train(train: dict[str, Any]) -> None:

@@ -124,3 +124,10 @@ def test_from_round_trips_through_yaml(spec_factory):
     assert "from: semseg" in text and "source:" not in text
     again = load(OmegaConf.create(__import__("yaml").safe_load(text)))
     assert again.tasks.edges.source == "semseg" and again == cfg
+
+
+def test_head_options_without_name_refine_the_task_type_default(spec_factory):
+    cfg = load(spec_factory(**{"tasks.semseg.head": {"channels": 12}}))
+    assert cfg.tasks.semseg.head.name == "fcn" and cfg.tasks.semseg.head.channels == 12
+    cfg = load(spec_factory(**{"tasks.semseg.head": {"name": "unet"}}))
+    assert cfg.tasks.semseg.head.name == "unet" and "channels" not in cfg.tasks.semseg.head
