@@ -278,15 +278,16 @@ def gradvac_weights(G: Tensor, phi_hat: Tensor, beta: float, generator: torch.Ge
     for i in range(T):
         cG = C[i] @ G
         others = [j for j in range(T) if j != i]
-        perm = torch.randperm(len(others), generator=generator) if generator is not None else torch.randperm(len(others))
+        perm = torch.randperm(len(others), generator=generator) if generator else torch.randperm(len(others))
         for j in (others[k] for k in perm.tolist()):
             norm_i = float((cG * C[i]).sum().clamp(min=0).sqrt())
             norm_j = float(G[j, j].clamp(min=0).sqrt())
             phi = float(cG[j]) / (norm_i * norm_j + eps)
             target = float(phi_hat[i, j])
             if phi < target:
-                w = norm_i * (target * math.sqrt(max(1 - phi * phi, 0.0)) - phi * math.sqrt(max(1 - target * target, 0.0)))
-                w /= norm_j * math.sqrt(max(1 - target * target, 0.0)) + eps
+                sin_phi = math.sqrt(max(1 - phi * phi, 0.0))
+                sin_target = math.sqrt(max(1 - target * target, 0.0))
+                w = norm_i * (target * sin_phi - phi * sin_target) / (norm_j * sin_target + eps)
                 C[i, j] += w
                 cG = cG + w * G[j]
             phi_hat[i, j] = (1 - beta) * target + beta * phi
@@ -317,13 +318,24 @@ def graddrop(J: Tensor, u: Tensor, leak: Tensor | None = None) -> Tensor:
     """GradDrop (Chen et al. 2020) on a T x P matrix: keep, per coordinate, the gradients
     whose sign wins a draw weighted by the sign purity ``P = (1 + sum g / sum |g|) / 2``
     (``u``: one uniform draw per coordinate); ``leak[i]`` lets that fraction of task ``i``
-    through unmasked. Returns the length-P update."""
-    purity = 0.5 * (1 + J.sum(0) / J.abs().sum(0))
+    through unmasked. Returns the length-P update. Works row by row: no T x P temporaries."""
+    total = torch.zeros_like(J[0])
+    absolute = torch.zeros_like(J[0])
+    for row in J:
+        total += row
+        absolute += row.abs()
+    purity = 0.5 * (1 + total / absolute)  # NaN where every task is 0: nothing kept, nothing lost
+    del total, absolute
     keep_pos = purity > u
     keep_neg = purity < u
+    del purity
     out = torch.zeros_like(J[0])
-    for i in range(J.shape[0]):
-        mask = (keep_pos & (J[i] > 0)) | (keep_neg & (J[i] < 0))
+    for i, row in enumerate(J):
+        # a positive entry survives where the draw kept positives, a negative one where it
+        # kept negatives (zeros contribute nothing either way)
+        keep = torch.where(row > 0, keep_pos, keep_neg).to(row.dtype)
         li = 0.0 if leak is None else float(leak[i])
-        out += (li + (1 - li) * mask.to(J.dtype)) * J[i]
+        if li != 0.0:
+            keep.mul_(1 - li).add_(li)
+        out.addcmul_(keep, row)
     return out

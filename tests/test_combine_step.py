@@ -87,6 +87,11 @@ def make_step(bb, heads, x, targets, **kw):
     return Step(losses, feats, list(bb.parameters()), heads.params(), **kw), losses
 
 
+def flat(grads, like):
+    """Concatenate gradients, zeros for the unused ones."""
+    return torch.cat([(a if a is not None else torch.zeros_like(b)).reshape(-1) for a, b in zip(grads, like)])
+
+
 def reference(bb, heads, x, targets):
     """Per-task gradients by plain autograd: J (T x P shared), head grads, feature partials."""
     feats = bb(x)
@@ -98,13 +103,13 @@ def reference(bb, heads, x, targets):
             rows.append(torch.zeros(sum(p.numel() for p in shared)))
             continue
         g = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
-        rows.append(torch.cat([(a if a is not None else torch.zeros_like(p)).reshape(-1) for a, p in zip(g, shared)]))
+        rows.append(flat(g, shared))
     detached = [f.detach().requires_grad_() for f in feats]
     dl = heads.losses(detached, targets)
     frows = []
     for loss in dl.values():
         g = torch.autograd.grad(loss, detached, allow_unused=True) if loss.requires_grad else [None] * 3
-        frows.append(torch.cat([(a if a is not None else torch.zeros_like(f)).reshape(-1) for a, f in zip(g, detached)]))
+        frows.append(flat(g, detached))
     heads_own = {}
     for name, loss in losses.items():
         for p in heads.params()[name]:

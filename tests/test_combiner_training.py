@@ -42,7 +42,8 @@ def setup():
     })
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 3, 32, 32, generator=g)
-    targets = {"seg": torch.randint(0, 3, (2, 32, 32), generator=g), "depth": torch.rand(2, 1, 32, 32, generator=g),
+    targets = {"seg": torch.randint(0, 3, (2, 32, 32), generator=g),
+               "depth": torch.rand(2, 1, 32, 32, generator=g),
                "cls": torch.randint(0, 5, (2,), generator=g)}
     return backbone, heads, x, targets
 
@@ -91,7 +92,8 @@ def test_one_step_trains_the_shared_backbone(registry, setup, name, wrt):
     step = Step(losses, feats, shared, {k: list(heads[k].parameters()) for k in TASKS}, step=3, epoch=0)
     logs = combiner.backward(losses, step)
     assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
-    missing = [n for n, p in backbone.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
+    missing = [n for n, p in backbone.named_parameters()
+               if p.grad is None or not bool(p.grad.abs().sum() > 0)]
     assert not missing, f"{name}/{wrt}: no gradient for {missing[:5]} ({len(missing)} tensors)"
     assert all(bool(torch.isfinite(p.grad).all()) for p in shared)
     for head in heads.values():

@@ -163,7 +163,8 @@ def test_imtl_g_is_not_zeroed_on_large_gradients():
 def test_aligned_mtl_aligns_to_orthogonal_equal_norm_gradients(J):
     G = gram(J)
     T = G.shape[0]
-    B = torch.stack([gr.aligned_mtl_weights(G, "min", torch.eye(T, dtype=torch.float64)[i]) for i in range(T)], 1)
+    eye = torch.eye(T, dtype=torch.float64)
+    B = torch.stack([gr.aligned_mtl_weights(G, "min", eye[i]) for i in range(T)], 1)
     aligned = B.T @ J  # rows: aligned task gradients
     A = aligned @ aligned.T
     rank = int(torch.linalg.matrix_rank(J))
@@ -263,7 +264,8 @@ class Linear(nn.Module):
     def step(self, k=0):
         f = self.theta * 1.0
         losses = {f"t{i}": self.A[i] @ f + self.b[i] + 2.0 for i in range(self.A.shape[0])}
-        return losses, Step(losses, [f], [self.theta], {f"t{i}": [self.b[i]] for i in range(self.A.shape[0])}, step=k)
+        own = {f"t{i}": [self.b[i]] for i in range(self.A.shape[0])}
+        return losses, Step(losses, [f], [self.theta], own, step=k)
 
 
 REFERENCE = {

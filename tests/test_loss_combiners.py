@@ -27,7 +27,8 @@ class Toy(nn.Module):
 
     def losses(self):
         f = 2 * self.theta
-        return f, {t: self.scale * ((f - CENTERS[i]) ** 2).sum() * (1 + self.b[i] ** 2) for i, t in enumerate(NAMES)}
+        return f, {t: self.scale * ((f - CENTERS[i]) ** 2).sum() * (1 + self.b[i] ** 2)
+                   for i, t in enumerate(NAMES)}
 
     def step(self, k=0, epoch=0):
         f, losses = self.losses()

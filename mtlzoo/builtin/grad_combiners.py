@@ -110,7 +110,9 @@ class MGDACombiner(GramianCombiner):
                  tol: float = 1e-7):
         super().__init__(task_names, wrt)
         if normalization not in ("none", "l2", "loss", "loss+"):
-            raise ConfigError(f"combiner mgda: normalization must be none, l2, loss or loss+, got {normalization!r}")
+            raise ConfigError(
+                f"combiner mgda: normalization must be none, l2, loss or loss+, got {normalization!r}"
+            )
         if max_iter < 1 or tol <= 0:
             raise ConfigError(f"combiner mgda: max_iter must be >= 1 and tol > 0, got {max_iter}, {tol}")
         self.normalization, self.max_iter, self.tol = normalization, int(max_iter), float(tol)
@@ -418,7 +420,9 @@ class DBMTLCombiner(GradientCombiner):
     def __init__(self, task_names, wrt: str = "params", beta: float = 0.9, beta_sigma: float = 0.5):
         super().__init__(task_names, wrt)
         if not 0.0 <= beta <= 1.0 or beta_sigma < 0:
-            raise ConfigError(f"combiner db_mtl: beta must be in [0, 1] and beta_sigma >= 0, got {beta}, {beta_sigma}")
+            raise ConfigError(
+                f"combiner db_mtl: beta must be in [0, 1] and beta_sigma >= 0, got {beta}, {beta_sigma}"
+            )
         self.beta, self.beta_sigma = float(beta), float(beta_sigma)
         self.register_buffer("grad_buffer", torch.zeros(0))
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
@@ -428,20 +432,21 @@ class DBMTLCombiner(GradientCombiner):
         idx = self.order(step)
         L = step.global_losses().double().clamp(min=1e-8)
         J = step.task_gradients(self.wrt)
-        grads = J / L.to(J)[:, None]  # gradients of log L_t
-        mine = torch.empty_like(grads)
-        mine[idx] = grads
-        if self.grad_buffer.shape != mine.shape:
-            self.grad_buffer = torch.zeros_like(mine)
+        if self.grad_buffer.shape != J.shape:
+            self.grad_buffer = torch.zeros_like(J)
         self.calls += 1
         factor = self.beta / float(self.calls) ** self.beta_sigma
-        self.grad_buffer = (mine + factor * (self.grad_buffer.to(mine) - mine)).detach()
-        sq = self.grad_buffer.double().pow(2).sum(1)
+        buffer = self.grad_buffer if self.grad_buffer.dtype == J.dtype else self.grad_buffer.to(J)
+        with torch.no_grad():  # in place, row by row: buffer <- (1 - f) grad log L + f buffer
+            for t, i in enumerate(idx):
+                buffer[i].mul_(factor).add_(J[t], alpha=(1 - factor) / float(L[t]))
+        self.grad_buffer = buffer
+        sq = torch.linalg.vector_norm(self.grad_buffer, dim=1).double() ** 2
         if self.wrt == "features":  # rows hold this rank's samples: norms of the global rows
             sq = all_reduce_sum(sq) / world_size() ** 2
         u = sq.sqrt().to(self.grad_buffer)
         alpha = u.max() / (u + 1e-8)
-        direction = (alpha[:, None] * self.grad_buffer).sum(0)
+        direction = alpha.to(self.grad_buffer) @ self.grad_buffer
         step.set_shared_gradient(direction, self.wrt, head_weights=(1.0 / L).tolist())
         return _logs(self.task_names, alpha)
 
@@ -449,15 +454,22 @@ class DBMTLCombiner(GradientCombiner):
 @hookimpl
 def register_combiners(register):
     """Register the gradient-level combiners."""
-    register("mgda", MGDACombiner, MGDAOptions, "MGDA min-norm point of the task gradients (Sener & Koltun 2018)")
-    register("pcgrad", PCGradCombiner, PCGradOptions, "PCGrad projection of conflicting gradients (Yu et al. 2020)")
-    register("cagrad", CAGradCombiner, CAGradOptions, "CAGrad conflict-averse gradient descent (Liu et al. 2021)")
-    register("nash_mtl", NashMTLCombiner, NashMTLOptions, "Nash-MTL bargaining weights G a = 1/a (Navon et al. 2022)")
-    register("imtl_g", IMTLGCombiner, WrtOptions, "IMTL-G equal projections on unit gradients (Liu et al. 2021)")
+    register("mgda", MGDACombiner, MGDAOptions,
+             "MGDA min-norm point of the task gradients (Sener & Koltun 2018)")
+    register("pcgrad", PCGradCombiner, PCGradOptions,
+             "PCGrad projection of conflicting gradients (Yu et al. 2020)")
+    register("cagrad", CAGradCombiner, CAGradOptions,
+             "CAGrad conflict-averse gradient descent (Liu et al. 2021)")
+    register("nash_mtl", NashMTLCombiner, NashMTLOptions,
+             "Nash-MTL bargaining weights G a = 1/a (Navon et al. 2022)")
+    register("imtl_g", IMTLGCombiner, WrtOptions,
+             "IMTL-G equal projections on unit gradients (Liu et al. 2021)")
     register("aligned_mtl", AlignedMTLCombiner, AlignedMTLOptions,
              "Aligned-MTL eigen-aligned task gradients (Senushkin et al. 2023)")
-    register("gradvac", GradVacCombiner, GradVacOptions, "GradVac cosine-similarity targets (Wang et al. 2021)")
-    register("graddrop", GradDropCombiner, GradDropOptions, "GradDrop gradient sign dropout (Chen et al. 2020)")
+    register("gradvac", GradVacCombiner, GradVacOptions,
+             "GradVac cosine-similarity targets (Wang et al. 2021)")
+    register("graddrop", GradDropCombiner, GradDropOptions,
+             "GradDrop gradient sign dropout (Chen et al. 2020)")
     register("upgrad", UPGradCombiner, WrtOptions, "UPGrad dual-cone projections (Quinton & Rey 2024)")
     register("config", ConFIGCombiner, WrtOptions, "ConFIG conflict-free update (Liu et al. 2024)")
     register("db_mtl", DBMTLCombiner, DBMTLOptions,

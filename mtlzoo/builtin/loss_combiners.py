@@ -252,7 +252,8 @@ class FAMOCombiner(_LossWeighting):
             raise ConfigError(f"combiner famo: update must be next_batch or same_batch, got {update!r}")
         if lr < 0 or weight_decay < 0:
             raise ConfigError(f"combiner famo: lr and weight_decay must be >= 0, got {lr}, {weight_decay}")
-        self.lr, self.weight_decay, self.min_loss, self.update = float(lr), float(weight_decay), float(min_loss), update
+        self.lr, self.weight_decay = float(lr), float(weight_decay)
+        self.min_loss, self.update = float(min_loss), update
         T = len(self.task_names)
         self.register_buffer("logits", torch.zeros(T, dtype=torch.float64))
         self.register_buffer("adam_m", torch.zeros(T, dtype=torch.float64))
@@ -374,10 +375,13 @@ def register_combiners(register):
     """Register the loss-level combiners."""
     register("uncertainty", UncertaintyCombiner, UncertaintyOptions,
              "Uncertainty weighting, learnable log-variances (Kendall et al. 2018)")
-    register("dwa", DWACombiner, DWAOptions, "Dynamic Weight Average from epoch loss ratios (Liu et al. 2019)")
-    register("rlw", RLWCombiner, RLWOptions, "Random loss weighting, softmax of normal draws (Lin et al. 2021)")
+    register("dwa", DWACombiner, DWAOptions,
+             "Dynamic Weight Average from epoch loss ratios (Liu et al. 2019)")
+    register("rlw", RLWCombiner, RLWOptions,
+             "Random loss weighting, softmax of normal draws (Lin et al. 2021)")
     register("gls", GLSCombiner, None, "Geometric mean of the losses (Chennupati et al. 2019)")
     register("imtl_l", IMTLLCombiner, None, "IMTL-L learnable loss scales exp(s) L - s (Liu et al. 2021)")
-    register("famo", FAMOCombiner, FAMOOptions, "Fast Adaptive Multitask Optimization, one backward (Liu et al. 2023)")
+    register("famo", FAMOCombiner, FAMOOptions,
+             "Fast Adaptive Multitask Optimization, one backward (Liu et al. 2023)")
     register("gradnorm", GradNormCombiner, GradNormOptions,
              "GradNorm learnable weights balancing gradient norms (Chen et al. 2018)")
