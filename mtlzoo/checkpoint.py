@@ -167,7 +167,8 @@ def _load_module(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: st
             f"({len(missing)} missing keys, e.g. {missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]}); "
             f"use the spec the run was trained with (its config.yaml)"
         )
-    bad = [k for k in own if own[k].shape != sub[k].shape]
+    lazy = set(getattr(module, "lazy_buffers", ()))  # sized at the first step; loading resizes them
+    bad = [k for k in own if own[k].shape != sub[k].shape and k.split(".")[-1] not in lazy]
     if bad:
         k = bad[0]
         raise CheckpointError(

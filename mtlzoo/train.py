@@ -251,6 +251,10 @@ class Trainer:
         if self.cfg.train.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
         self.optimizer.step()
+        if self.combiner.needs_losses_after_step:  # FAMO: the same batch's losses after the update
+            with torch.no_grad():
+                _, _, after = self.compute_losses(batch)
+            self.combiner.after_step({k: v.detach() for k, v in after.items()})
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1

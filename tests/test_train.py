@@ -131,3 +131,18 @@ def test_sharded_sampler_two_ranks_cover_the_one_rank_batches():
         assert sorted(one[4 * k: 4 * k + 4]) == sorted(r0[b * k: b * k + b] + r1[b * k: b * k + b])
     ev = [list(ShardedSampler(7, shuffle=False, drop_last=False, rank_=r, world=2)) for r in (0, 1)]
     assert sorted(ev[0] + ev[1]) == list(range(7))
+
+
+@pytest.mark.parametrize("combiner", [{"name": "gradvac", "wrt": "params"}, {"name": "dwa"},
+                                      {"name": "famo", "update": "same_batch"}])
+def test_stateful_combiner_state_is_checkpointed_and_restored(tmp_path, spec_factory, combiner):
+    d = new_run_dir(tmp_path, "state")
+    t, _ = run(spec_factory(**{"combiner": combiner, "train.epochs": 2}), d)
+    state = {k: v.clone() for k, v in t.combiner.state_dict().items()}
+    assert state, "a stateful combiner must keep its state in buffers or parameters"
+    fresh = Trainer(build(load(d / "config.yaml")), None)
+    load_weights(d / "checkpoints" / "last", fresh.model, fresh.combiner)
+    restored = fresh.combiner.state_dict()
+    assert restored.keys() == state.keys()
+    for k in state:
+        assert torch.equal(restored[k], state[k]), k
