@@ -43,6 +43,21 @@ LOSS_LEVEL = ["weighted", "uncertainty", "dwa", "rlw", "gls", "imtl_l", "famo", 
 GRADIENT_LEVEL = ["mgda", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl", "gradvac", "upgrad",
                   "config", "graddrop", "db_mtl"]
 RESULTS = Path(__file__).parent / "results" / "combiner_cost.md"
+NOTES = """## Reading the misses
+
+- Noise: the 2 cores are shared with other work; `sum` against itself spans the band shown at
+  the top of each block. `weighted`, `uncertainty`, `imtl_l`, `gls`, `rlw` and `dwa` do exactly
+  the work of `sum` (one backward of a weighted loss); their deviations are that noise.
+- `gradnorm` needs per-task gradient norms: one head pass per task plus one backbone pass
+  (the `features` path), a few percent over `sum` with light heads.
+- `graddrop` (coordinate-wise sign masks) and `db_mtl` (a running average of the gradients
+  themselves) are defined on the T x P matrix: with `wrt: params` they need one full backward
+  per task and T x P memory (plus, for `db_mtl`, a T x P state). No Gramian shortcut exists for
+  them; with `wrt: features` they cost about as much as the others.
+- Gramian-based methods with `wrt: params`: T input-gradient passes through the backbone are
+  the floor of an exact per-task Gramian; the layer-wise Gramian removes most weight-gradient
+  work and the final backward.
+"""
 
 
 # -- one configuration (runs in its own process) --------------------------------------------------
@@ -283,7 +298,7 @@ def write(args: argparse.Namespace, blocks: list, elapsed: float) -> None:
             lines.append(f"| {label(name, options)} | {r['level']} | {1000 * r['time_s']:.1f} | "
                          f"{1000 * r['sum_s']:.1f} | {ratio:.2f} | {mark} | {r['peak_mb']:.0f} | {mem} |")
         lines.append("")
-    lines += ["## Missed targets", ""] + ([f"- {m}" for m in misses] or ["- none"]) + [""]
+    lines += ["## Missed targets", ""] + ([f"- {m}" for m in misses] or ["- none"]) + ["", NOTES]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))

@@ -83,7 +83,9 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     device: str = "auto"
-    amp: str = "off"  # off | bf16 | fp16 | auto (bf16/fp16 on CUDA, off on CPU)
+    # off | bf16 | fp16 | auto (bf16 where supported, else fp16, on CUDA; off on CPU). fp16 runs without
+    # loss scaling (combiners own the backward pass), so prefer bf16.
+    amp: str = "off"
     channels_last: bool = False
     compile: bool = False
     grad_clip: Optional[float] = None

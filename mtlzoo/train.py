@@ -143,7 +143,6 @@ class Trainer:
             for head in self.model.heads.values():
                 head.compile()
         self.amp_dtype = _amp_dtype(t.amp, self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         params = list(self.model.parameters()) + [p for p in self.combiner.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.cfg, params)
         self.train_set = exp.dataset("train")

@@ -87,8 +87,13 @@ def test_effect_words_need_both_estimates(perf):
     assert perf.effect(1.5, 0.9).startswith("unclear")
 
 
-def test_best_ratio_and_contention(perf):
-    assert perf.best_ratio([3.0, 1.2, 9.0], [1.0, 4.0]) == pytest.approx(1.2)
+def test_fast_estimates_and_contention(perf):
+    # below 10 samples the fast time is the minimum
+    assert perf.fast_ratio([3.0, 1.2, 9.0], [1.0, 4.0]) == pytest.approx(1.2)
+    # 21 samples: index int(0.1 * 20) = 2, the third fastest; one lucky sample does not decide
+    times = [0.1] + [1.0 + i for i in range(20)]
+    assert perf.fast_time(times) == 2.0
+    assert perf.fast_rate([float(i) for i in range(21)]) == 18.0
     assert perf.contended_share([1.0, 1.5, 2.5, 10.0]) == 0.5
 
 
@@ -138,6 +143,14 @@ def test_alternate_runs_abba_and_counts_steps(perf):
     assert all(t >= 0 for t in times["a"] + times["b"])
 
 
+def test_alternate_runs_first_at_the_start_of_every_round(perf):
+    calls = []
+    fns = {n: (lambda n=n: calls.append(n), 1) for n in ("a", "b", "mm")}
+    times = perf.alternate(fns, rounds=2, first="mm")
+    assert calls == ["mm", "a", "b", "mm", "b", "a"]
+    assert len(times["mm"]) == 2
+
+
 def test_alternate_budget_stops_after_a_complete_pair(perf):
     calls = []
     times = perf.alternate({"a": (lambda: calls.append("a"), 1), "b": (lambda: calls.append("b"), 1)},
@@ -164,14 +177,15 @@ def _fake_results(perf, ratio: float, device: str = "cpu"):
                     "parameters": 11_000_000, "shared": 10_000_000, "deterministic": True, "max_stride": 32}
     res.overhead = {"mtlzoo_s": s(ratio), "hand_s": s(1.0), "ratio": s(ratio), "ratios": [ratio, ratio],
                     "images_per_s": {"mtlzoo": 8 / ratio, "hand": 8.0}, "first_step_s": {"mtlzoo": 2, "hand": 2},
-                    "best_ratio": ratio, "contended": 0.25,
+                    "fast_ratio": ratio, "contended": 0.25,
                     "param_diff_after_first_step": 0.0,
                     "cprofile": [("train.py:1 _to", 1.0, 1e-5, 1e-5)]}
     row = lambda name, f, t: {"name": name, "flops": f, "seconds": t, "flops_per_s": f / t,  # noqa: E731
-                              "fraction": f / t / 1e11, "best_seconds": t / 2, "best_flops_per_s": 2 * f / t,
-                              "best_fraction": 2 * f / t / 1.1e11, "samples": 3}
+                              "fraction": f / t / 1e11, "fast_seconds": t / 2, "fast_flops_per_s": 2 * f / t,
+                              "fast_fraction": 2 * f / t / 1.1e11, "samples": 3}
     res.efficiency = {"matmul_n": 2048, "peak_fp32": 1e11, "peak_fp32_max": 1.1e11, "peak_fp32_min": 0.9e11,
-                      "peak_samples": 4, "peak_bf16": 2e11, "peak_bf16_max": 2.2e11,
+                      "peak_samples": 4, "peak_bf16": 2e11, "peak_bf16_fast": 2.2e11,
+                      "peak_fp32_fast": 1.1e11,
                       "rows": [row("mtlzoo", 1e10, 1.0), row("hand", 1e10, 1.0), row("bb", 7e9, 0.5),
                                row("small", 7e9, 0.5), row("224", 8e10, 1.5)],
                       "flops_by_category": {"convolution": 1e10},
@@ -179,11 +193,21 @@ def _fake_results(perf, ratio: float, device: str = "cpu"):
                       "head_flops": 3e9}
     res.options = [
         {"name": "bf16 autocast", "overrides": ["train.amp=bf16"], "option_s": 0.5, "default_s": 1.0,
-         "speedup": perf.summarize([1.9, 2.1]), "best_speedup": 1.8, "first_step_s": 1.0, "rounds": 2, "steps": 1,
+         "speedup": perf.summarize([1.9, 2.1]), "fast_speedup": 1.8, "first_step_s": 1.0, "rounds": 2, "steps": 1,
          "amp_dtype": "bfloat16", "grad_scaler_enabled": False},
         {"name": "backbone+heads .compile()", "overrides": [], "error": "did not finish within 10 s"},
     ]
+    res.notes = ["a checked fact"]
     return res
+
+
+def test_trainer_notes_reflect_the_code(perf):
+    import inspect
+
+    from mtlzoo.train import Trainer
+
+    uses_scaler = "scaler" in inspect.getsource(Trainer.train_step)
+    assert any("GradScaler" in n for n in perf.trainer_notes()) is not uses_scaler
 
 
 def test_render_reports_verdicts(perf):
@@ -193,12 +217,15 @@ def test_render_reports_verdicts(perf):
     assert "**1.010**, meets it" in good
     assert "25% of all steps" in good
     assert "`python benchmarks/performance.py --quick`" in good
-    assert "**mtlzoo step: 18% of the fp32 matmul peak (best; median 10%)**" in good
-    assert "bf16 autocast: faster (2.00x median, 1.80x best-step)" in good
+    assert "**mtlzoo step: 18% of the fp32 matmul peak (fast estimate; median 10%)**" in good
+    assert "bf16 autocast: faster (2.00x median, 1.80x fast-step)" in good
+    assert "2.0x the fp32 rate" in good
+    assert "- a checked fact" in good
     assert "The fastest setting here is bf16 autocast" in good
     assert "did not finish within 10 s" in good
     assert "avx512_bf16" in good
     assert "20% of the step is `aten::fill_`" in good
+    assert "so what bounds it is the network on this machine, not mtlzoo" in good
     bad = perf.render(_fake_results(perf, 1.10, device="cuda"))
     assert "target <= 1.03: misses it" in bad
     assert "| GPU | H100 |" in bad
