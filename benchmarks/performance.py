@@ -757,7 +757,8 @@ def measure_option(name: str, extra: Sequence[str], default: Any, batch: dict, s
         row.update(option_summary(times, plan.option_steps))
         if trainer.amp_dtype is not None:
             row["amp_dtype"] = str(trainer.amp_dtype).replace("torch.", "")
-            row["grad_scaler_enabled"] = bool(trainer.scaler.is_enabled())
+            scaler = getattr(trainer, "scaler", None)
+            row["grad_scaler"] = "none" if scaler is None else ("enabled" if scaler.is_enabled() else "disabled")
         del trainer
     except Exception as exc:  # noqa: BLE001 - report what happens, whatever it is
         msg = str(exc).strip().splitlines()
@@ -1089,7 +1090,7 @@ def _options_section(res: Results) -> list[str]:
         sp = x["speedup"]
         extra = [f"{x['rounds']} rounds x {x['steps']} step(s)"]
         if "amp_dtype" in x:
-            extra.append(f"GradScaler enabled: {x['grad_scaler_enabled']}")
+            extra.append(f"autocast {x['amp_dtype']}, GradScaler: {x['grad_scaler']}")
         if "compile_s" in x:
             extra.append(f"first (compiling) step {x['compile_s']:.1f} s, second {x['second_step_s']:.1f} s; "
                          f"inductor cache {x.get('inductor_cache', '?')}; child wall {x.get('wall_s', 0):.0f} s")
@@ -1134,9 +1135,8 @@ def trainer_notes() -> list[str]:
     notes = []
     src = inspect.getsource(Trainer.train_step)
     if "scaler" not in src:
-        notes.append("`train.amp=fp16` creates a GradScaler but `Trainer.train_step` never uses it (no "
-                     "`scaler.scale(loss)` / `scaler.step`): fp16 training runs without loss scaling, which risks "
-                     "gradient underflow on a GPU.")
+        notes.append("`Trainer.train_step` uses no GradScaler, so `train.amp=fp16` trains without loss scaling "
+                     "(small gradients can underflow in fp16 on a GPU; bf16 does not need scaling).")
     return notes
 
 

@@ -451,6 +451,8 @@ def _with_default(given: dict[str, Any], default: dict[str, Any]) -> dict[str, A
 
 
 def _check_train(train: dict[str, Any]) -> None:
+    if train["amp"] in ("False", "false"):  # YAML reads a bare `off` (train.amp=off) as false
+        train["amp"] = "off"
     positive = ["epochs", "batch_size", "eval_every", "checkpoint_every"]
     for key in positive:
         if train[key] < 1:

@@ -194,7 +194,7 @@ def _fake_results(perf, ratio: float, device: str = "cpu"):
     res.options = [
         {"name": "bf16 autocast", "overrides": ["train.amp=bf16"], "option_s": 0.5, "default_s": 1.0,
          "speedup": perf.summarize([1.9, 2.1]), "fast_speedup": 1.8, "first_step_s": 1.0, "rounds": 2, "steps": 1,
-         "amp_dtype": "bfloat16", "grad_scaler_enabled": False},
+         "amp_dtype": "bfloat16", "grad_scaler": "none"},
         {"name": "backbone+heads .compile()", "overrides": [], "error": "did not finish within 10 s"},
     ]
     res.notes = ["a checked fact"]
