@@ -14,7 +14,9 @@ A bench spec (YAML)::
     results_dir: benchmarks/results       # where <name>.md/.csv/.png go
 
 Every cell is a normal run folder; finished cells are skipped, so re-running the same
-command resumes a bench. A failed cell is reported and the others go on.
+command resumes a bench. A failed cell is reported and the others go on. A cell whose folder
+holds a run made from a different config (the spec was edited) is reported as failed, never
+reused: delete its folder to run it again.
 
 delta-m (Maninis et al. 2019; Vandenhende et al. 2021), as reported in every table::
 
@@ -157,6 +159,40 @@ def _cell_overrides(spec: BenchSpec, cell: Cell, run_dir: Path) -> list[str]:
     return out
 
 
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): node}
+
+
+def _check_same_config(cfg: Any, run_dir: Path) -> None:
+    """Refuse to reuse (or resume) a cell whose run folder was made from a different config:
+    an edited bench spec must never mix old results into new tables."""
+    import yaml
+
+    from .config import to_yaml
+
+    saved_file = run_dir / "config.yaml"
+    if not saved_file.is_file():
+        return
+    try:
+        saved = _flatten(yaml.safe_load(saved_file.read_text()) or {})
+    except yaml.YAMLError as exc:
+        raise MtlzooError(f"{saved_file}: unreadable ({str(exc).splitlines()[0]}); "
+                          f"delete {run_dir} to run this cell again") from None
+    now = _flatten(yaml.safe_load(to_yaml(cfg)))
+    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k, "<unset>") != now.get(k, "<unset>"))
+    if changed:
+        shown = "; ".join(f"{k}: {saved.get(k, '<unset>')!r} in the run, {now.get(k, '<unset>')!r} now"
+                          for k in changed[:3])
+        more = f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
+        raise MtlzooError(f"cell {run_dir.name}: its run folder was made with a different config ({shown}{more}); "
+                          f"delete {run_dir} to run it again with the current spec, or restore the spec")
+
+
 def run_cell(spec: BenchSpec, base: Path, cell: Cell, out_dir: Path, log: Any = print) -> dict[str, Any]:
     """Run one cell (or resume it from its last checkpoint); return its summary."""
     from .builder import build
@@ -164,10 +200,11 @@ def run_cell(spec: BenchSpec, base: Path, cell: Cell, out_dir: Path, log: Any = 
     from .train import Trainer
 
     run_dir = out_dir / cell.id
+    cfg = load(base, _cell_overrides(spec, cell, run_dir))
+    _check_same_config(cfg, run_dir)
     summary_file = run_dir / "summary.json"
     if summary_file.is_file():
         return json.loads(summary_file.read_text())
-    cfg = load(base, _cell_overrides(spec, cell, run_dir))
     resume = None
     if (run_dir / "checkpoints" / "last" / "weights.safetensors").is_file():
         resume = run_dir / "checkpoints" / "last"

@@ -71,6 +71,15 @@ def test_bench_runs_resumes_reports_failures_and_writes_tables(tmp_path, spec_fa
     stamp = (runs / "combiner=sum__seed0" / "summary.json").stat().st_mtime_ns
     run_bench(path, log=lambda *_: None)
     assert (runs / "combiner=sum__seed0" / "summary.json").stat().st_mtime_ns == stamp
+    # an edited spec never reuses cells made from the old config: each is reported, none is run
+    spec = yaml.safe_load(path.read_text())
+    spec["overrides"] = ["train.epochs=2"]
+    path.write_text(yaml.safe_dump(spec))
+    summary = run_bench(path, log=lambda *_: None)
+    error = summary["failures"]["combiner=sum__seed0"]
+    assert "made with a different config (train.epochs: 1 in the run, 2 now)" in error
+    assert "delete" in error and "combiner=sum__seed0" in error
+    assert (runs / "combiner=sum__seed0" / "summary.json").stat().st_mtime_ns == stamp
 
 
 def test_bench_cli_plan_and_bad_spec(tmp_path, spec_factory, capsys):
