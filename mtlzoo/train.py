@@ -231,10 +231,12 @@ class Trainer:
         self.model.train()
         batch = _to(batch, self.device, self.cfg.train.channels_last)
         features, _, losses = self.compute_losses(batch)
-        for name, loss in losses.items():
-            if not torch.isfinite(loss):
+        # one device-to-host copy for all tasks (not one sync per task): the NaN check and the log
+        host = torch.stack([loss.detach().float() for loss in losses.values()]).cpu().tolist()
+        for name, value in zip(losses, host):
+            if not math.isfinite(value):
                 raise TrainingError(
-                    f"task {name!r}: loss is {loss.item()} at step {self.global_step}; lower train.optimizer.lr "
+                    f"task {name!r}: loss is {value} at step {self.global_step}; lower train.optimizer.lr "
                     f"or check the targets of {self.tasks[name].target!r}"
                 )
         step = Step(
@@ -257,7 +259,7 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
-        return {k: float(v.detach()) for k, v in losses.items()}, {k: float(v) for k, v in logs.items()}
+        return dict(zip(losses, host)), {k: float(v) for k, v in logs.items()}
 
     def fit(self, until_epoch: int | None = None) -> dict[str, Any]:
         """Train for ``train.epochs`` epochs (or stop after ``until_epoch``, leaving a run that
