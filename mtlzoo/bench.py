@@ -318,7 +318,7 @@ def write_tables(spec: BenchSpec, summary: dict[str, Any], results_dir: Path, co
     columns = [(t, k) for t in directions for k in directions[t]]
     md = [f"# Benchmark `{spec.name}`", "",
           f"Command: `{command}`  ", f"Reported split: **{spec.split}** (epoch/checkpoint chosen on val).  ",
-          f"Budget: {budget}  ", f"Seeds: {spec.seeds}; wall time {seconds / 60:.1f} min.", "",
+          f"Budget: {budget}  ", f"Seeds: {spec.seeds}; training time of all cells together {seconds / 60:.1f} min.", "",
           f"Δm: `{DELTA_M_FORMULA}`", "", "Values: mean ± std over seeds. ↑ higher is better, ↓ lower is better.", ""]
     header = ["method", "setting", "seeds", "Δm %"] + [f"{t}.{k} {'↑' if directions[t][k] else '↓'}"
                                                       for t, k in columns]
@@ -420,6 +420,22 @@ def _plots(spec: BenchSpec, summary: dict[str, Any], results_dir: Path) -> list[
     return out
 
 
+def budget_text(cfg: Any, results: dict[str, dict[str, Any]]) -> str:
+    """The training budget every cell shared, in words, for the table header."""
+    t = cfg.train
+    steps = sorted({int(r["steps"]) for r in results.values() if "steps" in r})
+    devices = sorted({f"{r.get('device', '?')} x{r.get('world_size', 1)}" for r in results.values()})
+    backbone = {k: v for k, v in dict(cfg.model.backbone).items()
+                if v is not None and not (type(v) is float and v == 0.0)}  # keeps pretrained=False
+    crop = cfg.augment.get("crop") if "augment" in cfg else None
+    return (f"{t.epochs} epochs x batch {t.batch_size}"
+            + (f" ({'-'.join(map(str, steps))} optimizer steps per run)" if steps else "")
+            + f", {t.optimizer.name} lr {t.optimizer.lr}, {t.scheduler.name} schedule, amp {t.amp}; "
+            f"backbone {backbone}; data {dict(cfg.data)}"
+            + (f", crop {list(crop)}" if crop else "")
+            + (f"; ran on {', '.join(devices)}" if devices else ""))
+
+
 def run_bench(path: str | Path, extra: list[str] | tuple[str, ...] = (), log: Any = print,
               only_plan: bool = False) -> dict[str, Any]:
     """Run (or resume) every cell of a bench spec and write its tables; return the summary."""
@@ -448,12 +464,9 @@ def run_bench(path: str | Path, extra: list[str] | tuple[str, ...] = (), log: An
             (out_dir / cell.id / "error.txt").write_text(traceback.format_exc())
             log(f"[{i}/{len(cells)}] {cell.id}: FAILED ({failures[cell.id]}); continuing")
     summary = summarise(spec, cells, results, failures)
-    t = base_cfg.train
-    budget = (f"{t.epochs} epochs x batch {t.batch_size}, {base_cfg.model.backbone.name} backbone "
-              f"{dict(base_cfg.model.backbone)}, data {dict(base_cfg.data)}")
     command = "mtlzoo bench " + str(path) + ("" if not extra else " " + " ".join(extra))
     total = sum(float(r.get("seconds", 0)) for r in results.values())
-    paths = write_tables(spec, summary, Path(spec.results_dir), command, total, budget)
+    paths = write_tables(spec, summary, Path(spec.results_dir), command, total, budget_text(base_cfg, results))
     summary["failures"] = failures
     summary["files"] = [str(p) for p in paths]
     (out_dir / "bench_summary.json").write_text(json.dumps(summary, indent=1, default=str))
