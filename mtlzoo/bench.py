@@ -382,14 +382,21 @@ def _plots(spec: BenchSpec, summary: dict[str, Any], results_dir: Path) -> list[
         return []
     fig, axes = plt.subplots(1, len(columns), figsize=(2.6 * len(columns), 3.6), squeeze=False)
     for ax, (t, k) in zip(axes[0], columns):
-        labels, means, stds = [], [], []
+        labels, means, stds, colors = [], [], [], []
         for row in rows:
             ms = row["metrics"].get(t, {}).get(k)
             if ms and not math.isnan(ms[0]):
                 labels.append(row["method"] + (f"\n{row['setting']}" if row["setting"] else ""))
                 means.append(ms[0])
                 stds.append(ms[1])
-        ax.bar(range(len(means)), means, yerr=stds, capsize=3, color="tab:blue", alpha=0.8)
+                colors.append("tab:orange" if row["method"].startswith("single-task") else "tab:blue")
+        # points, not bars from zero: the differences between methods are what the reader looks for
+        for x, (m, sd, c) in enumerate(zip(means, stds, colors)):
+            ax.errorbar(x, m, yerr=sd, fmt="o", capsize=3, color=c)
+        base = [m for m, c in zip(means, colors) if c == "tab:orange"]
+        if base:
+            ax.axhline(base[0], color="tab:orange", lw=0.6, ls="--")
+        ax.margins(x=0.15)
         ax.set_xticks(range(len(means)), labels, rotation=70, fontsize=6)
         ax.set_title(f"{t}.{k} {'↑' if directions[t][k] else '↓'}", fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
@@ -466,7 +473,11 @@ def run_bench(path: str | Path, extra: list[str] | tuple[str, ...] = (), log: An
     summary = summarise(spec, cells, results, failures)
     command = "mtlzoo bench " + str(path) + ("" if not extra else " " + " ".join(extra))
     total = sum(float(r.get("seconds", 0)) for r in results.values())
-    paths = write_tables(spec, summary, Path(spec.results_dir), command, total, budget_text(base_cfg, results))
+    paths: list[Path] = []
+    if results:
+        paths = write_tables(spec, summary, Path(spec.results_dir), command, total, budget_text(base_cfg, results))
+    else:  # never replace an existing table by an empty one
+        log(f"no cell finished: {spec.results_dir}/{spec.name}.* left as they were")
     summary["failures"] = failures
     summary["files"] = [str(p) for p in paths]
     (out_dir / "bench_summary.json").write_text(json.dumps(summary, indent=1, default=str))

@@ -74,6 +74,7 @@ def test_bench_runs_resumes_reports_failures_and_writes_tables(tmp_path, spec_fa
     run_bench(path, log=lambda *_: None)
     assert (runs / "combiner=sum__seed0" / "summary.json").stat().st_mtime_ns == stamp
     # an edited spec never reuses cells made from the old config: each is reported, none is run
+    table = (tmp_path / "results" / "tinybench.md").read_text()
     spec = yaml.safe_load(path.read_text())
     spec["overrides"] = ["train.epochs=2"]
     path.write_text(yaml.safe_dump(spec))
@@ -82,6 +83,11 @@ def test_bench_runs_resumes_reports_failures_and_writes_tables(tmp_path, spec_fa
     assert "made with a different config (train.epochs: 1 in the run, 2 now)" in error
     assert "delete" in error and "combiner=sum__seed0" in error
     assert (runs / "combiner=sum__seed0" / "summary.json").stat().st_mtime_ns == stamp
+    assert (tmp_path / "results" / "tinybench.md").read_text() == table  # no empty table over it
+    # plots: every metric per method, and the two-task view (matplotlib comes with `make test`)
+    pytest.importorskip("matplotlib")
+    for png in ("tinybench_metrics.png", "tinybench_pareto.png"):
+        assert (tmp_path / "results" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bench_cli_plan_and_bad_spec(tmp_path, spec_factory, capsys):
