@@ -382,20 +382,18 @@ def _plots(spec: BenchSpec, summary: dict[str, Any], results_dir: Path) -> list[
         return []
     fig, axes = plt.subplots(1, len(columns), figsize=(2.6 * len(columns), 3.6), squeeze=False)
     for ax, (t, k) in zip(axes[0], columns):
-        labels, means, stds, colors = [], [], [], []
+        labels, means = [], []
         for row in rows:
             ms = row["metrics"].get(t, {}).get(k)
             if ms and not math.isnan(ms[0]):
                 labels.append(row["method"] + (f"\n{row['setting']}" if row["setting"] else ""))
                 means.append(ms[0])
-                stds.append(ms[1])
-                colors.append("tab:orange" if row["method"].startswith("single-task") else "tab:blue")
-        # points, not bars from zero: the differences between methods are what the reader looks for
-        for x, (m, sd, c) in enumerate(zip(means, stds, colors)):
-            ax.errorbar(x, m, yerr=sd, fmt="o", capsize=3, color=c)
-        base = [m for m, c in zip(means, colors) if c == "tab:orange"]
-        if base:
-            ax.axhline(base[0], color="tab:orange", lw=0.6, ls="--")
+                baseline = row["method"].startswith("single-task")
+                # points, not bars from zero: the differences between methods are what the reader looks for
+                ax.errorbar(len(means) - 1, ms[0], yerr=ms[1], fmt="o", capsize=3,
+                            color="tab:orange" if baseline else "tab:blue")
+                if baseline:
+                    ax.axhline(ms[0], color="tab:orange", lw=0.6, ls="--")
         ax.margins(x=0.15)
         ax.set_xticks(range(len(means)), labels, rotation=70, fontsize=6)
         ax.set_title(f"{t}.{k} {'↑' if directions[t][k] else '↓'}", fontsize=8)
@@ -434,7 +432,7 @@ def budget_text(cfg: Any, results: dict[str, dict[str, Any]]) -> str:
     devices = sorted({f"{r.get('device', '?')} x{r.get('world_size', 1)}" for r in results.values()})
     backbone = {k: v for k, v in dict(cfg.model.backbone).items()
                 if v is not None and not (type(v) is float and v == 0.0)}  # keeps pretrained=False
-    crop = cfg.augment.get("crop") if "augment" in cfg else None
+    crop = cfg.augment.crop
     return (f"{t.epochs} epochs x batch {t.batch_size}"
             + (f" ({'-'.join(map(str, steps))} optimizer steps per run)" if steps else "")
             + f", {t.optimizer.name} lr {t.optimizer.lr}, {t.scheduler.name} schedule, amp {t.amp}; "
