@@ -67,8 +67,7 @@ def worker(args: argparse.Namespace) -> dict:
     from torch import nn
 
     import timm
-    from mtlzoo.combine import Step
-    from mtlzoo.plugins import PluginManager
+    from mtlzoo.contract.combine import Step
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -88,11 +87,9 @@ def worker(args: argparse.Namespace) -> dict:
     backbone = timm.create_model("resnet18", features_only=True, pretrained=False, zero_init_last=False)
     names = [f"t{i}" for i in range(args.tasks)]
     heads = nn.ModuleDict({n: LightHead(backbone.feature_info.channels()) for n in names})
-    pm = PluginManager()
-    pm.load_entry_points()
-    registry = pm.registries["combiner"]
-    combiner = registry.get(args.name).factory(names, **json.loads(args.options))
-    baseline = registry.get("sum").factory(names)
+    zoo = combiner_zoo()
+    combiner = zoo.make("combiner", {"name": args.name, **json.loads(args.options)}, names, path="combiner")
+    baseline = zoo.make("combiner", {"name": "sum"}, names, path="combiner")
     params = list(backbone.parameters()) + list(heads.parameters())
     params += [p for p in combiner.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=1e-4)
@@ -134,6 +131,15 @@ def worker(args: argparse.Namespace) -> dict:
     peak = _status_kb("VmHWM") - rss0
     return {"time_s": statistics.median(times), "sum_s": statistics.median(base_times), "times": times,
             "peak_mb": peak / 1024, "level": combiner.level, "shared_params": sum(p.numel() for p in shared)}
+
+
+def combiner_zoo():
+    """A zoo of mtlzoo's built-in combiners only (no other plugin is needed here)."""
+    import mtlzoo.builtin.combiners
+    from mtlzoo import Zoo
+
+    plugin = mtlzoo.builtin.combiners
+    return Zoo.load(entry_points=False, plugins=[("builtin_combiners", plugin)], strict=True)
 
 
 def _status_kb(key: str) -> int:
@@ -224,11 +230,7 @@ def main() -> None:
     import timm  # noqa: F401  (imported once here, inherited by every forked configuration)
     import torch  # noqa: F401
 
-    import mtlzoo.builtin.grad_combiners  # noqa: F401
-    import mtlzoo.builtin.loss_combiners  # noqa: F401
-    from mtlzoo.plugins import PluginManager
-
-    PluginManager().load_entry_points()  # import every plugin module once
+    from mtlzoo.builtin.combiners import gradient_level, loss_level  # noqa: F401  (imported once, for the forks)
     started = time.time()
     blocks = []
     for tasks in [int(t) for t in args.tasks.split(",")]:

@@ -128,11 +128,12 @@ def time_train_step(batch: dict[str, torch.Tensor], info: Any, steps: int, devic
 def bench_spec(spec: str, workers: list[int], batches: int, steps: int, device: torch.device,
                overrides: list[str]) -> dict[str, Any]:
     """All measurements for one spec (see the module docstring)."""
-    from mtlzoo.builder import build_dataset
-    from mtlzoo.config import load
+    from mtlzoo import Zoo
+    from mtlzoo.zoo.build import base_dataset, build_pipeline_for
 
-    cfg = load(spec, overrides)
-    train = build_dataset(cfg, "train")
+    zoo, raw = Zoo.for_spec(spec, overrides)
+    cfg = zoo.spec(raw)
+    train = build_pipeline_for(zoo, cfg, "train", base_dataset(zoo, cfg, "train"))
     base = train.base
     bs = int(cfg.train.batch_size)
     rows = {

@@ -3,7 +3,7 @@
 Three measurements, all in one process (the optional compiled variant runs in a child process
 so that a compile that runs too long can be cut off):
 
-1. **Framework overhead.** A :class:`mtlzoo.train.Trainer` built from a spec (default:
+1. **Framework overhead.** A :class:`mtlzoo.runtime.train.Trainer` built from a spec (default:
    ``configs/quickstart.yaml``, five tasks on a shared ResNet-18, ``sum`` combiner) runs
    ``Trainer.train_step`` on one fixed batch; a minimal hand-written PyTorch loop trains an
    identical copy of the same network (same backbone and heads, same loss modules, the plain
@@ -339,11 +339,11 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 
 def build_trainer(spec: str, overrides: list[str]) -> Any:
     """A Trainer (writing nothing) for ``spec`` with ``overrides``."""
-    from mtlzoo.builder import build
-    from mtlzoo.config import load
-    from mtlzoo.train import Trainer
+    from mtlzoo import Zoo
+    from mtlzoo.runtime.train import Trainer
 
-    trainer = Trainer(build(load(spec, overrides)))
+    zoo, raw = Zoo.for_spec(spec, overrides)
+    trainer = Trainer(zoo.build(raw))
     # process-global settings as this Trainer left them, restored before each of its steps
     trainer.bench_fill_uninitialized = bool(torch.utils.deterministic.fill_uninitialized_memory)
     return trainer
@@ -352,7 +352,7 @@ def build_trainer(spec: str, overrides: list[str]) -> Any:
 def base_overrides(spec: str, plan: Plan, extra: list[str]) -> list[str]:
     """Overrides that size the workload: batch, and for the ``shapes`` dataset image size and a
     small train split (one batch is all that is used)."""
-    from mtlzoo.config import read_spec
+    from mtlzoo.zoo.spec import read_spec
 
     out = ["train.progress=false", f"train.batch_size={plan.batch_size}"]
     raw = read_spec(spec, extra)
@@ -395,7 +395,7 @@ class HandLoop:
     else (no learning-rate schedule, no finiteness checks, no logging, no host syncs).
 
     Args:
-        model: a :class:`~mtlzoo.model.MultiTaskModel` (an identical copy of the trainer's).
+        model: a :class:`~mtlzoo.runtime.model.MultiTaskModel` (an identical copy of the trainer's).
         losses: task name -> (loss module, target key in the batch).
         lr, weight_decay, betas: AdamW hyper-parameters (those of the trainer).
     """
@@ -411,7 +411,7 @@ class HandLoop:
         """One optimisation step on ``batch``."""
         images = batch["image"]
         size = tuple(images.shape[-2:])
-        features = self.model.backbone(images)
+        features = self.model.backbone(self.model.normalize(images))
         loss = sum(fn(self.model.heads[name](features, size).float(), batch[key])
                    for name, (fn, key) in self.losses.items())
         loss.backward()
@@ -501,22 +501,22 @@ def profile_step(fn: Callable[[], Any], device: torch.device, steps: int) -> dic
 
 # the Trainer's per-step work that the hand-written loop does not do: (file suffix, function)
 FRAMEWORK_ONLY: tuple[tuple[str, str], ...] = (
-    ("mtlzoo/train.py", "_to"),
-    ("mtlzoo/combine.py", "__init__"),          # Step(...)
-    ("mtlzoo/combine.py", "stack"),
-    ("mtlzoo/combine.py", "sync_gradients"),
-    ("mtlzoo/combine.py", "_reset"),
-    ("mtlzoo/model.py", "shared_parameters"),
-    ("mtlzoo/model.py", "task_parameters"),
+    ("mtlzoo/runtime/train.py", "_to"),
+    ("mtlzoo/contract/combine.py", "__init__"),          # Step(...)
+    ("mtlzoo/contract/combine.py", "stack"),
+    ("mtlzoo/contract/combine.py", "sync_gradients"),
+    ("mtlzoo/contract/combine.py", "_reset"),
+    ("mtlzoo/runtime/model.py", "shared_parameters"),
+    ("mtlzoo/runtime/model.py", "task_parameters"),
     ("torch/optim/lr_scheduler.py", "step"),    # LambdaLR.step
     ("torch/nn/modules/module.py", "train"),    # model.train() every step
 )
 # functions that also run the shared work (forward, backward, AdamW): only their own time counts
 FRAMEWORK_OWN: tuple[tuple[str, str], ...] = (
-    ("mtlzoo/train.py", "train_step"),
-    ("mtlzoo/train.py", "compute_losses"),
-    ("mtlzoo/builtin/combiners.py", "backward"),
-    ("mtlzoo/combine.py", "backward"),
+    ("mtlzoo/runtime/train.py", "train_step"),
+    ("mtlzoo/runtime/train.py", "compute_losses"),
+    ("mtlzoo/builtin/combiners/basic.py", "backward"),
+    ("mtlzoo/contract/combine.py", "backward"),
 )
 # C methods behind the finiteness check and loss logging (one host copy of the stacked losses per step)
 FRAMEWORK_BUILTINS = ("isfinite", "'tolist'", "'cpu'", "__float__")
@@ -552,7 +552,7 @@ def cprofile_framework(fn: Callable[[], Any], steps: int) -> list[tuple[str, flo
 def time_framework_pieces(trainer: Any, batch: dict[str, Tensor], reps: int = 50) -> dict[str, float]:
     """Seconds per step of each piece of work the Trainer adds to the baseline, timed directly
     (no profiler inflation), on the trainer's own model and a forward of ``batch``."""
-    from mtlzoo.combine import Step
+    from mtlzoo.contract.combine import Step
 
     model = trainer.model
     with torch.no_grad():
@@ -1130,7 +1130,7 @@ def trainer_notes() -> list[str]:
     """Facts about the Trainer's code that bear on the options (checked, not assumed)."""
     import inspect
 
-    from mtlzoo.train import Trainer
+    from mtlzoo.runtime.train import Trainer
 
     notes = []
     src = inspect.getsource(Trainer.train_step)
@@ -1173,7 +1173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         compile_child(args.compile_child)
         return 0
     started = time.perf_counter()
-    from mtlzoo.distributed import local_device
+    from mtlzoo.runtime.distributed import local_device
 
     device = local_device("auto")
     plan = Plan.for_device(device, args.quick)

@@ -44,6 +44,15 @@ def tiny_spec(**overrides) -> dict:
     return spec
 
 
+@pytest.fixture(scope="session")
+def zoo():
+    """One zoo of the installed plugins for the whole session, loaded strictly (a broken
+    built-in plugin fails the tests instead of being skipped)."""
+    from mtlzoo import Zoo
+
+    return Zoo.load(strict=True)
+
+
 @pytest.fixture
 def spec_factory():
     """Build a tiny spec dict with dotted-key overrides: spec_factory(**{"train.epochs": 2})."""

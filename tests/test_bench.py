@@ -8,9 +8,8 @@ import json
 import pytest
 import yaml
 
-from mtlzoo.bench import delta_m, load_bench, plan, run_bench
-from mtlzoo.cli import main
-from mtlzoo.config import load
+from mtlzoo.apps.bench import delta_m, load_bench, plan, run_bench
+from mtlzoo.apps.cli import main
 
 
 def test_delta_m_by_hand():
@@ -35,11 +34,11 @@ def write(tmp_path, spec_factory, grid, seeds=(0,), **extra):
     return path
 
 
-def test_plan_adds_single_task_baselines_per_setting(tmp_path, spec_factory):
+def test_plan_adds_single_task_baselines_per_setting(zoo, tmp_path, spec_factory):
     path = write(tmp_path, spec_factory, {"combiner": ["sum", {"name": "weighted", "weights": {"depth": 2.0}}],
                                           "train.optimizer.lr": [0.001, 0.01]}, seeds=(0, 1))
     spec, base = load_bench(path)
-    cells = plan(spec, load(base))
+    cells = plan(spec, zoo.spec(base))
     grid_cells = [c for c in cells if c.baseline_task is None]
     base_cells = [c for c in cells if c.baseline_task]
     assert len(grid_cells) == 2 * 2 * 2 and len(base_cells) == 2 * 2 * 2  # lr x task x seed
@@ -49,9 +48,9 @@ def test_plan_adds_single_task_baselines_per_setting(tmp_path, spec_factory):
     assert f"~tasks.{other}" in b.overrides and 'combiner={"name": "sum"}' in b.overrides
 
 
-def test_bench_runs_resumes_reports_failures_and_writes_tables(tmp_path, spec_factory, capsys):
+def test_bench_runs_resumes_reports_failures_and_writes_tables(zoo, tmp_path, spec_factory, capsys):
     path = write(tmp_path, spec_factory, {"combiner": ["sum", {"name": "weighted", "weights": {"nope": 1.0}}]})
-    summary = run_bench(path, log=lambda *_: None)
+    summary = run_bench(path, log=lambda *_: None, zoo=zoo)
     # the weighted cell names an unknown task: it fails, the others still run
     (failed_id, error), = summary["failures"].items()
     assert failed_id.startswith("combiner=weighted") and "unknown task" in error
@@ -71,14 +70,14 @@ def test_bench_runs_resumes_reports_failures_and_writes_tables(tmp_path, spec_fa
     assert float(sum_row["delta_m_mean"]) == pytest.approx(expected)
     # a second call skips the finished cells (their folders are not touched)
     stamp = (runs / "combiner=sum__seed0" / "summary.json").stat().st_mtime_ns
-    run_bench(path, log=lambda *_: None)
+    run_bench(path, log=lambda *_: None, zoo=zoo)
     assert (runs / "combiner=sum__seed0" / "summary.json").stat().st_mtime_ns == stamp
     # an edited spec never reuses cells made from the old config: each is reported, none is run
     table = (tmp_path / "results" / "tinybench.md").read_text()
     spec = yaml.safe_load(path.read_text())
     spec["overrides"] = ["train.epochs=2"]
     path.write_text(yaml.safe_dump(spec))
-    summary = run_bench(path, log=lambda *_: None)
+    summary = run_bench(path, log=lambda *_: None, zoo=zoo)
     error = summary["failures"]["combiner=sum__seed0"]
     assert "made with a different config (train.epochs: 1 in the run, 2 now)" in error
     assert "delete" in error and "combiner=sum__seed0" in error

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from mtlzoo.cli import main
+from mtlzoo.apps.cli import main
 
 
 def write_spec(tmp_path, spec) -> str:
@@ -19,7 +20,7 @@ def write_spec(tmp_path, spec) -> str:
 
 
 @pytest.mark.parametrize("argv", [[], ["train"], ["eval"], ["list"], ["plugins"], ["config"], ["config", "show"],
-                                  ["data"], ["data", "check"]])
+                                  ["data"], ["data", "check"], ["check"], ["bench"]])
 def test_help_of_every_command(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*argv, "--help"])
@@ -67,7 +68,7 @@ def test_unknown_key_is_one_line_error_and_debug_shows_traceback(tmp_path, capsy
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: train.epohcs: unknown option")
     assert "Traceback" not in err
-    from mtlzoo.errors import ConfigError
+    from mtlzoo import ConfigError
 
     with pytest.raises(ConfigError):
         main(["config", "show", spec, "--debug"])
@@ -95,7 +96,7 @@ def test_list_backbones_shows_timm_and_smp(capsys):
 def test_list_every_kind(capsys):
     assert main(["list", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert set(data) == {"backbone", "head", "loss", "combiner", "dataset", "metric", "task"}
+    assert set(data) == {"backbone", "head", "loss", "combiner", "dataset", "metric", "task", "target_kind"}
     assert all(data[k] for k in data)
 
 
@@ -107,5 +108,25 @@ def test_plugins_command_lists_builtin_plugins(capsys):
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "mtlzoo.cli", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "mtlzoo", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "train" in out.stdout
+    import shutil
+
+    script = shutil.which("mtlzoo", path=str(Path(sys.executable).parent))
+    assert script and subprocess.run([script, "list", "task"], capture_output=True, text=True).returncode == 0
+
+
+def test_check_command_runs_the_conformance_kit(capsys):
+    assert main(["check", "builtin_targets", "builtin_tasks"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("builtin_targets: ok") and "builtin_tasks: ok" in out
+    assert "ok   target_kind 'depth' (plugin builtin_targets): target_kind.transforms" in out
+    assert main(["check", "no_such_plugin", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)[0]
+    assert report["ok"] is False and "no plugin named 'no_such_plugin'" in report["results"][0]["message"]
+
+
+def test_list_shows_targets_and_option_names(capsys):
+    assert main(["list", "loss", "ce", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["targets"] == ["segmentation", "class"] and row["options"] == ["class_weights", "label_smoothing"]

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtlzoo import combine
-from mtlzoo.combine import Step
+from mtlzoo.contract import _autogram
+from mtlzoo.contract.combine import Step
 
 NAMES = ["seg", "dense", "cls", "const"]
 
@@ -141,7 +141,7 @@ def layer_mode(request, monkeypatch):
             self.kernel = kernel
             self.store = [None] * tasks
 
-        monkeypatch.setattr(combine._ConvSite, "choose", choose)
+        monkeypatch.setattr(_autogram._ConvSite, "choose", choose)
     return request.param
 
 
@@ -164,7 +164,7 @@ def test_layer_gramian_and_update_equal_autograd(layer_mode):
 
 
 def test_auto_choice_uses_both_ways_on_resnet_like_shapes():
-    site = combine._ConvSite.__new__(combine._ConvSite)
+    site = _autogram._ConvSite.__new__(_autogram._ConvSite)
     site.param = torch.empty(512, 512, 3, 3)
     site.x = torch.empty(8, 512, 2, 2)
     site.stride, site.padding, site.dilation = [1, 1], [1, 1], [1, 1]

@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtlzoo.combine import Step
-from mtlzoo.plugins import PluginManager
+from mtlzoo.contract.combine import Step
 
 LOSS_LEVEL = ["sum", "weighted", "uncertainty", "dwa", "rlw", "gls", "imtl_l", "famo", "gradnorm"]
 GRADIENT_LEVEL = ["mgda", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl", "gradvac", "graddrop",
@@ -21,10 +20,8 @@ TASKS = ["seg", "depth", "cls"]
 
 
 @pytest.fixture(scope="module")
-def registry():
-    pm = PluginManager()
-    pm.load_entry_points()
-    return pm.registries["combiner"]
+def registry(zoo):
+    return zoo.registries["combiner"]
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +69,10 @@ def cases():
 def test_every_combiner_is_registered(registry):
     assert set(LOSS_LEVEL + GRADIENT_LEVEL) <= set(registry.names())
     for name in GRADIENT_LEVEL:
-        fields = {f.name: f for f in dataclasses.fields(registry.get(name).schema)}
-        assert fields["wrt"].default == "params" and fields["wrt"].type in (str, "str")
+        fields = {f.name: f for f in dataclasses.fields(registry.get(name).options)}
+        assert fields["wrt"].default == "params"
+        assert [o["type"] for o in registry.get(name).describe_options() if o["name"] == "wrt"] == [
+            "'params' | 'features'"]
 
 
 @pytest.mark.parametrize("name,wrt", cases(), ids=lambda v: str(v))
@@ -82,7 +81,8 @@ def test_one_step_trains_the_shared_backbone(registry, setup, name, wrt):
     shared = list(backbone.parameters())
     assert sum(p.numel() for p in shared) > 10_000_000
     opts = {"wrt": wrt} if wrt else {}
-    combiner = registry.get(name).factory(TASKS, **opts)
+    entry = registry.get(name)
+    combiner = entry.call(TASKS, options=entry.build_options(opts, "combiner"))
     params = shared + list(heads.parameters()) + [p for p in combiner.parameters() if p.requires_grad]
     for p in params:
         p.grad = None

@@ -9,10 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mtlzoo.builtin import datasets as D
-from mtlzoo.data import DatasetInfo
-from mtlzoo.datacheck import DataProblems, SplitNotFound, check_dataset
-from mtlzoo.errors import DataError
+from mtlzoo import DataError, DataProblems, DatasetInfo, SplitNotFound, TargetInfo, Zoo, hookimpl
+from mtlzoo.apps.datacheck import check_dataset
 from test_datasets import NYU_FOLDERS, make_camvid_root, make_npy_root, save_png
 
 CAMVID = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "camvid").resolve()
@@ -62,94 +60,109 @@ def assert_reports(problems: list[str], expected: dict[str, str]) -> None:
 
 
 @needs_camvid
-def test_real_camvid_passes_the_full_check():
-    assert check_dataset(D.make_camvid, {"root": str(CAMVID)}) == []
+def test_real_camvid_passes_the_full_check(zoo):
+    assert check_dataset(zoo, {"name": "camvid", "root": str(CAMVID)}) == []
 
 
 @needs_camvid
-def test_planted_bad_files_in_a_camvid_copy_are_all_reported(tmp_path):
+def test_planted_bad_files_in_a_camvid_copy_are_all_reported(zoo, tmp_path):
     root = copy_camvid(tmp_path / "camvid")
-    assert check_dataset(D.make_camvid, {"root": str(root)}) == []
+    assert check_dataset(zoo, {"name": "camvid", "root": str(root)}) == []
     expected = plant_bad_files(root)
-    assert_reports(check_dataset(D.make_camvid, {"root": str(root)}), expected)
+    assert_reports(check_dataset(zoo, {"name": "camvid", "root": str(root)}), expected)
 
 
-def test_planted_bad_files_in_a_synthetic_camvid(tmp_path):
+def test_planted_bad_files_in_a_synthetic_camvid(zoo, tmp_path):
     root = make_camvid_root(tmp_path / "camvid", counts=(4, 2, 2))
-    assert check_dataset(D.make_camvid, {"root": str(root)}) == []
+    assert check_dataset(zoo, {"name": "camvid", "root": str(root)}) == []
     expected = plant_bad_files(root)
-    assert_reports(check_dataset(D.make_camvid, {"root": str(root)}), expected)
+    assert_reports(check_dataset(zoo, {"name": "camvid", "root": str(root)}), expected)
 
 
-def test_missing_split_file_and_empty_split_are_reported(tmp_path):
+def test_missing_split_file_and_empty_split_are_reported(zoo, tmp_path):
     root = make_camvid_root(tmp_path / "camvid")
     (root / "val.txt").unlink()
     (root / "test.txt").write_text("")
-    problems = check_dataset(D.make_camvid, {"root": str(root)})
+    problems = check_dataset(zoo, {"name": "camvid", "root": str(root)})
     assert len(problems) == 2
     assert "val.txt is missing" in problems[0] and "lists no samples (empty split)" in problems[1]
-    assert check_dataset(D.make_camvid, {"root": str(root)}, splits=["train"]) == []
+    assert check_dataset(zoo, {"name": "camvid", "root": str(root)}, splits=["train"]) == []
 
 
-def test_layouts_without_a_test_split_skip_it(tmp_path):
+def test_layouts_without_a_test_split_skip_it(zoo, tmp_path):
     root = make_npy_root(tmp_path / "nyuv2", NYU_FOLDERS)
-    assert check_dataset(D.make_nyuv2, {"root": str(root)}) == []
+    assert check_dataset(zoo, {"name": "nyuv2", "root": str(root)}) == []
     np.save(root / "val" / "label" / "0.npy", np.full((6, 8), 20, np.float32))
     np.save(root / "train" / "depth" / "1.npy", np.full((6, 8), np.nan, np.float32))
-    problems = check_dataset(D.make_nyuv2, {"root": str(root)})
+    problems = check_dataset(zoo, {"name": "nyuv2", "root": str(root)})
     assert len(problems) == 2
     assert any("depth/1.npy: depth holds NaN" in p for p in problems)
     assert any("label/0.npy: label values [20]" in p for p in problems)
-    only_test = check_dataset(D.make_nyuv2, {"root": str(root)}, splits=["test"])
+    only_test = check_dataset(zoo, {"name": "nyuv2", "root": str(root)}, splits=["test"])
     assert len(only_test) == 1 and only_test[0].startswith("no split found: test")
 
 
-def test_image_folder_check_reports_every_bad_file(tmp_path):
+def test_image_folder_check_reports_every_bad_file(zoo, tmp_path):
     from test_datasets import FOLDER_OPTS, make_image_folder
 
     base = make_image_folder(tmp_path / "train", ("a", "b", "c", "d"))
     opts = {"root": str(tmp_path), **FOLDER_OPTS}
-    assert check_dataset(D.make_image_folder, opts) == []
+    assert check_dataset(zoo, {"name": "image_folder", **opts}) == []
     save_png(base / "masks" / "a.png", np.full((6, 8), 9, np.uint8))
     save_png(base / "normals" / "b.png", np.zeros((6, 8), np.uint8))
     save_png(base / "depth" / "c.png", np.zeros((4, 8), np.uint16))
-    problems = check_dataset(D.make_image_folder, opts)
+    problems = check_dataset(zoo, {"name": "image_folder", **opts})
     assert len(problems) == 3, problems
     assert any("masks/a.png: label values [9]" in p for p in problems)
     assert any("normals/b.png: a normal map must be an 8-bit RGB PNG" in p for p in problems)
     assert any("depth/c.png: depth is 4x8 but its image c.png is 6x8" in p for p in problems)
 
 
+class Flaky:
+    """No check(): every sample is loaded and compared with the info."""
+
+    info = DatasetInfo("flaky", {"semseg": TargetInfo("segmentation", 2, ("a", "b"), 255)})
+
+    def __init__(self, split):
+        if split == "test":
+            raise SplitNotFound("flaky has no test split")
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, i):
+        import torch
+
+        if i == 1:
+            raise OSError("disk on fire")
+        mask = torch.zeros(4, 4, dtype=torch.long)
+        mask[0, 0] = 7 if i == 2 else 0
+        return {"image": torch.rand(3, 4, 4), "semseg": mask}
+
+
+def problems_factory(split):
+    raise DataProblems("2 bad", ["x.png: bad", "y.png: bad"]) if split == "train" else DataError("z: gone")
+
+
+class Datasets:
+    @hookimpl
+    def register_datasets(self, register):
+        register("flaky", Flaky)
+        register("problems", problems_factory)
+
+
 def test_datasets_without_check_are_checked_by_loading_every_sample():
-    class Flaky:
-        info = DatasetInfo("flaky")
-
-        def __init__(self, split):
-            if split == "test":
-                raise SplitNotFound("flaky has no test split")
-            self.split = split
-
-        def __len__(self):
-            return 3
-
-        def __getitem__(self, i):
-            if i == 1:
-                raise OSError("disk on fire")
-            return {}
-
-    problems = check_dataset(lambda split: Flaky(split), {})
-    assert problems == ["flaky train[1]: OSError: disk on fire", "flaky val[1]: OSError: disk on fire"]
-
-
-def test_data_problems_without_a_dataset_report_their_own_list():
-    def factory(split):
-        raise DataProblems("2 bad", ["x.png: bad", "y.png: bad"]) if split == "train" else DataError("z: gone")
-
-    assert check_dataset(factory, {}, splits=["train", "val"]) == ["x.png: bad", "y.png: bad", "z: gone"]
+    zoo = Zoo.load(plugins=[("test_datasets", Datasets())], strict=True)
+    problems = check_dataset(zoo, {"name": "flaky"})
+    assert problems == ["flaky train[1]: OSError: disk on fire",
+                        "flaky train[2]: target 'semseg' (segmentation): values 7 are not class indices (0..1 or 255)",
+                        "flaky val[1]: OSError: disk on fire",
+                        "flaky val[2]: target 'semseg' (segmentation): values 7 are not class indices (0..1 or 255)"]
+    assert check_dataset(zoo, {"name": "problems"}, splits=["train", "val"]) == ["x.png: bad", "y.png: bad", "z: gone"]
 
 
 def test_cli_data_check(tmp_path, capsys):
-    from mtlzoo.cli import main
+    from mtlzoo.apps.cli import main
 
     root = make_camvid_root(tmp_path / "camvid")
     spec = tmp_path / "spec.yaml"

@@ -55,9 +55,9 @@ COMBINERS = [
 def test_two_process_gloo_equals_one_process_on_concatenated_batch(tmp_path, combiner):
     one = spec(tmp_path, combiner, batch=8, name="one")
     two = spec(tmp_path, combiner, batch=4, name="two")
-    launch([sys.executable, "-m", "mtlzoo.cli", "train", str(one)], tmp_path)
+    launch([sys.executable, "-m", "mtlzoo", "train", str(one)], tmp_path)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    launch([*torchrun, "-m", "mtlzoo.cli", "train", str(two)], tmp_path)
+    launch([*torchrun, "-m", "mtlzoo", "train", str(two)], tmp_path)
     a = load_file(str(tmp_path / "one" / "checkpoints" / "last" / "weights.safetensors"))
     b = load_file(str(tmp_path / "two" / "checkpoints" / "last" / "weights.safetensors"))
     assert a.keys() == b.keys()

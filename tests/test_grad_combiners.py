@@ -7,14 +7,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torchjd.aggregation as tjd
 from scipy.optimize import minimize
 from torch import nn
 
-import torchjd.aggregation as tjd
-from mtlzoo import gradients as gr
-from mtlzoo.builtin import grad_combiners as gc
-from mtlzoo.combine import Step
-from mtlzoo.errors import ConfigError
+import mtlzoo.builtin.combiners as C
+from mtlzoo import Zoo
+from mtlzoo.builtin.combiners import gradient_level as gc
+from mtlzoo.builtin.combiners import gradients as gr
+from mtlzoo.contract.combine import Step
+from mtlzoo.contract.errors import ConfigError
 
 # rows are task gradients; chosen to conflict (negative inner products)
 J3 = torch.tensor([[1.0, 0.2, -0.5, 0.3], [-0.8, 1.0, 0.4, 0.0], [0.3, -0.6, 1.0, 0.7]], dtype=torch.float64)
@@ -269,23 +271,31 @@ class Linear(nn.Module):
 
 
 REFERENCE = {
-    "mgda": (gc.MGDACombiner, {}, lambda J: tjd.MGDA(epsilon=1e-9, max_iters=100_000)(J)),
-    "imtl_g": (gc.IMTLGCombiner, {}, lambda J: tjd.IMTLG()(J)),
-    "aligned_mtl": (gc.AlignedMTLCombiner, {"reduction": "mean"}, lambda J: tjd.AlignedMTL()(J)),
-    "config": (gc.ConFIGCombiner, {}, lambda J: tjd.ConFIG()(J)),
-    "upgrad": (gc.UPGradCombiner, {}, lambda J: J.T @ gr.upgrad_weights(J @ J.T)),
-    "cagrad": (gc.CAGradCombiner, {"rescale": 0}, lambda J: J.T @ gr.cagrad_weights(J @ J.T, 0.5, 0)),
-    "nash_mtl": (gc.NashMTLCombiner, {"max_norm": 0.0},
+    "mgda": (gc.MGDACombiner, C.MGDAOptions, {}, lambda J: tjd.MGDA(epsilon=1e-9, max_iters=100_000)(J)),
+    "imtl_g": (gc.IMTLGCombiner, C.WrtOptions, {}, lambda J: tjd.IMTLG()(J)),
+    "aligned_mtl": (gc.AlignedMTLCombiner, C.AlignedMTLOptions, {"reduction": "mean"},
+                    lambda J: tjd.AlignedMTL()(J)),
+    "config": (gc.ConFIGCombiner, C.WrtOptions, {}, lambda J: tjd.ConFIG()(J)),
+    "upgrad": (gc.UPGradCombiner, C.WrtOptions, {}, lambda J: J.T @ gr.upgrad_weights(J @ J.T)),
+    "cagrad": (gc.CAGradCombiner, C.CAGradOptions, {"rescale": 0},
+               lambda J: J.T @ gr.cagrad_weights(J @ J.T, 0.5, 0)),
+    "nash_mtl": (gc.NashMTLCombiner, C.NashMTLOptions, {"max_norm": 0.0},
                  lambda J: J.T @ gr.nash_mtl_weights(J @ J.T / torch.linalg.matrix_norm(J @ J.T))),
 }
+
+
+@pytest.fixture(scope="module")
+def zoo() -> Zoo:
+    """A zoo of this plugin only (other built-in packages may be mid-migration)."""
+    return Zoo.load(entry_points=False, plugins=[("builtin_combiners", C)], strict=True)
 
 
 @pytest.mark.parametrize("wrt", ["params", "features"])
 @pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_combiner_writes_the_reference_update(name, wrt):
-    cls, opts, ref = REFERENCE[name]
+    cls, options, opts, ref = REFERENCE[name]
     model = Linear(J3)
-    comb = cls([f"t{i}" for i in range(3)], wrt=wrt, **opts)
+    comb = cls([f"t{i}" for i in range(3)], options(wrt=wrt, **opts))
     losses, step = model.step()
     comb.backward(losses, step)
     assert torch.allclose(model.theta.grad.double(), ref(J3), atol=1e-4)
@@ -296,9 +306,10 @@ def test_combiner_writes_the_reference_update(name, wrt):
 @pytest.mark.parametrize("wrt", ["params", "features"])
 def test_pcgrad_and_gradvac_combiners_on_two_tasks_match_torchjd(wrt):
     J = J3[:2]
-    for cls, ref in [(gc.PCGradCombiner, tjd.PCGrad()), (gc.GradVacCombiner, tjd.GradVac())]:
+    for cls, options, ref in [(gc.PCGradCombiner, C.PCGradOptions, tjd.PCGrad()),
+                              (gc.GradVacCombiner, C.GradVacOptions, tjd.GradVac())]:
         model = Linear(J)
-        comb = cls(["t0", "t1"], wrt=wrt)
+        comb = cls(["t0", "t1"], options(wrt=wrt))
         for k in range(2):  # gradvac is stateful: two steps
             model.theta.grad = None
             losses, step = model.step(k)
@@ -309,7 +320,7 @@ def test_pcgrad_and_gradvac_combiners_on_two_tasks_match_torchjd(wrt):
 def test_graddrop_combiner_masks_by_sign():
     J = torch.tensor([[1.0, -1.0, 2.0], [1.0, 3.0, -2.0]])
     model = Linear(J)
-    comb = gc.GradDropCombiner(["t0", "t1"])
+    comb = gc.GradDropCombiner(["t0", "t1"], C.GradDropOptions())
     losses, step = model.step(5)
     comb.backward(losses, step)
     g = model.theta.grad
@@ -319,7 +330,7 @@ def test_graddrop_combiner_masks_by_sign():
 
 def test_db_mtl_balances_log_loss_gradient_magnitudes():
     model = Linear(torch.tensor([[3.0, 0.0], [0.0, 1.0]]))
-    comb = gc.DBMTLCombiner(["t0", "t1"], beta=0.9, beta_sigma=0.5)
+    comb = gc.DBMTLCombiner(["t0", "t1"], C.DBMTLOptions(beta=0.9, beta_sigma=0.5))
     losses, step = model.step()
     comb.backward(losses, step)
     # losses are 2 (theta = 0): log-loss gradients a_t / 2, buffer (1 - 0.9) of them,
@@ -329,31 +340,61 @@ def test_db_mtl_balances_log_loss_gradient_magnitudes():
     assert torch.allclose(torch.stack([b.grad for b in model.b]), torch.tensor([0.5, 0.5]))
 
 
-@pytest.mark.parametrize("cls", [gc.MGDACombiner, gc.PCGradCombiner, gc.GradDropCombiner, gc.DBMTLCombiner,
-                                 gc.UPGradCombiner])
-def test_wrt_is_validated(cls):
-    with pytest.raises(ConfigError, match="wrt must be one of params, features"):
-        cls(["a", "b"], wrt="parameters")
+def config_error(zoo: Zoo, node: dict) -> str:
+    with pytest.raises(ConfigError) as err:
+        zoo.make("combiner", node, ["a", "b"], path="combiner")
+    return str(err.value)
 
 
-def test_bad_options_are_config_errors():
-    with pytest.raises(ConfigError, match="normalization"):
-        gc.MGDACombiner(["a", "b"], normalization="l1")
-    with pytest.raises(ConfigError, match="scale_mode"):
-        gc.AlignedMTLCombiner(["a", "b"], scale_mode="max")
-    with pytest.raises(ConfigError, match="beta"):
-        gc.GradVacCombiner(["a", "b"], beta=2.0)
+@pytest.mark.parametrize("name", ["mgda", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl", "gradvac",
+                                  "graddrop", "upgrad", "config", "db_mtl"])
+def test_wrt_is_validated(zoo, name):
+    assert config_error(zoo, {"name": name, "wrt": "parameters"}) == (
+        "combiner.wrt: 'parameters' is not one of 'params', 'features' (did you mean 'params'?)")
+
+
+@pytest.mark.parametrize("node, message", [
+    ({"name": "mgda", "normalization": "l1"},
+     "combiner.normalization: 'l1' is not one of 'none', 'l2', 'loss', 'loss+' (did you mean 'l2'?)"),
+    ({"name": "mgda", "max_iter": 0}, "combiner.max_iter: must be >= 1, got 0"),
+    ({"name": "mgda", "tol": 0.0}, "combiner.tol: must be > 0, got 0"),
+    ({"name": "pcgrad", "reduction": "max"},
+     "combiner.reduction: 'max' is not one of 'sum', 'mean' (did you mean 'mean'?)"),
+    ({"name": "cagrad", "c": -0.1}, "combiner.c: must be >= 0, got -0.1"),
+    ({"name": "cagrad", "rescale": 3}, "combiner.rescale: 3 is not one of 0, 1, 2"),
+    ({"name": "nash_mtl", "max_norm": -1.0}, "combiner.max_norm: must be >= 0, got -1"),
+    ({"name": "nash_mtl", "update_weights_every": 0}, "combiner.update_weights_every: must be >= 1, got 0"),
+    ({"name": "nash_mtl", "max_iter": 0}, "combiner.max_iter: must be >= 1, got 0"),
+    ({"name": "aligned_mtl", "scale_mode": "max"},
+     "combiner.scale_mode: 'max' is not one of 'min', 'median', 'rmse'"),
+    ({"name": "aligned_mtl", "reduction": "avg"}, "combiner.reduction: 'avg' is not one of 'sum', 'mean'"),
+    ({"name": "gradvac", "beta": 2.0}, "combiner.beta: must be >= 0 and <= 1, got 2"),
+    ({"name": "graddrop", "leak": 1.5}, "combiner.leak: must be >= 0 and <= 1, got 1.5"),
+    ({"name": "db_mtl", "beta": -0.1}, "combiner.beta: must be >= 0 and <= 1, got -0.1"),
+    ({"name": "db_mtl", "beta_sigma": -1.0}, "combiner.beta_sigma: must be >= 0, got -1"),
+])
+def test_bad_options_are_config_errors(zoo, node, message):
+    assert config_error(zoo, node) == message
+
+
+def test_registry_holds_every_gradient_combiner(zoo):
+    for name in ["mgda", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl", "gradvac", "graddrop",
+                 "upgrad", "config", "db_mtl"]:
+        entry = zoo.entry("combiner", name)
+        assert entry.plugin == "builtin_combiners"
+        comb = zoo.make("combiner", {"name": name, "wrt": "features"}, ["a", "b"], path="combiner")
+        assert comb.level == "gradient" and comb.wrt == "features"
 
 
 def test_nash_mtl_clips_the_update_norm_and_keeps_state():
     names = ["t0", "t1", "t2"]
     model = Linear(J3 * 10)
-    comb = gc.NashMTLCombiner(names, max_norm=1.0, update_weights_every=2)
+    comb = gc.NashMTLCombiner(names, C.NashMTLOptions(max_norm=1.0, update_weights_every=2))
     losses, step = model.step()
     comb.backward(losses, step)
     assert abs(float(model.theta.grad.norm()) - 1.0) < 1e-5
     alpha = comb.alpha.clone()
-    fresh = gc.NashMTLCombiner(names, max_norm=1.0, update_weights_every=2)
+    fresh = gc.NashMTLCombiner(names, C.NashMTLOptions(max_norm=1.0, update_weights_every=2))
     fresh.load_state_dict(comb.state_dict())
     J2 = J3 * 0.01  # different gradients, update norm below max_norm: no clipping
     for c in (comb, fresh):  # second call reuses the stored weights
@@ -366,8 +407,8 @@ def test_nash_mtl_clips_the_update_norm_and_keeps_state():
 
 def test_gradvac_and_db_mtl_state_round_trip():
     J = J_RAND.float()
-    for make in (lambda: gc.GradVacCombiner([f"t{i}" for i in range(4)]),
-                 lambda: gc.DBMTLCombiner([f"t{i}" for i in range(4)])):
+    for make in (lambda: gc.GradVacCombiner([f"t{i}" for i in range(4)], C.GradVacOptions()),
+                 lambda: gc.DBMTLCombiner([f"t{i}" for i in range(4)], C.DBMTLOptions())):
         a = make()
         model = Linear(J)
         losses, step = model.step(0)

@@ -6,21 +6,22 @@ from pathlib import Path
 
 import pytest
 
-from mtlzoo import hookspecs
+from mtlzoo.contract import hooks
 
-HOOKS = sorted(n for n, f in vars(hookspecs).items() if n.startswith("register_") and callable(f))
+HOOKS = sorted(n for n, f in vars(hooks).items() if n.startswith("register_") and callable(f))
 TESTS = Path(__file__).parent
 
 
-def test_there_are_hooks():
-    assert len(HOOKS) == 7
+def test_there_is_one_hook_per_kind():
+    assert len(HOOKS) == len(hooks.KINDS) == 8
+    assert sorted(spec.hook for spec in hooks.KINDS.values()) == HOOKS
 
 
 @pytest.mark.parametrize("hook", HOOKS)
 def test_every_hook_has_a_docstring_stating_the_factory_contract(hook):
-    doc = inspect.getdoc(getattr(hookspecs, hook)) or ""
+    doc = inspect.getdoc(getattr(hooks, hook)) or ""
     assert "factory(" in doc, f"{hook} docstring must state the factory signature"
-    assert list(inspect.signature(getattr(hookspecs, hook)).parameters) == ["register"]
+    assert list(inspect.signature(getattr(hooks, hook)).parameters) == ["register"]
 
 
 @pytest.mark.parametrize("hook", HOOKS)

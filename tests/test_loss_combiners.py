@@ -1,16 +1,23 @@
 """Loss-level combiners: gradients equal to torchjd's scalarizers where both implement the
-method, hand-computed values otherwise, and state that survives a checkpoint."""
+method, hand-computed values otherwise, and state that survives a checkpoint; and the
+registration of all built-in combiners (torch-free, every name buildable from its defaults)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
+import torchjd.scalarization as tjs
 from torch import nn
 
-import torchjd.scalarization as tjs
-from mtlzoo.builtin import loss_combiners as lc
-from mtlzoo.combine import Step
-from mtlzoo.errors import ConfigError
+import mtlzoo.builtin.combiners as C
+from mtlzoo import Zoo
+from mtlzoo.builtin.combiners import basic
+from mtlzoo.builtin.combiners import loss_level as lc
+from mtlzoo.contract.combine import Combiner, Step
+from mtlzoo.contract.errors import ConfigError
 
 NAMES = ["a", "b", "c"]
 CENTERS = torch.tensor([[1.0, 0.0, 2.0], [0.0, -1.0, 0.5], [3.0, 1.0, 0.0]])
@@ -53,8 +60,48 @@ def ours(model, comb, k=0, epoch=0):
     return model.theta.grad.clone(), model.b.grad.clone(), logs
 
 
+@pytest.fixture(scope="module")
+def zoo() -> Zoo:
+    """A zoo of this plugin only (other built-in packages may be mid-migration)."""
+    return Zoo.load(entry_points=False, plugins=[("builtin_combiners", C)], strict=True)
+
+
+def config_error(zoo: Zoo, node: dict, names: list[str] = NAMES) -> str:
+    with pytest.raises(ConfigError) as err:
+        zoo.make("combiner", node, names, path="combiner")
+    return str(err.value)
+
+
+def test_sum_is_the_gradient_of_the_plain_sum():
+    model = Toy()
+    t, b, logs = ours(model, basic.SumCombiner(NAMES))
+    _, losses = model.losses()
+    rt, rb = reference_grads(model, sum(losses.values()))
+    assert torch.allclose(t, rt) and torch.allclose(b, rb) and logs == {}
+
+
+def test_weighted_uses_the_spec_weights_and_the_default_for_the_rest():
+    model = Toy()
+    comb = basic.WeightedCombiner(NAMES, C.WeightedOptions(weights={"a": 2.0, "c": 0.0}, default=0.5))
+    t, b, logs = ours(model, comb)
+    _, losses = model.losses()
+    rt, rb = reference_grads(model, 2.0 * losses["a"] + 0.5 * losses["b"])
+    assert torch.allclose(t, rt) and torch.allclose(b, rb)
+    assert logs == {"w/a": 2.0, "w/b": 0.5, "w/c": 0.0}
+    assert torch.equal(comb.weights, torch.tensor([2.0, 0.5, 0.0]))
+
+
+def test_weighted_refuses_unknown_tasks_and_negative_weights(zoo):
+    assert config_error(zoo, {"name": "weighted", "weights": {"a": 1.0, "x": 2.0}}) == (
+        "combiner.weights names unknown task(s) ['x']; tasks are ['a', 'b', 'c']")
+    assert config_error(zoo, {"name": "weighted", "weights": {"b": -1.0}}) == (
+        "combiner.weights.b: must be >= 0, got -1")
+    assert config_error(zoo, {"name": "weighted", "default": -0.5}) == (
+        "combiner.default: must be >= 0, got -0.5")
+
+
 def test_uncertainty_matches_torchjd_uw():
-    model, comb, ref = Toy(), lc.UncertaintyCombiner(NAMES), tjs.UW(3)
+    model, comb, ref = Toy(), lc.UncertaintyCombiner(NAMES, C.UncertaintyOptions()), tjs.UW(3)
     with torch.no_grad():
         comb.log_vars.copy_(torch.tensor([0.3, -0.5, 1.0]))
         ref.log_var.copy_(comb.log_vars)
@@ -87,7 +134,7 @@ def test_gls_is_the_gradient_of_the_geometric_mean():
 
 
 def test_rlw_weights_are_random_per_step_and_reproducible():
-    model, comb = Toy(), lc.RLWCombiner(NAMES, seed=3)
+    model, comb = Toy(), lc.RLWCombiner(NAMES, C.RLWOptions(seed=3))
     _, _, w0 = ours(model, comb, k=0)
     _, _, w0_again = ours(model, comb, k=0)
     t1, b1, w1 = ours(model, comb, k=1)
@@ -100,7 +147,7 @@ def test_rlw_weights_are_random_per_step_and_reproducible():
 
 
 def test_dwa_matches_torchjd_over_epochs():
-    comb, ref = lc.DWACombiner(NAMES, temperature=2.0), tjs.DWA(temperature=2.0)
+    comb, ref = lc.DWACombiner(NAMES, C.DWAOptions(temperature=2.0)), tjs.DWA(temperature=2.0)
     for epoch in range(4):
         for batch in range(2):
             model = Toy(scale=1.0 / (1 + epoch + 0.3 * batch * (epoch % 2)))  # losses shrink unevenly
@@ -115,7 +162,7 @@ def test_dwa_matches_torchjd_over_epochs():
 
 
 def test_famo_same_batch_matches_torchjd():
-    comb = lc.FAMOCombiner(NAMES, lr=0.1, weight_decay=1e-3, update="same_batch")
+    comb = lc.FAMOCombiner(NAMES, C.FAMOOptions(lr=0.1, weight_decay=1e-3, update="same_batch"))
     ref = tjs.FAMO(3, lr=0.1, weight_decay=1e-3)
     assert comb.needs_losses_after_step
     model = Toy()
@@ -135,7 +182,7 @@ def test_famo_same_batch_matches_torchjd():
 
 
 def test_famo_next_batch_updates_from_the_next_losses_without_trainer_help():
-    comb = lc.FAMOCombiner(NAMES, lr=0.1)
+    comb = lc.FAMOCombiner(NAMES, C.FAMOOptions(lr=0.1))
     ref = tjs.FAMO(3, lr=0.1)
     assert not comb.needs_losses_after_step
     models = [Toy(scale=s) for s in (1.0, 0.7, 0.5)]
@@ -153,19 +200,20 @@ def test_famo_next_batch_updates_from_the_next_losses_without_trainer_help():
 
 
 def test_famo_state_round_trip():
-    a = lc.FAMOCombiner(NAMES)
+    a = lc.FAMOCombiner(NAMES, C.FAMOOptions())
     for k, s in enumerate((1.0, 0.6, 0.3)):
         ours(Toy(scale=s), a, k=k)
-    b = lc.FAMOCombiner(NAMES)
+    b = lc.FAMOCombiner(NAMES, C.FAMOOptions())
     b.load_state_dict(a.state_dict())
     ga, gb = ours(Toy(scale=0.2), a, k=3)[0], ours(Toy(scale=0.2), b, k=3)[0]
     assert torch.allclose(ga, gb)
-    fresh = ours(Toy(scale=0.2), lc.FAMOCombiner(NAMES), k=3)[0]
+    fresh = ours(Toy(scale=0.2), lc.FAMOCombiner(NAMES, C.FAMOOptions()), k=3)[0]
     assert not torch.allclose(ga, fresh)
 
 
 def test_dwa_and_uncertainty_state_round_trip():
-    for make in (lambda: lc.DWACombiner(NAMES), lambda: lc.UncertaintyCombiner(NAMES, init=0.2)):
+    for make in (lambda: lc.DWACombiner(NAMES, C.DWAOptions()),
+                 lambda: lc.UncertaintyCombiner(NAMES, C.UncertaintyOptions(init=0.2))):
         a = make()
         for epoch in range(3):
             ours(Toy(scale=1.0 / (1 + epoch * (1 + epoch))), a, k=epoch, epoch=epoch)
@@ -179,7 +227,7 @@ def test_dwa_and_uncertainty_state_round_trip():
 
 def test_gradnorm_hand_computed():
     model = Toy()
-    comb = lc.GradNormCombiner(NAMES, alpha=1.5)
+    comb = lc.GradNormCombiner(NAMES, C.GradNormOptions(alpha=1.5))
     with torch.no_grad():
         comb.weights.copy_(torch.tensor([1.0, 2.0, 3.0]))  # renormalised to sum 3
     _, losses = model.losses()
@@ -201,34 +249,79 @@ def test_gradnorm_hand_computed():
 
 @pytest.mark.parametrize("wrt", ["params", "features"])
 def test_gradnorm_state_round_trip(wrt):
-    a = lc.GradNormCombiner(NAMES, wrt=wrt)
+    a = lc.GradNormCombiner(NAMES, C.GradNormOptions(wrt=wrt))
     ours(Toy(), a)
     with torch.no_grad():
         a.weights.sub_(0.1 * a.weights.grad)
     a.weights.grad = None
-    b = lc.GradNormCombiner(NAMES, wrt=wrt)
+    b = lc.GradNormCombiner(NAMES, C.GradNormOptions(wrt=wrt))
     b.load_state_dict(a.state_dict())
     ra, rb_ = ours(Toy(scale=0.5), a, k=1), ours(Toy(scale=0.5), b, k=1)
     assert torch.allclose(ra[0], rb_[0]) and torch.allclose(a.weights.grad, b.weights.grad)
     assert torch.allclose(b.initial_losses, a.initial_losses) and bool(b.has_initial)
 
 
-def test_bad_options_are_config_errors():
-    with pytest.raises(ConfigError, match="temperature"):
-        lc.DWACombiner(NAMES, temperature=0.0)
-    with pytest.raises(ConfigError, match="update"):
-        lc.FAMOCombiner(NAMES, update="later")
-    with pytest.raises(ConfigError, match="wrt"):
-        lc.GradNormCombiner(NAMES, wrt="param")
+def test_bad_options_are_config_errors(zoo):
+    assert config_error(zoo, {"name": "dwa", "temperature": 0.0}) == (
+        "combiner.temperature: must be > 0, got 0")
+    assert config_error(zoo, {"name": "famo", "update": "later"}) == (
+        "combiner.update: 'later' is not one of 'next_batch', 'same_batch'")
+    assert config_error(zoo, {"name": "famo", "lr": -0.1}) == "combiner.lr: must be >= 0, got -0.1"
+    assert config_error(zoo, {"name": "famo", "weight_decay": -1}) == (
+        "combiner.weight_decay: must be >= 0, got -1")
+    assert config_error(zoo, {"name": "gradnorm", "wrt": "param"}) == (
+        "combiner.wrt: 'param' is not one of 'params', 'features' (did you mean 'params'?)")
+    assert config_error(zoo, {"name": "gls", "seed": 1}).startswith(
+        "combiner.seed: combiner 'gls' takes no options")
 
 
-def test_registry_holds_every_loss_combiner():
-    from mtlzoo.plugins import PluginManager
+# -- registration ---------------------------------------------------------------------------------
+LOSS_LEVEL = ["sum", "weighted", "uncertainty", "dwa", "rlw", "gls", "imtl_l", "famo", "gradnorm"]
+GRADIENT_LEVEL = ["mgda", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl", "gradvac", "graddrop",
+                  "upgrad", "config", "db_mtl"]
 
-    pm = PluginManager()
-    pm.load_entry_points()
-    reg = pm.registries["combiner"]
-    for name in ["uncertainty", "dwa", "rlw", "gls", "imtl_l", "famo", "gradnorm"]:
-        entry = reg.get(name)
-        assert entry.plugin == "builtin_loss_combiners"
-        assert entry.factory(NAMES).level == "loss"
+
+def test_hook_registers_all_20_names_lazily_in_order():
+    seen = {}
+
+    def register(name, factory, options=None, help=""):
+        seen[name] = (factory, options, help)
+
+    C.register_combiners(register)
+    assert list(seen) == LOSS_LEVEL + GRADIENT_LEVEL
+    for name, (factory, options, help) in seen.items():
+        assert isinstance(factory, str) and factory.startswith("mtlzoo.builtin.combiners."), name
+        assert help, name
+    assert [n for n, (_, o, _) in seen.items() if o is None] == ["sum", "gls", "imtl_l"]
+    assert [n for n, (_, o, _) in seen.items() if o is C.WrtOptions] == ["imtl_g", "upgrad", "config"]
+
+
+def test_registry_holds_every_loss_combiner(zoo):
+    for name in LOSS_LEVEL:
+        entry = zoo.entry("combiner", name)
+        assert entry.plugin == "builtin_combiners"
+        assert zoo.make("combiner", {"name": name}, NAMES, path="combiner").level == "loss"
+    famo = zoo.make("combiner", {"name": "famo", "update": "same_batch", "lr": 1}, NAMES, path="combiner")
+    assert famo.needs_losses_after_step and famo.lr == 1.0 and isinstance(famo.lr, float)
+
+
+@pytest.mark.parametrize("name", LOSS_LEVEL + GRADIENT_LEVEL)
+def test_every_name_builds_from_its_defaults(zoo, name):
+    comb = zoo.make("combiner", {"name": name}, ["a", "b"], path="combiner")
+    assert isinstance(comb, Combiner) and comb.task_names == ["a", "b"]
+    assert comb.level == ("loss" if name in LOSS_LEVEL else "gradient")
+    if comb.level == "gradient":
+        assert comb.wrt == "params"
+
+
+def test_wrt_typo_is_one_line_naming_the_key(zoo):
+    message = config_error(zoo, {"name": "pcgrad", "wrt": "parmas"}, ["a", "b"])
+    assert message == "combiner.wrt: 'parmas' is not one of 'params', 'features' (did you mean 'params'?)"
+    assert "\n" not in message
+
+
+def test_registration_imports_neither_torch_nor_scipy():
+    code = ("import sys, mtlzoo.builtin.combiners; "
+            "print(sorted(m for m in ('torch', 'scipy', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -2,23 +2,51 @@
 
 from __future__ import annotations
 
+import importlib.metadata as md
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from mtlzoo.builtin import metrics as M
-from mtlzoo.data import TargetInfo
-from mtlzoo.errors import ConfigError
-from mtlzoo.plugins import PluginManager
-from mtlzoo.tasks import TaskInfo
+import mtlzoo.builtin.metrics as plugin
+from mtlzoo import Zoo
+from mtlzoo.builtin.metrics import AccuracyOptions, BoundaryF1Options, NormalWithinOptions
+from mtlzoo.builtin.metrics import impl as M
+from mtlzoo.contract.data import TargetInfo
+from mtlzoo.contract.errors import ConfigError
+from mtlzoo.contract.tasks import TaskInfo
 
-NAMES = ["miou", "pixel_acc", "boundary_f1", "depth_abs_err", "depth_rel_err", "normal_mean_angle",
-         "normal_median_angle", "normal_within", "accuracy", "map"]
+TARGETS = {"miou": ("segmentation",), "pixel_acc": ("segmentation",), "boundary_f1": ("boundary",),
+           "depth_abs_err": ("depth",), "depth_rel_err": ("depth",), "normal_mean_angle": ("normals",),
+           "normal_median_angle": ("normals",), "normal_within": ("normals",),
+           "accuracy": ("class", "labels"), "map": ("labels",)}
+NAMES = list(TARGETS)
+OPTIONS = {"boundary_f1": BoundaryF1Options, "normal_within": NormalWithinOptions,
+           "accuracy": AccuracyOptions}
 LOWER_IS_BETTER = {"depth_abs_err", "depth_rel_err", "normal_mean_angle", "normal_median_angle"}
+KEYS = {"miou": "miou", "pixel_acc": "pixel_acc", "boundary_f1": "boundary_f1", "depth_abs_err": "abs_err",
+        "depth_rel_err": "rel_err", "normal_mean_angle": "mean_angle", "normal_median_angle": "median_angle",
+        "normal_within": "within_11.25", "accuracy": "accuracy", "map": "map"}
+HEAVY = {"torch", "torchvision", "timm", "segmentation_models_pytorch", "torchmetrics", "scipy", "numpy",
+         "PIL"}
 
 
-def task(kind="segmentation", num_classes=3, ignore_index=255) -> TaskInfo:
+def task(kind="segmentation", num_classes=3, ignore_index=255, name="t") -> TaskInfo:
     info = TargetInfo(kind, num_classes, ignore_index=ignore_index)
-    return TaskInfo("t", kind, "t", max(num_classes, 1), info)
+    return TaskInfo(name, kind, name, max(num_classes, 1), info)
+
+
+@pytest.fixture(scope="module")
+def plugin_zoo() -> Zoo:
+    """A zoo of this plugin only (other built-in packages may be mid-migration)."""
+    return Zoo.load(entry_points=False, plugins=[("builtin_metrics", plugin)], strict=True)
+
+
+def config_error(zoo: Zoo, node, t: TaskInfo, path: str) -> str:
+    with pytest.raises(ConfigError) as err:
+        zoo.make("metric", node, t, path=path)
+    return str(err.value)
 
 
 def value(metric, *batches) -> float:
@@ -40,34 +68,65 @@ def check_exact(metric, batch_a, batch_b, expected: float, dim: int = 0) -> None
 
 
 # -- registration -------------------------------------------------------------------------
-def test_hook_register_metrics():
+def test_hook_registers_every_metric_lazily_with_options_and_targets():
     seen = {}
 
-    def register(name, factory, schema=None, help=""):
-        seen[name] = (factory, schema, help)
+    def register(name, factory, options=None, help="", *, targets=None):
+        seen[name] = (factory, options, help, targets)
 
-    M.register_metrics(register)
-    assert sorted(seen) == sorted(NAMES)
-    assert all(help for _, _, help in seen.values())
+    plugin.register_metrics(register)
+    assert list(seen) == NAMES
+    for name, (factory, options, help, targets) in seen.items():
+        assert factory == f"mtlzoo.builtin.metrics.impl:make_{name}"  # imported only when built
+        assert options is OPTIONS.get(name)
+        assert help
+        assert targets == TARGETS[name]
 
 
-def test_every_metric_is_reached_through_the_entry_points_with_direction_and_key():
-    pm = PluginManager()
-    pm.load_entry_points()
-    reg = pm.registries["metric"]
-    kinds = {"miou": "segmentation", "pixel_acc": "segmentation", "boundary_f1": "boundary", "map": "labels",
-             "accuracy": "class"}
-    keys = {}
+def test_registered_entries_and_targets(plugin_zoo):
     for name in NAMES:
-        entry = reg.get(name)
+        entry = plugin_zoo.entry("metric", name)
         assert entry.plugin == "builtin_metrics"
-        metric = entry.factory(task(kinds.get(name, "depth")))
-        assert metric.higher_is_better is (name not in LOWER_IS_BETTER)
-        keys[name] = metric.key
-    assert keys == {"miou": "miou", "pixel_acc": "pixel_acc", "boundary_f1": "boundary_f1",
-                    "depth_abs_err": "abs_err", "depth_rel_err": "rel_err", "normal_mean_angle": "mean_angle",
-                    "normal_median_angle": "median_angle", "normal_within": "within_11.25",
-                    "accuracy": "accuracy", "map": "map"}
+        assert entry.options is OPTIONS.get(name)
+        assert entry.targets == TARGETS[name]
+    assert plugin_zoo.problems == []
+
+
+def test_the_entry_point_is_this_module():
+    (ep,) = [ep for ep in md.entry_points(group="mtlzoo") if ep.name == "builtin_metrics"]
+    assert ep.value == "mtlzoo.builtin.metrics"
+    assert ep.load() is plugin
+
+
+def test_importing_the_plugin_imports_no_torch():
+    code = ("import sys, mtlzoo.builtin.metrics; "
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(HEAVY)!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_metric_builds_through_the_zoo_with_direction_and_key(plugin_zoo, name):
+    t, batch, _, _ = ALL_CASES[name]
+    metric = plugin_zoo.make("metric", {"name": name}, t, path=f"tasks.{t.kind}.metrics[0]")
+    assert isinstance(metric, M.MtlMetric)
+    assert metric.higher_is_better is (name not in LOWER_IS_BETTER)
+    assert metric.key == KEYS[name]
+    torch.manual_seed(0)
+    assert torch.isfinite(torch.tensor(value(metric, batch())))
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in OPTIONS])
+def test_metrics_without_options_refuse_options(plugin_zoo, name):
+    t = ALL_CASES[name][0]
+    assert config_error(plugin_zoo, {"name": name, "eps": 1}, t, "tasks.t.metrics[0]") == \
+        f"tasks.t.metrics[0].eps: metric {name!r} takes no options; remove ['eps']"
+
+
+def test_class_metrics_need_classes(plugin_zoo):
+    no_classes = TaskInfo("labels", "labels", "labels", 0, TargetInfo("labels", 0))
+    assert config_error(plugin_zoo, "map", no_classes, "tasks.labels.metrics[0]") == \
+        "tasks.labels.metrics[0]: metric 'map' of task 'labels': the target declares no classes"
 
 
 # -- segmentation ---------------------------------------------------------------------------
@@ -122,13 +181,13 @@ def logits(mask: torch.Tensor) -> torch.Tensor:
     (0, 0, 1.0), (1, 0, 0.0), (1, 1, 1.0), (2, 1, 0.0), (2, 2, 1.0), (3, 2, 0.0),
 ])
 def test_boundary_f1_tolerance_on_a_shifted_edge(shift, tolerance, expected):
-    metric = M.make_boundary_f1(task("boundary", 0), tolerance=tolerance)
+    metric = M.make_boundary_f1(task("boundary", 0), BoundaryF1Options(tolerance=tolerance))
     assert value(metric, (logits(edge(3 + shift)), edge(3))) == pytest.approx(expected)
 
 
 def test_boundary_f1_precision_recall_and_ignored_pixels():
     target, pred = edge(3), logits(edge(3) + edge(7))  # 8 matched + 8 spurious predicted pixels
-    metric = M.make_boundary_f1(task("boundary", 0), tolerance=1)
+    metric = M.make_boundary_f1(task("boundary", 0), BoundaryF1Options(tolerance=1))
     assert value(metric, (pred, target)) == pytest.approx(2 * 0.5 * 1 / 1.5)  # P = 1/2, R = 1
     target[..., 7] = 255.0  # the spurious column is unknown: not a prediction any more
     assert value(metric, (pred, target)) == pytest.approx(1.0)
@@ -136,22 +195,29 @@ def test_boundary_f1_precision_recall_and_ignored_pixels():
 
 def test_boundary_f1_threshold():
     pred = edge(3) * 0.5  # sigmoid(0.5) = 0.62 on the edge, 0.5 elsewhere
-    assert value(M.make_boundary_f1(task("boundary", 0)), (pred, edge(3))) == pytest.approx(1.0)
-    strict = M.make_boundary_f1(task("boundary", 0), threshold=0.7)
+    default = M.make_boundary_f1(task("boundary", 0), BoundaryF1Options())
+    assert value(default, (pred, edge(3))) == pytest.approx(1.0)
+    strict = M.make_boundary_f1(task("boundary", 0), BoundaryF1Options(threshold=0.7))
     assert value(strict, (pred, edge(3))) == pytest.approx(0.0)
 
 
 def test_boundary_f1_is_exact_over_batches():
     a = (logits(edge(3)), edge(3))  # perfect
     b = (logits(edge(3)), torch.zeros(1, 1, 8, 8))  # 8 spurious predictions, no true edge: F1 0
-    check_exact(M.make_boundary_f1(task("boundary", 0)), a, b, 2 * 0.5 / 1.5)
+    check_exact(M.make_boundary_f1(task("boundary", 0), BoundaryF1Options()), a, b, 2 * 0.5 / 1.5)
 
 
-def test_boundary_f1_options_are_checked():
-    with pytest.raises(ConfigError, match="tolerance"):
-        M.make_boundary_f1(task("boundary", 0), tolerance=-1)
-    with pytest.raises(ConfigError, match="threshold"):
-        M.make_boundary_f1(task("boundary", 0), threshold=1.5)
+def test_boundary_f1_options_are_checked(plugin_zoo):
+    t, path = task("boundary", 0), "tasks.boundary.metrics[0]"
+    assert config_error(plugin_zoo, {"name": "boundary_f1", "tolerance": -1}, t, path) == \
+        "tasks.boundary.metrics[0].tolerance: must be >= 0, got -1"
+    assert config_error(plugin_zoo, {"name": "boundary_f1", "threshold": 1.5}, t, path) == \
+        "tasks.boundary.metrics[0].threshold: must be > 0 and < 1, got 1.5"
+    assert config_error(plugin_zoo, {"name": "boundary_f1", "threshold": 0}, t, path) == \
+        "tasks.boundary.metrics[0].threshold: must be > 0 and < 1, got 0"
+    node = {"name": "boundary_f1", "tolerance": 0, "threshold": 0.7}
+    metric = plugin_zoo.make("metric", node, t, path=path)
+    assert (metric.tolerance, metric.threshold) == (0, pytest.approx(0.7))
 
 
 # -- depth ----------------------------------------------------------------------------------
@@ -186,10 +252,10 @@ def test_normal_angle_metrics_on_known_angles():
     t = task("normals", 0)
     assert value(M.make_normal_mean_angle(t), batch) == pytest.approx(32.0, abs=1e-4)
     assert value(M.make_normal_median_angle(t), batch) == pytest.approx(20.0, abs=1e-4)
-    assert value(M.make_normal_within(t), batch) == pytest.approx(40.0)
-    assert value(M.make_normal_within(t, threshold=22.5), batch) == pytest.approx(60.0)
-    assert value(M.make_normal_within(t, threshold=30), batch) == pytest.approx(60.0)
-    assert value(M.make_normal_within(t, threshold=90.5), batch) == pytest.approx(100.0)
+    assert value(M.make_normal_within(t, NormalWithinOptions()), batch) == pytest.approx(40.0)
+    assert value(M.make_normal_within(t, NormalWithinOptions(threshold=22.5)), batch) == pytest.approx(60.0)
+    assert value(M.make_normal_within(t, NormalWithinOptions(threshold=30)), batch) == pytest.approx(60.0)
+    assert value(M.make_normal_within(t, NormalWithinOptions(threshold=90.5)), batch) == pytest.approx(100.0)
 
 
 def test_normal_median_even_count_and_prediction_scale():
@@ -208,41 +274,51 @@ def test_normal_metrics_are_exact_over_batches():
     t = task("normals", 0)
     check_exact(M.make_normal_median_angle(t), a, b, 2.5, dim=-1)  # median of 1, 2, 3, 100
     check_exact(M.make_normal_mean_angle(t), a, b, 106 / 4, dim=-1)
-    check_exact(M.make_normal_within(t, threshold=2.5), a, b, 50.0, dim=-1)
+    check_exact(M.make_normal_within(t, NormalWithinOptions(threshold=2.5)), a, b, 50.0, dim=-1)
 
 
-def test_normal_within_key_and_threshold_check():
-    assert M.make_normal_within(task("normals", 0), threshold=22.5).key == "within_22.5"
-    assert M.make_normal_within(task("normals", 0), threshold=30.0).key == "within_30"
-    with pytest.raises(ConfigError, match="threshold"):
-        M.make_normal_within(task("normals", 0), threshold=0)
+def test_normal_within_key_and_threshold_check(plugin_zoo):
+    t, path = task("normals", 0), "tasks.normals.metrics[2]"
+    for threshold, key in ((22.5, "within_22.5"), (30, "within_30"), (11.25, "within_11.25")):
+        metric = plugin_zoo.make("metric", {"name": "normal_within", "threshold": threshold}, t, path=path)
+        assert metric.key == key
+    assert M.make_normal_within(t, NormalWithinOptions(threshold=30.0)).key == "within_30"
+    assert config_error(plugin_zoo, {"name": "normal_within", "threshold": 0}, t, path) == \
+        "tasks.normals.metrics[2].threshold: must be > 0 and <= 180, got 0"
+    assert config_error(plugin_zoo, {"name": "normal_within", "threshold": 200}, t, path) == \
+        "tasks.normals.metrics[2].threshold: must be > 0 and <= 180, got 200"
+    assert config_error(plugin_zoo, {"name": "normal_within", "threshold": float("inf")}, t, path) == \
+        "tasks.normals.metrics[2].threshold: must be a finite number, got inf"
 
 
 # -- accuracy -------------------------------------------------------------------------------
 def test_accuracy_single_label_top1_with_ignore():
     pred = torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]])
-    top1 = M.make_accuracy(task("class", 2, None))
+    top1 = M.make_accuracy(task("class", 2, None), AccuracyOptions())
     assert value(top1, (pred, torch.tensor([0, 0, 1]))) == pytest.approx(1 / 3)
-    with_ignore = M.make_accuracy(task("class", 2, -1))
+    with_ignore = M.make_accuracy(task("class", 2, -1), AccuracyOptions())
     assert value(with_ignore, (pred, torch.tensor([0, -1, -1]))) == pytest.approx(1.0)
 
 
-def test_accuracy_multilabel_exact_or_per_label():
+def test_accuracy_multilabel_exact_or_per_label(plugin_zoo):
     pred = torch.tensor([[1.0, -1.0], [1.0, 1.0]])
     target = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
-    exact = M.make_accuracy(task("labels", 2, None))
-    per_label = M.make_accuracy(task("labels", 2, None), multilabel="per_label")
+    t, path = task("labels", 2, None), "tasks.labels.metrics[1]"
+    exact = plugin_zoo.make("metric", "accuracy", t, path=path)
+    per_label = plugin_zoo.make("metric", {"name": "accuracy", "multilabel": "per_label"}, t, path=path)
     assert (exact.key, per_label.key) == ("accuracy", "label_accuracy")
     assert value(exact, (pred, target)) == pytest.approx(1 / 2)
     assert value(per_label, (pred, target)) == pytest.approx(3 / 4)
-    with pytest.raises(ConfigError, match="multilabel"):
-        M.make_accuracy(task("labels", 2, None), multilabel="any")
+    direct = M.make_accuracy(t, AccuracyOptions(multilabel="per_label"))
+    assert value(direct, (pred, target)) == pytest.approx(3 / 4)
+    assert config_error(plugin_zoo, {"name": "accuracy", "multilabel": "any"}, t, path) == \
+        "tasks.labels.metrics[1].multilabel: 'any' is not one of 'exact', 'per_label'"
 
 
 def test_accuracy_is_exact_over_batches():
     a = (torch.tensor([[1.0, 0.0]]), torch.tensor([0]))  # 1 of 1
     b = (torch.tensor([[1.0, 0.0]] * 3), torch.tensor([1, 1, 1]))  # 0 of 3
-    check_exact(M.make_accuracy(task("class", 2, None)), a, b, 1 / 4)
+    check_exact(M.make_accuracy(task("class", 2, None), AccuracyOptions()), a, b, 1 / 4)
 
 
 # -- mAP ------------------------------------------------------------------------------------
@@ -300,17 +376,18 @@ ALL_CASES = {
 }
 
 
-def make(name):
+def make(zoo, name):
+    """The metric of ``ALL_CASES[name]``, built through the zoo, and its two batches."""
     t, batch0, batch1, opts = ALL_CASES[name]
-    return getattr(M, f"make_{name}")(t, **opts), batch0, batch1
+    return zoo.make("metric", {"name": name, **opts}, t, path=f"tasks.{t.kind}.metrics[0]"), batch0, batch1
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_distributed_sync_equals_one_process_on_all_data(name):
+def test_distributed_sync_equals_one_process_on_all_data(plugin_zoo, name):
     """Two 'ranks' synced through torchmetrics' own reduction path give the single-process value."""
     torch.manual_seed(0)
-    rank0, batch0, batch1 = make(name)
-    rank1, single, alone = make(name)[0], make(name)[0], make(name)[0]
+    rank0, batch0, batch1 = make(plugin_zoo, name)
+    rank1, single, alone = (make(plugin_zoo, name)[0] for _ in range(3))
     b0, b1 = batch0(), batch1()
     rank0.update(*b0)
     rank1.update(*b1)
@@ -335,9 +412,9 @@ def test_distributed_sync_equals_one_process_on_all_data(name):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", NAMES)
-def test_metrics_run_on_cuda(name):
+def test_metrics_run_on_cuda(plugin_zoo, name):
     torch.manual_seed(0)
-    metric, batch, _ = make(name)
+    metric, batch, _ = make(plugin_zoo, name)
     pred, target = batch()
     expected = value(metric, (pred, target))
     metric = metric.to("cuda")

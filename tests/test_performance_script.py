@@ -204,7 +204,7 @@ def _fake_results(perf, ratio: float, device: str = "cpu"):
 def test_trainer_notes_reflect_the_code(perf):
     import inspect
 
-    from mtlzoo.train import Trainer
+    from mtlzoo.runtime.train import Trainer
 
     uses_scaler = "scaler" in inspect.getsource(Trainer.train_step)
     assert any("GradScaler" in n for n in perf.trainer_notes()) is not uses_scaler

@@ -1,22 +1,18 @@
-"""The data pipeline: joint transforms with known answers, derived targets, normalisation, errors."""
+"""The data pipeline: joint transforms with known answers, derived targets, per-sample randomness."""
 
 from __future__ import annotations
+
+import functools
 
 import pytest
 import torch
 
-from mtlzoo.data import DatasetInfo, TargetInfo
-from mtlzoo.errors import ConfigError, DataError
-from mtlzoo.pipeline import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    AugmentOptions,
-    DeriveSpec,
-    build_pipeline,
-    mean_std_for_backbone,
-    resize_dense,
-)
-from mtlzoo.targets import boundary_from_mask, labels_from_mask
+from mtlzoo import ConfigError, DataError, DatasetInfo, TargetInfo
+from mtlzoo.builtin import targets as K
+from mtlzoo.builtin.derive import boundary_from_mask, labels_from_mask
+from mtlzoo.runtime.pipeline import Derived, build_pipeline, sample_generator
+
+KINDS = {k.name: k for k in (K.segmentation(), K.boundary(), K.depth(), K.normals(), K.labels(), K.class_index())}
 
 H, W = 10, 12
 
@@ -50,7 +46,17 @@ class Toy(torch.utils.data.Dataset):
 
 
 def raw_pipeline(split="train", derive=(), **aug):
-    return build_pipeline(Toy(), split, AugmentOptions(normalize="none", **aug), list(derive), None)
+    return build_pipeline(Toy(), split, aug, list(derive), KINDS, seed=0)
+
+
+def boundary(source="semseg", key="boundary", width=1):
+    return Derived(key, source, functools.partial(boundary_from_mask, width=width, ignore_index=255),
+                   TargetInfo("boundary", ignore_index=255))
+
+
+def labels(source="semseg", key="labels"):
+    return Derived(key, source, functools.partial(labels_from_mask, num_classes=4, ignore_index=255),
+                   TargetInfo("labels", 4, ("a", "b", "c", "d")))
 
 
 def find_offset(big: torch.Tensor, crop: torch.Tensor) -> list[tuple[int, int]]:
@@ -88,10 +94,9 @@ def test_hflip_zero_probability_and_eval_split_leave_sample_alone():
 def test_random_crop_equals_slicing_for_every_target():
     raw = Toy()[0]
     ds = raw_pipeline(crop=[6, 7])
-    torch.manual_seed(0)
     offsets = set()
-    for _ in range(8):
-        out = ds[0]
+    for epoch in range(8):
+        out = ds[(epoch, 0)]
         (i, j), = find_offset(raw["image"], out["image"])  # image pixels are unique
         offsets.add((i, j))
         for key in ("semseg", "depth", "normals"):
@@ -111,7 +116,7 @@ def test_center_crop_on_eval_is_the_middle_window():
 def test_crop_larger_than_image_pads_with_ignore_and_no_measurement():
     raw = Toy()[0]
     out = raw_pipeline("val", crop=[H + 2, W + 4])[0]
-    # torchvision centers the padded image: find where the original landed
+    # padded at the bottom/right, then the center crop of the padded image: find where it landed
     (i, j), = find_offset(out["image"], raw["image"])
     pad = torch.ones(H + 2, W + 4, dtype=torch.bool)
     pad[i:i + H, j:j + W] = False
@@ -135,13 +140,6 @@ def test_nearest_resize_of_depth_and_mask_introduces_no_new_values():
     assert not set(img.unique().tolist()) <= set(raw["image"].unique().tolist())
 
 
-def test_resize_dense_helper():
-    d = torch.tensor([[[1.0, 5.0], [2.0, 7.0]]])
-    up = resize_dense(d, "depth", [4, 4])
-    assert torch.equal(up[0], torch.tensor([[1.0, 1, 5, 5], [1, 1, 5, 5], [2, 2, 7, 7], [2, 2, 7, 7]]))
-    assert resize_dense(d, "depth", [2, 2]) is d
-
-
 def test_random_scale_doubles_size_and_halves_depth():
     raw = Toy()[0]
     out = raw_pipeline(scale=[2.0, 2.0])[0]
@@ -153,8 +151,7 @@ def test_random_scale_doubles_size_and_halves_depth():
 
 def test_color_jitter_touches_the_image_only():
     raw = Toy()[0]
-    torch.manual_seed(1)
-    out = raw_pipeline(color_jitter=0.8)[0]
+    out = raw_pipeline(color_jitter=0.8)[(1, 0)]
     assert not torch.equal(out["image"], raw["image"])
     assert out["image"].min() >= 0 and out["image"].max() <= 1
     for key in ("semseg", "depth", "normals", "class"):
@@ -162,17 +159,15 @@ def test_color_jitter_touches_the_image_only():
 
 
 def test_derived_targets_follow_the_augmented_mask():
-    derive = [DeriveSpec("boundary", "semseg", "boundary", 2), DeriveSpec("labels", "semseg", "labels")]
-    ds = raw_pipeline(derive=derive, crop=[4, 4], hflip=0.5)
+    ds = raw_pipeline(derive=[boundary(width=2), labels()], crop=[4, 4], hflip=0.5)
     # left half class 1, right half class 3: a 4-wide crop may see one class or both
     mask = torch.ones(H, W, dtype=torch.int64)
     mask[:, W // 2:] = 3
     mask[0, 0] = 255
     ds.base.sample["semseg"] = mask
-    torch.manual_seed(0)
     seen = set()
-    for _ in range(20):
-        out = ds[0]
+    for epoch in range(20):
+        out = ds[(epoch, 0)]
         m = out["semseg"]
         assert torch.equal(out["boundary"], boundary_from_mask(m, 2, 255))
         assert torch.equal(out["labels"], labels_from_mask(m, 4, 255))
@@ -188,52 +183,42 @@ def test_derived_targets_follow_the_augmented_mask():
 
 def test_derive_errors_are_config_errors():
     with pytest.raises(ConfigError, match="no target 'mask'.*semseg"):
-        raw_pipeline(derive=[DeriveSpec("boundary", "mask", "boundary")])
-    with pytest.raises(ConfigError, match="depth target"):
-        raw_pipeline(derive=[DeriveSpec("boundary", "depth", "boundary")])
+        raw_pipeline(derive=[boundary(source="mask")])
     with pytest.raises(ConfigError, match="overwrite"):
-        raw_pipeline(derive=[DeriveSpec("labels", "semseg", "semseg")])
+        raw_pipeline(derive=[labels(key="semseg")])
     with pytest.raises(ConfigError, match="differently"):
-        raw_pipeline(derive=[DeriveSpec("boundary", "semseg", "b", 1), DeriveSpec("boundary", "semseg", "b", 2)])
+        raw_pipeline(derive=[boundary(key="b", width=1), boundary(key="b", width=2)])
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"hflip": 1.5}, "augment.hflip"),
-    ({"scale": [2.0, 1.0]}, "augment.scale"),
-    ({"crop": [0, 5]}, "augment.crop"),
-    ({"resize": [5]}, "augment.resize"),
-    ({"color_jitter": -0.1}, "augment.color_jitter"),
-    ({"normalize": "zscore"}, "augment.normalize"),
+def test_augmentation_is_a_function_of_seed_epoch_and_index_only():
+    ds = raw_pipeline(crop=[6, 7], hflip=0.5, scale=[0.8, 1.4], color_jitter=0.3)
+    torch.manual_seed(123)
+    first = ds[(3, 0)]
+    torch.manual_seed(456)  # the global generator plays no part, and is not consumed
+    state = torch.random.get_rng_state()
+    again = ds[(3, 0)]
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    other = ds[(4, 0)]
+    assert any(first[k].shape != other[k].shape or not torch.equal(first[k], other[k]) for k in first)
+    assert sample_generator(0, 3, 0).initial_seed() != sample_generator(0, 0, 3).initial_seed()
+    assert all(torch.equal(ds[0][k], ds[(0, 0)][k]) for k in first)  # a plain index is epoch 0
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"hflip": 1.5}, "augment.hflip: must be >= 0 and <= 1, got 1.5"),
+    ({"scale": [2.0, 1.0]}, "augment.scale: give [lo, hi] with lo <= hi, got [2.0, 1.0]"),
+    ({"crop": [0, 5]}, "augment.crop[0]: must be >= 1, got 0"),
+    ({"resize": [5]}, "augment.resize: expected 2 values (tuple[int, int]), got 1: [5]"),
+    ({"color_jitter": -0.1}, "augment.color_jitter: must be >= 0, got -0.1"),
 ])
-def test_bad_augment_options(bad, match):
-    with pytest.raises(ConfigError, match=match):
-        AugmentOptions(**bad)
+def test_bad_augment_options(bad, message):
+    from mtlzoo.contract.options import build_options
+    from mtlzoo.zoo.sections import AugmentConfig
 
-
-def test_normalisation_modes():
-    raw = Toy()[0]["image"]
-    mean, std = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
-    auto = build_pipeline(Toy(), "val", AugmentOptions(normalize="auto"), [], (mean, std))[0]["image"]
-    assert torch.allclose(auto, (raw - 0.5) / 0.25)
-    imnet = build_pipeline(Toy(), "val", AugmentOptions(normalize="imagenet"), [], (mean, std))[0]["image"]
-    m = torch.tensor(IMAGENET_MEAN)[:, None, None]
-    s = torch.tensor(IMAGENET_STD)[:, None, None]
-    assert torch.allclose(imnet, (raw - m) / s)
-    fallback = build_pipeline(Toy(), "val", AugmentOptions(normalize="auto"), [], None)[0]["image"]
-    assert torch.allclose(fallback, imnet)
-    assert torch.equal(build_pipeline(Toy(), "val", AugmentOptions(normalize="none"))[0]["image"], raw)
-
-
-def test_mean_std_for_backbone():
-    imagenet = (list(IMAGENET_MEAN), list(IMAGENET_STD))
-    assert mean_std_for_backbone({"name": "timm", "arch": "resnet18"}) == imagenet
-    # timm's pretrained cfg of these architectures says 0.5 / 0.5
-    half = ([0.5] * 3, [0.5] * 3)
-    assert mean_std_for_backbone({"name": "timm", "arch": "vit_base_patch16_224.augreg_in21k"}) == half
-    assert mean_std_for_backbone({"name": "smp", "arch": "tu-inception_v3"}) == half
-    assert mean_std_for_backbone({"name": "smp", "arch": "resnet34"}) == imagenet
-    assert mean_std_for_backbone({"name": "cnn", "channels": [8]}) == imagenet
-    assert mean_std_for_backbone({"name": "timm", "arch": "no_such_arch_xyz"}) == imagenet
+    with pytest.raises(ConfigError) as err:
+        build_options(AugmentConfig, bad, "augment", "augment")
+    assert str(err.value) == message
 
 
 def test_mismatched_target_size_is_a_data_error():
@@ -244,8 +229,8 @@ def test_mismatched_target_size_is_a_data_error():
 
 
 def test_batches_collate_to_plain_tensors():
-    ds = raw_pipeline(derive=[DeriveSpec("boundary", "semseg", "boundary")], crop=[8, 8], hflip=0.5)
+    ds = raw_pipeline(derive=[boundary()], crop=[8, 8], hflip=0.5)
     batch = next(iter(torch.utils.data.DataLoader(torch.utils.data.ConcatDataset([ds] * 4), batch_size=4)))
     assert batch["image"].shape == (4, 3, 8, 8) and batch["semseg"].dtype == torch.int64
     assert batch["boundary"].shape == (4, 1, 8, 8) and batch["class"].tolist() == [2, 2, 2, 2]
-    assert type(batch["semseg"]) is torch.Tensor  # plain tensors, no tv_tensor subclasses leak out
+    assert type(batch["semseg"]) is torch.Tensor  # plain tensors

@@ -2,21 +2,42 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from importlib import metadata
 
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from mtlzoo.builtin import shapes
-from mtlzoo.builtin.shapes import (IMAGE_MEAN, IMAGE_STD, SHAPES, WORLD, Scene, ShapeObject, ShapesDataset,
-                                   ShapesOptions, render)
-from mtlzoo.errors import ConfigError, DataError
-from mtlzoo.plugins import PluginManager
-from mtlzoo.targets import boundary_from_mask, labels_from_mask
+import mtlzoo.builtin.datasets as D
+import mtlzoo.builtin.targets as T
+from mtlzoo import Zoo
+from mtlzoo.builtin.datasets import SHAPES, ShapesOptions
+from mtlzoo.builtin.datasets.shapes import (IMAGE_MEAN, IMAGE_STD, WORLD, Scene, ShapeObject, ShapesDataset,
+                                            render)
+from mtlzoo.builtin.derive import boundary_from_mask, labels_from_mask
+from mtlzoo.contract.errors import ConfigError, DataError
 
 KEYS = {"image", "semseg", "boundary", "depth", "normals", "labels"}
+
+
+def shapes(split: str = "train", **options) -> ShapesDataset:
+    """A shapes dataset built directly from its options dataclass."""
+    return ShapesDataset(split, ShapesOptions(**options))
+
+
+@functools.cache
+def datasets_zoo() -> Zoo:
+    """A zoo of the datasets plugin (and the target kinds its infos name) only."""
+    plugins = [("builtin_datasets", D), ("builtin_targets", T)]
+    return Zoo.load(entry_points=False, plugins=plugins, strict=True)
+
+
+def make(split: str, **options) -> ShapesDataset:
+    """A shapes dataset built through the zoo: options validated as a spec's ``data`` node."""
+    return datasets_zoo().make("dataset", {"name": "shapes", **options}, split, path="data")
 
 
 def same(a: dict, b: dict) -> bool:
@@ -37,22 +58,26 @@ def floor_depth(scene: Scene, size) -> np.ndarray:
 
 
 def test_registered_through_entry_point():
-    pm = PluginManager()
-    pm.load_entry_points()
-    entry = pm.registries["dataset"].get("shapes")
-    assert entry.plugin == "builtin_shapes" and entry.schema is ShapesOptions and entry.help
-    ds = entry.factory("val", size=[16, 16], val_size=3)
-    assert isinstance(ds, ShapesDataset) and len(ds) == 3 and ds.split == "val"
+    # only this entry point and the target kinds: the other built-in packages are not needed
+    needed = {"builtin_datasets", "builtin_targets"}
+    others = {ep.name for ep in metadata.entry_points(group="mtlzoo")} - needed
+    z = Zoo.load(strict=True, block=others)
+    entry = z.entry("dataset", "shapes")
+    assert entry.plugin == "builtin_datasets" and entry.builtin and entry.help
+    assert entry.options is ShapesOptions
+    ds = z.make("dataset", {"name": "shapes", "size": [16, 16], "val_size": 3}, "val", path="data")
+    assert isinstance(ds, ShapesDataset) and len(ds) == 3 and ds.split == "val" and ds.size == (16, 16)
 
 
 def test_register_hook_directly():
     seen = []
-    shapes.register_datasets(lambda *a, **k: seen.append(a))
-    assert [a[0] for a in seen] == ["shapes"] and seen[0][2] is ShapesOptions
+    D.register_datasets(lambda *a, **k: seen.append(a))
+    assert seen[0][0] == "shapes" and seen[0][2] is ShapesOptions
+    assert seen[0][1] == "mtlzoo.builtin.datasets.shapes:ShapesDataset"  # lazy: listing never imports torch
 
 
 def test_info_describes_every_target():
-    ds = ShapesDataset("train", train_size=1)
+    ds = shapes("train", train_size=1)
     t = ds.info.targets
     assert ds.info.name == "shapes" and set(t) == KEYS - {"image"}
     assert t["semseg"].kind == "segmentation" and t["semseg"].num_classes == 6
@@ -63,8 +88,8 @@ def test_info_describes_every_target():
 
 
 def test_lengths_index_and_repr():
-    ds = ShapesDataset("test", test_size=5, size=[16, 24])
-    assert len(ds) == 5 and len(ShapesDataset("train")) == 2000 and len(ShapesDataset("val")) == 256
+    ds = shapes("test", test_size=5, size=[16, 24])
+    assert len(ds) == 5 and len(shapes("train")) == 2000 and len(shapes("val")) == 256
     assert same(ds[-1], ds[4])
     with pytest.raises(IndexError):
         ds[5]
@@ -76,30 +101,31 @@ def test_lengths_index_and_repr():
 
 
 def test_same_item_twice_and_across_instances():
-    a = ShapesDataset("train", size=[24, 24])
-    b = ShapesDataset("train", size=[24, 24])
+    a = shapes("train", size=[24, 24])
+    b = shapes("train", size=[24, 24])
     assert same(a[3], a[3]) and same(a[3], b[3])
     assert not torch.equal(a[3]["image"], a[4]["image"])
 
 
 def test_order_independent_and_size_of_split_irrelevant():
-    a = ShapesDataset("train", size=[24, 24])
+    a = shapes("train", size=[24, 24])
     first = a[7]
-    b = ShapesDataset("train", size=[24, 24], train_size=10)
+    b = shapes("train", size=[24, 24], train_size=10)
     for i in (9, 0, 3):  # touch other items first, in another order
         b[i]
     assert same(first, b[7])
 
 
 def test_seed_option_changes_samples():
-    a = ShapesDataset("train", size=[24, 24], seed=0)[0]
-    b = ShapesDataset("train", size=[24, 24], seed=1)[0]
+    a = shapes("train", size=[24, 24], seed=0)[0]
+    b = shapes("train", size=[24, 24], seed=1)[0]
     assert not torch.equal(a["image"], b["image"])
 
 
 def test_splits_never_share_samples():
     kw = dict(size=[24, 24], train_size=10, val_size=10, test_size=10)
-    images = {s: torch.stack([ShapesDataset(s, **kw)[i]["image"] for i in range(10)]) for s in ("train", "val", "test")}
+    images = {s: torch.stack([shapes(s, **kw)[i]["image"] for i in range(10)])
+              for s in ("train", "val", "test")}
     for s1, s2 in (("train", "val"), ("train", "test"), ("val", "test")):
         # no image of one split equals any image of another
         diff = (images[s1][:, None] - images[s2][None]).abs().flatten(2).amax(-1)
@@ -107,7 +133,7 @@ def test_splits_never_share_samples():
 
 
 def test_dataloader_workers_give_the_same_samples():
-    ds = ShapesDataset("val", size=[16, 16], val_size=6)
+    ds = shapes("val", size=[16, 16], val_size=6)
     loader = DataLoader(ds, batch_size=3, num_workers=2, shuffle=False)
     got = torch.cat([b["image"] for b in loader])
     assert torch.equal(got, torch.stack([ds[i]["image"] for i in range(6)]))
@@ -119,7 +145,7 @@ def test_dataloader_workers_give_the_same_samples():
 @pytest.mark.parametrize("size", [[64, 64], [37, 50], [50, 37], [8, 8], [9, 23]])
 def test_dtypes_shapes_and_ranges(size):
     H, W = size
-    ds = ShapesDataset("train", size=size, train_size=6)
+    ds = shapes("train", size=size, train_size=6)
     for i in range(6):
         s = ds[i]
         assert set(s) == KEYS
@@ -140,7 +166,7 @@ def test_dtypes_shapes_and_ranges(size):
 
 @pytest.mark.parametrize("size", [[64, 64], [37, 50]])
 def test_derived_targets_match_targets_module(size):
-    ds = ShapesDataset("train", size=size, train_size=8)
+    ds = shapes("train", size=size, train_size=8)
     for i in range(8):
         s = ds[i]
         assert torch.equal(s["boundary"], boundary_from_mask(s["semseg"]))
@@ -149,7 +175,7 @@ def test_derived_targets_match_targets_module(size):
 
 def test_depth_consistent_with_occlusion():
     size = (37, 50)
-    ds = ShapesDataset("train", size=list(size), train_size=10, num_objects=[2, 4])
+    ds = shapes("train", size=list(size), train_size=10, num_objects=[2, 4])
     for i in range(10):
         s, scene = ds[i], ds.scene(i)
         depth = s["depth"][0].double().numpy()
@@ -160,7 +186,7 @@ def test_depth_consistent_with_occlusion():
 
 
 def test_floor_tilts_towards_camera():
-    ds = ShapesDataset("train", size=[32, 32], train_size=4, num_objects=[0, 0])
+    ds = shapes("train", size=[32, 32], train_size=4, num_objects=[0, 0])
     for i in range(4):
         s, scene = ds[i], ds.scene(i)
         d = s["depth"][0]
@@ -170,30 +196,32 @@ def test_floor_tilts_towards_camera():
         assert (s["semseg"] == 0).all() and s["labels"].sum() == 0 and s["boundary"].sum() == 0
 
 
-def test_image_normalisation():
-    raw = ShapesDataset("train", size=[32, 32], train_size=48)  # [0, 1] by default, like every dataset
-    norm = ShapesDataset("train", size=[32, 32], train_size=48, normalize=True)
-    r, n = raw[0]["image"], norm[0]["image"]
+def test_image_is_raw_and_info_declares_its_statistics():
+    raw = shapes("train", size=[32, 32], train_size=48)  # [0, 1], like every dataset: the model normalises
+    assert raw.info.mean == IMAGE_MEAN and raw.info.std == IMAGE_STD
+    r = raw[0]["image"]
     assert r.min() >= 0 and r.max() <= 1
     mean = torch.tensor(IMAGE_MEAN)[:, None, None]
     std = torch.tensor(IMAGE_STD)[:, None, None]
-    assert torch.allclose(n, (r - mean) / std, atol=1e-5)
-    batch = torch.stack([norm[i]["image"] for i in range(48)])
+    # the declared statistics fit the images: normalised with them, a batch is about zero-mean, unit-std
+    batch = (torch.stack([raw[i]["image"] for i in range(48)]) - mean) / std
     m, sd = batch.mean((0, 2, 3)), batch.std((0, 2, 3))
     assert (m.abs() < 0.3).all() and ((sd > 0.7) & (sd < 1.4)).all(), (m, sd)
+    with pytest.raises(ConfigError, match=r"data.normalize: unknown option of dataset 'shapes'"):
+        make("train", normalize=True)  # the option is gone: datasets never normalise
 
 
 def test_object_counts_and_labels_vary():
-    ds = ShapesDataset("train", size=[32, 32], train_size=40, num_objects=[1, 4])
+    ds = shapes("train", size=[32, 32], train_size=40, num_objects=[1, 4])
     counts = [len(ds.scene(i).objects) for i in range(40)]
     assert set(counts) == {1, 2, 3, 4}
     labels = {tuple(ds[i]["labels"].tolist()) for i in range(40)}
     assert len(labels) > 5
-    assert all(len(ShapesDataset("train", num_objects=[3, 3]).scene(i).objects) == 3 for i in range(5))
+    assert all(len(shapes("train", num_objects=[3, 3]).scene(i).objects) == 3 for i in range(5))
 
 
 def test_class_subset_reindexes():
-    ds = ShapesDataset("train", size=[32, 32], train_size=10, classes=["torus", "box"], num_objects=[1, 1])
+    ds = shapes("train", size=[32, 32], train_size=10, classes=["torus", "box"], num_objects=[1, 1])
     assert ds.info.targets["semseg"].class_names == ("background", "torus", "box")
     assert ds.info.targets["labels"].class_names == ("torus", "box")
     for i in range(10):
@@ -206,7 +234,7 @@ def test_class_subset_reindexes():
 
 def test_palettes_overlap_between_classes():
     # colour alone does not give the class away: some sphere and some pyramid share a hue range
-    ds = ShapesDataset("train", size=[16, 16], train_size=300)
+    ds = shapes("train", size=[16, 16], train_size=300)
     hues = {"sphere": [], "pyramid": []}
     import colorsys
     for i in range(300):
@@ -288,7 +316,8 @@ def test_pyramid_has_four_planar_facets():
 
 def test_torus_has_a_hole():
     out = one("torus")
-    assert out["semseg"][31, 31] == 0 and out["depth"][31, 31] == pytest.approx(7.5 + 0.3 * WORLD * (0.5 - 31.5 / 64))
+    assert out["semseg"][31, 31] == 0
+    assert out["depth"][31, 31] == pytest.approx(7.5 + 0.3 * WORLD * (0.5 - 31.5 / 64))
     assert out["semseg"][31, 42] == 1 and out["semseg"][31, 47] == 1  # rho ~ 0.66 r and 0.97 r: on the ring
     assert out["semseg"][31, 49] == 0  # rho ~ 1.09 r: floor
     # ring between radii 0.24 r and 1.0 r (r = 16 px)
@@ -323,20 +352,21 @@ def test_lambertian_shading_follows_light():
 
 def test_unknown_split():
     with pytest.raises(DataError, match=r"no split 'tran'.*did you mean 'train'"):
-        ShapesDataset("tran")
+        shapes("tran")
 
 
 @pytest.mark.parametrize("options, pattern", [
-    (dict(size=[7, 64]), r"data.size: image sides must be >= 8"),
-    (dict(size=[64]), r"data.size: expected \[H, W\]"),
+    (dict(size=[7, 64]), r"data.size\[0\]: must be >= 8, got 7"),
+    (dict(size=[64]), r"data.size: expected 2 values"),
     (dict(classes=[]), r"data.classes: empty"),
-    (dict(classes=["spere", "box"]), r"unknown shape 'spere' \(did you mean 'sphere'\?\)"),
-    (dict(classes=["box", "box"]), r"each shape may appear once"),
-    (dict(num_objects=[3, 1]), r"data.num_objects"),
+    (dict(classes=["spere", "box"]), r"data.classes: unknown shape 'spere' \(did you mean 'sphere'\?\)"),
+    (dict(classes=["box", "box"]), r"data.classes: each shape may appear once"),
+    (dict(num_objects=[3, 1]), r"data.num_objects: expected \[min, max\] with 0 <= min <= max, got \[3, 1\]"),
+    (dict(num_objects=[-1, 1]), r"data.num_objects\[0\]: must be >= 0"),
     (dict(seed=-1), r"data.seed: must be >= 0"),
     (dict(val_size=-2), r"data.val_size: must be >= 0"),
-    (dict(sizes=[64, 64]), r"no option 'sizes' \(did you mean 'size'"),
+    (dict(sizes=[64, 64]), r"data.sizes: unknown option of dataset 'shapes' \(did you mean 'size'"),
 ])
 def test_bad_options(options, pattern):
     with pytest.raises(ConfigError, match=pattern):
-        ShapesDataset("train", **options)
+        make("train", **options)

@@ -1,5 +1,6 @@
-"""A separate package installed with pip adds a backbone, a head, a combiner and a dataset
-usable from YAML; a broken package is reported and does not stop the rest."""
+"""Separate packages installed with pip: the example package (one part of every kind, and its
+own conformance tests), the broken one (isolation, and one broken part per contract), and
+packages that try to take a built-in name under entry-point names sorting either side of mtlzoo's."""
 
 from __future__ import annotations
 
@@ -14,40 +15,52 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pip_install(target: Path, *packages: Path) -> None:
+    for pkg in packages:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+             "--no-index", "--target", str(target), str(pkg)],
+            check=True, capture_output=True, text=True,
+        )
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     """pip-install both example packages into a private folder put on PYTHONPATH."""
     target = tmp_path_factory.mktemp("site")
-    for pkg in ("mtlzoo-example", "mtlzoo-broken"):
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-             "--no-index", "--target", str(target), str(ROOT / "plugins" / pkg)],
-            check=True, capture_output=True, text=True,
-        )
+    pip_install(target, ROOT / "plugins" / "mtlzoo-example", ROOT / "plugins" / "mtlzoo-broken")
     return target
 
 
-def mtlzoo(site: Path, *args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+def mtlzoo(site: Path, *args: str, env: dict | None = None, module: str = "mtlzoo") -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("MTLZOO_")}
-    full_env.update({"PYTHONPATH": str(site), **(env or {})})
-    return subprocess.run([sys.executable, "-m", "mtlzoo.cli", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env=full_env, timeout=300)
+    full_env.update({"PYTHONPATH": str(site), "OMP_NUM_THREADS": "1", **(env or {})})
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT,
+                          env=full_env, timeout=600)
 
 
-def test_plugins_lists_installed_packages_and_failures(site):
+def test_plugins_lists_installed_packages_failures_and_refusals(site):
     out = mtlzoo(site, "plugins", "--json")
     assert out.returncode == 0, out.stderr
     records = {r["name"]: r for r in json.loads(out.stdout)}
     ex = records["example"]
-    assert ex["distribution"] == "mtlzoo-example" and ex["version"] == "0.2.0" and ex["status"] == "loaded"
-    assert ex["registered"] == {"backbone": ["tiny_convnet"], "head": ["tiny_head"],
-                                "combiner": ["max_weighted"], "dataset": ["stripes"]}
+    assert (ex["distribution"], ex["version"], ex["status"], ex["builtin"]) == ("mtlzoo-example", "0.3.0", "loaded",
+                                                                              False)
+    assert ex["registered"] == {"backbone": ["tiny_convnet"], "head": ["tiny_head"], "loss": ["soft_dice"],
+                                "combiner": ["max_weighted"], "dataset": ["stripes"], "metric": ["saliency_mae"],
+                                "task": ["saliency"], "target_kind": ["saliency"]}
+    assert ex["refused"] == []
     assert records["broken_import"]["status"] == "failed"
     assert "mtlzoo_dependency_that_is_not_installed" in records["broken_import"]["error"]
     assert records["broken_register"]["status"] == "failed"
     assert "something inside the plugin went wrong" in records["broken_register"]["error"]
     assert records["broken_hook"]["status"] == "failed" and "register_haeds" in records["broken_hook"]["error"]
-    # the half-registered head of the broken plugin is gone, built-ins are there
+    parts = records["broken_parts"]
+    assert parts["status"] == "loaded"
+    refused = "\n".join(parts["refused"])
+    assert "combiner 'sum' is a built-in name" in refused
+    assert "loss 'loss_without_task' (plugin broken_parts): factory" in refused
+    assert "combiner 'bad_default' (plugin broken_parts): options BadDefault: invalid default" in refused
     heads = json.loads(mtlzoo(site, "list", "head", "--json").stdout)
     names = [h["name"] for h in heads]
     assert "half_registered_head" not in names and "tiny_head" in names and "fcn" in names
@@ -55,22 +68,26 @@ def test_plugins_lists_installed_packages_and_failures(site):
 
 def test_plugins_human_output_names_distribution_and_error(site):
     out = mtlzoo(site, "plugins")
-    assert "example  (mtlzoo-example 0.2.0)  loaded" in out.stdout
-    assert "broken_import  (mtlzoo-broken 0.0.1)  failed" in out.stdout
-    assert "3 plugin(s) failed to load" in out.stdout
+    assert "example  (mtlzoo-example 0.3.0)  loaded" in out.stdout
+    assert "broken_import  (mtlzoo-broken 0.1.0)  failed" in out.stdout
+    assert "refused: combiner 'sum' is a built-in name" in out.stdout
+    assert "3 plugin(s) failed to load and 3 entries were refused" in out.stdout
 
 
-def test_strict_mode_turns_a_broken_plugin_into_one_error(site):
+def test_strict_mode_reports_every_broken_plugin_in_one_line(site):
     out = mtlzoo(site, "list", "head", env={"MTLZOO_STRICT_PLUGINS": "1"})
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: plugin 'broken_hook'"), out.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: 6 plugin problem(s): "), out.stderr
+    for name in ("broken_import", "broken_register", "broken_hook", "broken_parts"):
+        assert f"'{name}'" in lines[0]
     out = mtlzoo(site, "--strict-plugins", "list", "head")
     assert out.returncode == 2 and "broken_hook" in out.stderr
 
 
 def test_blocking_broken_plugins_by_env_makes_strict_mode_pass(site):
-    env = {"MTLZOO_STRICT_PLUGINS": "1", "MTLZOO_BLOCK_PLUGINS": "broken_import,broken_register,broken_hook"}
+    env = {"MTLZOO_STRICT_PLUGINS": "1",
+           "MTLZOO_BLOCK_PLUGINS": "broken_import,broken_register,broken_hook,broken_parts"}
     out = mtlzoo(site, "plugins", "--json", env=env)
     assert out.returncode == 0, out.stderr
     status = {r["name"]: r["status"] for r in json.loads(out.stdout)}
@@ -82,15 +99,116 @@ def test_third_party_parts_train_from_yaml(site, tmp_path):
     out = mtlzoo(site, "train", str(spec), f"train.out_dir={tmp_path}", "train.run_name=plug")
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((tmp_path / "plug" / "summary.json").read_text())
-    assert set(summary["final"]) == {"semseg", "present"}
-    assert "miou" in summary["final"]["semseg"]
-    # the warning about the broken plugins went to stderr, training was not stopped
+    assert set(summary["final"]) == {"semseg", "present", "salient"}
+    assert "miou" in summary["final"]["semseg"] and "mae" in summary["final"]["salient"]
+    # the warnings about the broken plugins went to stderr, training was not stopped
     assert "warning: plugin 'broken_import'" in out.stderr
 
 
-def test_blocking_a_plugin_in_the_spec_removes_its_parts(site, tmp_path):
+def test_blocking_a_plugin_in_the_spec_removes_its_parts(site):
     spec = ROOT / "configs" / "examples" / "third_party_plugin.yaml"
     out = mtlzoo(site, "config", "show", str(spec), "plugins.block=[example]")
     assert out.returncode == 2
     # the broken plugins are warned about; the error itself is one line
     assert out.stderr.splitlines()[-1].startswith("error: model.backbone.name: unknown backbone 'tiny_convnet'")
+
+
+def test_the_example_package_runs_the_conformance_kit_in_its_own_tests(site):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MTLZOO_")}
+    # its fixtures load plugins strictly: the broken package sharing this site is blocked
+    env.update({"PYTHONPATH": str(site), "OMP_NUM_THREADS": "1",
+                "MTLZOO_BLOCK_PLUGINS": "broken_import,broken_register,broken_hook,broken_parts"})
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", "--rootdir",
+                          str(ROOT / "plugins" / "mtlzoo-example"), str(ROOT / "plugins" / "mtlzoo-example" / "tests")],
+                         capture_output=True, text=True, env=env, timeout=600, cwd=ROOT / "plugins" / "mtlzoo-example")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "2 passed" in out.stdout
+    check = mtlzoo(site, "check", "example")
+    assert check.returncode == 0 and check.stdout.startswith("example: ok"), check.stdout[-2000:]
+
+
+def test_the_kit_names_the_broken_contract_of_each_broken_part(site):
+    out = mtlzoo(site, "check", "broken_parts", "--json")
+    assert out.returncode == 1
+    (report,) = json.loads(out.stdout)
+    failed = {(r["part"].split(" (")[0], r["contract"]) for r in report["results"] if not r["ok"]}
+    expected = {
+        ("backbone 'wrong_feature_info'", "backbone.feature_info"),
+        ("head 'wrong_channels'", "head.output"),
+        ("loss 'not_scalar'", "loss.scalar[depth]"),
+        ("metric 'batch_average'", "metric.exact[depth]"),
+        ("metric 'no_direction'", "metric.higher_is_better"),
+        ("combiner 'no_backward'", "combiner.gradients"),
+        ("combiner 'state_in_attribute'", "combiner.state"),
+        ("dataset 'bad_samples'", "dataset.samples[train]"),
+        ("task 'bad_derivation'", "task.derive"),
+        ("target_kind 'bad_example'", "target_kind.example"),
+        ("broken_parts", "registration"),
+    }
+    assert expected <= failed, failed
+    messages = {(r["part"].split(" (")[0], r["contract"]): r["message"] for r in report["results"]}
+    assert "map 0 has 16 channels but feature_info says 32" in messages[("backbone 'wrong_feature_info'",
+                                                                         "backbone.feature_info")]
+    assert "[2, 5, 64, 64]" in messages[("head 'wrong_channels'", "head.output")]
+    samples = messages[("dataset 'bad_samples'", "dataset.samples[train]")]
+    assert "'semseg' (segmentation) must be int64, got float32" in samples
+    assert "'depth' (depth) must have shape [1, 8, 8]" in samples
+
+
+def test_data_check_compares_every_sample_with_the_dataset_info(site, tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: bad\ntasks: {semseg: {type: segmentation}}\ndata: {name: bad_samples}\n")
+    out = mtlzoo(site, "data", "check", str(spec), "--splits", "train")
+    assert out.returncode == 1
+    lines = out.stdout.strip().splitlines()
+    assert lines[-1] == "12 problem(s) found in dataset 'bad_samples'"
+    assert any("bad_samples train[0]: target 'labels' declared by the dataset's info is missing" in x for x in lines)
+    assert any("bad_samples train[3]: target 'depth' (depth) must have shape [1, 8, 8]" in x for x in lines)
+
+
+WOULD_BE_SUM = '''
+from mtlzoo import Combiner, hookimpl
+
+
+class Mine(Combiner):
+    def backward(self, losses, step):
+        step.backward(2 * self.stack(losses).sum())
+        return {{}}
+
+
+@hookimpl
+def register_combiners(register):
+    register("sum", Mine, None, "tries to replace the built-in sum")
+    register("{other}", Mine, None, "a name of its own")
+'''
+
+
+@pytest.mark.parametrize("entry_name", ["aaa_takes_sum", "zzz_takes_sum"])
+def test_a_package_registering_sum_is_refused_for_that_entry_alone(tmp_path, entry_name):
+    """Written only against docs/plugins.md; entry-point names sort before and after 'builtin_*'."""
+    pkg = tmp_path / "pkg"
+    (pkg / "takes_sum").mkdir(parents=True)
+    (pkg / "takes_sum" / "__init__.py").write_text(WOULD_BE_SUM.format(other=f"{entry_name}_own"))
+    (pkg / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=64"]\nbuild-backend = "setuptools.build_meta"\n'
+        f'[project]\nname = "takes-sum-{entry_name}"\nversion = "1.0"\n'
+        f'[project.entry-points.mtlzoo]\n{entry_name} = "takes_sum"\n[tool.setuptools]\npackages = ["takes_sum"]\n')
+    site = tmp_path / "site"
+    pip_install(site, pkg)
+    out = mtlzoo(site, "plugins", "--json")
+    record = next(r for r in json.loads(out.stdout) if r["name"] == entry_name)
+    assert record["registered"] == {"combiner": [f"{entry_name}_own"]}
+    assert record["refused"] == ["combiner 'sum' is a built-in name (plugin builtin_combiners); register yours under "
+                                 "another name"]
+    listed = {r["name"]: r["plugin"] for r in json.loads(mtlzoo(site, "list", "combiner", "--json").stdout)}
+    assert listed["sum"] == "builtin_combiners" and listed["weighted"] == "builtin_combiners"
+    assert listed[f"{entry_name}_own"] == entry_name
+    # built-in sum and weighted train as before
+    for combiner in ("sum", "weighted"):
+        run = mtlzoo(site, "train", str(ROOT / "configs" / "quickstart.yaml"), f"combiner.name={combiner}",
+                     "train.epochs=1", "data.train_size=16", "data.val_size=8", "data.test_size=8",
+                     "train.batch_size=8", "train.progress=false", f"train.out_dir={tmp_path / 'runs'}",
+                     f"train.run_name={combiner}", "tasks={semseg: {type: segmentation}}",
+                     "model.backbone={name: cnn, channels: [8, 16]}")
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert "warning: plugin " in run.stderr and "'sum' is a built-in name" in run.stderr

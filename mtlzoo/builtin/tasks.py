@@ -13,17 +13,24 @@ classification  class       classification  ce            C    accuracy
 ==============  ==========  ==============  ============  ===  =============================================
 
 ``out`` is the head's output channels; C is the target's number of classes.
-Each factory takes no options and returns a fresh :class:`~mtlzoo.tasks.TaskType`.
+``boundary`` and ``labels`` targets can be derived from a segmentation target
+(``from: semseg``): a boundary map ``width`` pixels either side of every label change, the
+multi-hot labels of the classes present. This module is torch-free (task types are data);
+the derivations import torch when they run.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from ..data import TargetInfo
-from ..errors import ConfigError
-from ..hookspecs import hookimpl
-from ..tasks import TaskType
+from ..contract.data import TargetInfo
+from ..contract.errors import ConfigError
+from ..contract.hooks import hookimpl
+from ..contract.options import option
+from ..contract.tasks import Derivation, TaskType
 
 
 def _classes(type_name: str, minimum: int) -> Callable[[TargetInfo], int]:
@@ -42,7 +49,11 @@ def _classes(type_name: str, minimum: int) -> Callable[[TargetInfo], int]:
 
 def _fixed(channels: int) -> Callable[[TargetInfo], int]:
     """Output channels independent of the target."""
-    return lambda info: channels
+    return functools.partial(_constant, channels)
+
+
+def _constant(channels: int, info: TargetInfo) -> int:
+    return channels
 
 
 def segmentation() -> TaskType:
@@ -58,8 +69,37 @@ def segmentation() -> TaskType:
     )
 
 
-def boundary() -> TaskType:
+def _boundary_map(mask: Any, width: int, ignore_index: int | None) -> Any:
+    from .derive import boundary_from_mask
+
+    return boundary_from_mask(mask, width, ignore_index)
+
+
+def _present_labels(mask: Any, num_classes: int, ignore_index: int | None) -> Any:
+    from .derive import labels_from_mask
+
+    return labels_from_mask(mask, num_classes, ignore_index)
+
+
+@dataclass
+class BoundaryTaskOptions:
+    """Options of the ``boundary`` task type.
+
+    Attributes:
+        width: with ``from:``, a pixel is a boundary pixel when a pixel within ``width``
+            (Chebyshev distance) has another label.
+    """
+
+    width: int = option(2, ge=1)
+
+
+def boundary(options: BoundaryTaskOptions) -> TaskType:
     """Boundary detection: one logit per pixel, class-balanced BCE, boundary F1."""
+
+    def derive(source: TargetInfo) -> Derivation:
+        fn = functools.partial(_boundary_map, width=options.width, ignore_index=source.ignore_index)
+        return Derivation(TargetInfo("boundary", ignore_index=source.ignore_index), fn)
+
     return TaskType(
         name="boundary",
         target_kinds=("boundary",),
@@ -68,6 +108,8 @@ def boundary() -> TaskType:
         loss={"name": "weighted_bce"},
         metrics=[{"name": "boundary_f1"}],
         out_channels=_fixed(1),
+        derive=derive,
+        derive_from=("segmentation",),
     )
 
 
@@ -113,7 +155,14 @@ def labels() -> TaskType:
         loss={"name": "bce"},
         metrics=[{"name": "map"}, {"name": "accuracy"}],
         out_channels=_classes("labels", 1),
+        derive=_derive_labels,
+        derive_from=("segmentation",),
     )
+
+
+def _derive_labels(source: TargetInfo) -> Derivation:
+    fn = functools.partial(_present_labels, num_classes=source.num_classes, ignore_index=source.ignore_index)
+    return Derivation(TargetInfo("labels", source.num_classes, source.class_names), fn)
 
 
 def classification() -> TaskType:
@@ -133,7 +182,7 @@ def classification() -> TaskType:
 def register_tasks(register):
     """Register the built-in task types."""
     register("segmentation", segmentation, None, "Semantic segmentation (fcn head, ce, miou)")
-    register("boundary", boundary, None, "Boundary detection (boundary head, weighted_bce, boundary_f1)")
+    register("boundary", boundary, BoundaryTaskOptions, "Boundary detection (boundary head, weighted_bce, boundary_f1)")
     register("depth", depth, None, "Monocular depth (dense head, l1, abs/rel error)")
     register("normals", normals, None, "Surface normals (normals head, cosine, angular errors)")
     register("labels", labels, None, "Multi-label image recognition (classification head, bce, mAP)")

@@ -1,1 +1,2 @@
-"""Deliberately broken plugins: each fails in a different way."""
+"""Deliberately broken plugins: each module fails in a different way; bad_parts has one broken
+part per contract, for the conformance kit."""

@@ -1,0 +1,1 @@
+"""The applications on top of the zoo: the ``mtlzoo`` command, benchmarks, data checks."""

@@ -1,0 +1,359 @@
+"""The ``mtlzoo`` command.
+
+Every command makes one :class:`~mtlzoo.Zoo` and passes it on. Errors a user can cause print
+as one line (``error: ...``) with exit status 2; ``--debug`` shows the traceback instead.
+``list``, ``plugins``, ``config show`` and spec errors never import torch (they stay fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..contract.errors import CheckpointError, MtlzooError
+from ..contract.hooks import KINDS
+from ..zoo.zoo import Zoo
+
+EXIT_USER_ERROR = 2
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def _strict(args: argparse.Namespace) -> bool | None:
+    return True if args.strict_plugins else None
+
+
+def _warn(zoo: Zoo) -> None:
+    for line in zoo.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+
+
+def _zoo(args: argparse.Namespace) -> Zoo:
+    zoo = Zoo.load(strict=_strict(args))
+    _warn(zoo)
+    return zoo
+
+
+def _spec(args: argparse.Namespace, spec: Any, overrides: Sequence[str]) -> tuple[Zoo, Any]:
+    """The zoo the spec's ``plugins`` section asks for, and the validated spec."""
+    zoo, raw = Zoo.for_spec(spec, overrides, strict=_strict(args))
+    _warn(zoo)
+    return zoo, zoo.spec(raw)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=1, default=str))
+
+
+def _is_rank0() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train from a spec; print the per-task metrics table at the end."""
+    from ..runtime import distributed as D
+    from ..runtime.checkpoint import resolve_checkpoint
+    from ..runtime.train import Trainer, format_table, new_run_dir
+
+    spec, overrides = args.spec, list(args.overrides)
+    run_dir = resume = None
+    if args.resume:
+        run_dir = _run_dir_of(args.resume)
+        if spec and not spec.endswith((".yaml", ".yml")):
+            overrides = [spec, *overrides]  # `mtlzoo train --resume RUN train.epochs=20`
+        spec = str(run_dir / "config.yaml")
+        resume = resolve_checkpoint(run_dir / "checkpoints" / "last")
+    zoo, cfg = _spec(args, spec, overrides)
+    exp = zoo.build(cfg)
+    if run_dir is None and _is_rank0():
+        run_dir = new_run_dir(cfg.train.out_dir, cfg.train.run_name or cfg.name)
+    trainer = Trainer(exp, run_dir if _is_rank0() else None, resume=resume)
+    summary = trainer.fit()
+    if trainer.main:
+        print(f"\n{cfg.name}: {summary['epochs']} epochs in {summary['seconds']:.1f}s on {summary['device']}"
+              f" ({summary['parameters']['total']:,} parameters)")
+        print(f"{cfg.train.eval_split} metrics:")
+        print(format_table(summary["final"], summary["directions"]))
+        if "test" in summary:
+            print(f"{summary['test_split']} metrics (checkpoint chosen on {cfg.train.eval_split}):")
+            print(format_table(summary["test"], summary["directions"]))
+        if run_dir is not None:
+            print(f"run folder: {run_dir}")
+    D.cleanup()
+    return 0
+
+
+def _run_dir_of(path: str) -> Any:
+    from pathlib import Path
+
+    run = Path(path)
+    if (run / "config.yaml").is_file() and (run / "checkpoints" / "last").is_dir():
+        return run
+    raise CheckpointError(f"--resume {path!r}: not a run folder with config.yaml and checkpoints/last")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a checkpoint on a split; the spec defaults to the run's own config.yaml."""
+    from pathlib import Path
+
+    from ..runtime.checkpoint import load_weights, resolve_checkpoint
+    from ..runtime.train import Trainer, format_table
+
+    target = Path(args.target)
+    if target.is_dir():
+        folder = resolve_checkpoint(args.checkpoint or target)
+        spec = args.spec or str(target / "config.yaml")
+    else:
+        if not args.checkpoint:
+            raise MtlzooError("eval: give a run folder, or a spec with --checkpoint PATH")
+        folder = resolve_checkpoint(args.checkpoint)
+        spec = str(target)
+    zoo, cfg = _spec(args, spec, [*args.overrides, "train.progress=false"])
+    exp = zoo.build(cfg)
+    trainer = Trainer(exp, None)
+    load_weights(folder, trainer.model, trainer.combiner)
+    split = args.split or cfg.train.eval_split
+    results = trainer.evaluate(split)
+    if args.json:
+        _print_json({"checkpoint": str(folder), "split": split, "metrics": results})
+    else:
+        print(f"{split} metrics of {folder}:")
+        print(format_table(results, {n: t.metric_directions() for n, t in exp.tasks.items()}))
+    return 0
+
+
+def _variant_hits(entry: Any, pattern: str) -> list[str]:
+    if entry.variants is None:
+        return []
+    family, sep, sub = pattern.partition(":")
+    if sep:
+        if not fnmatch.fnmatchcase(entry.name, family):
+            return []
+        pat = sub
+    else:
+        pat = pattern
+    return [v for v in entry.variants() if fnmatch.fnmatchcase(v.lower(), pat.lower())]
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """List registered parts, optionally one kind and a shell-wildcard pattern."""
+    zoo = _zoo(args)
+    kinds = [args.kind] if args.kind else list(KINDS)
+    pattern = args.pattern or "*"
+    searches_variants = ":" in pattern
+    out: dict[str, list[dict[str, Any]]] = {}
+    for kind in kinds:
+        rows = []
+        for entry in zoo.registries[kind]:
+            name_hit = fnmatch.fnmatchcase(entry.name.lower(), pattern.lower())
+            variants = _variant_hits(entry, pattern) if searches_variants or (args.pattern and not name_hit) else []
+            if not (name_hit or variants):
+                continue
+            row: dict[str, Any] = {"name": entry.name, "plugin": entry.plugin, "help": entry.help,
+                                   "options": [o["name"] for o in entry.describe_options()]}
+            if entry.targets is not None:
+                row["targets"] = list(entry.targets)
+            if variants:
+                row["variants"] = variants
+            elif entry.variants is not None:
+                row["variants"] = None
+            rows.append(row)
+        out[kind] = rows
+    if args.json:
+        _print_json(out if not args.kind else out[args.kind])
+        return 0
+    for kind, rows in out.items():
+        print(f"{kind}s ({len(rows)}):")
+        width = max([len(r["name"]) for r in rows] + [4])
+        for r in rows:
+            print(f"  {r['name'].ljust(width)}  {r['help']}  [{r['plugin']}]")
+            if r.get("variants"):
+                shown = r["variants"][:40]
+                print(f"  {'':{width}}    {len(r['variants'])} matching: " + ", ".join(shown)
+                      + (" ..." if len(r["variants"]) > 40 else ""))
+            elif "variants" in r:
+                print(f"  {'':{width}}    search its architectures: mtlzoo list {kind} '{r['name']}:*pattern*'")
+        if not rows:
+            print(f"  none match {pattern!r}")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    """List every plugin with its distribution, version, what it registered and what failed."""
+    zoo = Zoo.load(strict=_strict(args))
+    records = [r.as_dict() for r in zoo.records]
+    if args.json:
+        _print_json(records)
+        return 0
+    for r in records:
+        print(f"{r['name']}  ({r['distribution']} {r['version']})  {r['status']}")
+        if r["error"]:
+            print(f"    error: {r['error']}")
+        for kind, names in r["registered"].items():
+            print(f"    {kind}: {', '.join(names)}")
+        for refused in r["refused"]:
+            print(f"    refused: {refused}")
+    failed = [r for r in records if r["status"] == "failed"]
+    refused = sum(len(r["refused"]) for r in records)
+    if failed or refused:
+        print(f"\n{len(failed)} plugin(s) failed to load and {refused} entr{'y was' if refused == 1 else 'ies were'} "
+              f"refused; the others are unaffected. MTLZOO_STRICT_PLUGINS=1 turns these into errors.")
+    for line in zoo.warnings:
+        if "block list" in line:
+            print(f"warning: {line}", file=sys.stderr)
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    """Print the resolved, validated spec with every default filled in."""
+    from ..runtime.files import spec_yaml
+
+    _, cfg = _spec(args, args.spec, args.overrides)
+    print(spec_yaml(cfg), end="")
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    """Scan every file and sample of a spec's dataset and report every problem found."""
+    from omegaconf import OmegaConf
+
+    from .datacheck import check_dataset
+
+    zoo, cfg = _spec(args, args.spec, args.overrides)
+    node = OmegaConf.to_container(cfg.data, resolve=True)
+    problems = check_dataset(zoo, node, splits=tuple(args.splits))
+    name = node["name"]
+    if args.json:
+        _print_json({"dataset": name, "problems": problems})
+    elif problems:
+        for p in problems:
+            print(p)
+        print(f"{len(problems)} problem(s) found in dataset {name!r}")
+    else:
+        print(f"dataset {name!r}: no problems found in splits {', '.join(args.splits)}")
+    return 1 if problems else 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Run the conformance kit on every part a plugin registered."""
+    from ..testing.kit import check_plugin, format_report
+
+    zoo = _zoo(args)
+    reports = [check_plugin(zoo, name) for name in args.plugins]
+    if args.json:
+        _print_json([r.as_dict() for r in reports])
+    else:
+        for report in reports:
+            print(format_report(report))
+    return 0 if all(r.ok for r in reports) else 1
+
+
+# -- parser ---------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``mtlzoo`` (every command has ``--help``)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks instead of one-line errors")
+    common.add_argument("--strict-plugins", action="store_true", default=argparse.SUPPRESS,
+                        help="fail when any plugin fails to load or an entry is refused (env: MTLZOO_STRICT_PLUGINS=1)")
+    parser = argparse.ArgumentParser(prog="mtlzoo", parents=[common],
+                                     description="Train and compare multi-task models for images.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("train", parents=[common], help="train from a spec",
+                       description="Train from a YAML spec with optional key.path=value overrides.")
+    p.add_argument("spec", nargs="?", help="YAML spec (omit with --resume)")
+    p.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. train.epochs=3 combiner.name=weighted")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", parents=[common], help="evaluate a checkpoint",
+                       description="Evaluate a run folder (or a spec plus --checkpoint) on a split.")
+    p.add_argument("target", help="run folder, or a YAML spec (then --checkpoint is required)")
+    p.add_argument("overrides", nargs="*", help="dot-list overrides")
+    p.add_argument("--checkpoint", help="checkpoint folder (default: the run's best, else last)")
+    p.add_argument("--spec", help="spec to build the model from (default: the run's config.yaml)")
+    p.add_argument("--split", help="split to evaluate (default: train.eval_split)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("list", parents=[common], help="list registered parts",
+                       description="List registered parts; PATTERN is a shell wildcard ('*resnet*', "
+                                   "'timm:convnext*' searches timm's architectures).")
+    p.add_argument("kind", nargs="?", choices=list(KINDS), metavar="KIND", help=f"one of {', '.join(KINDS)}")
+    p.add_argument("pattern", nargs="?", help="shell wildcard")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("plugins", parents=[common], help="list installed plugins",
+                       description="List every plugin, its distribution, version, what it registered, "
+                                   "refused entries and failures.")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("check", parents=[common], help="check plugins against mtlzoo's contracts",
+                       description="Build every part the named plugins registered and check each against its "
+                                   "contract (the conformance kit, mtlzoo.testing).")
+    p.add_argument("plugins", nargs="+", metavar="PLUGIN", help="plugin (entry-point) names, see `mtlzoo plugins`")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("config", parents=[common], help="inspect specs", description="Inspect specs.")
+    csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
+    csub.required = True
+    q = csub.add_parser("show", parents=[common], help="print the resolved, validated spec",
+                        description="Print the resolved, validated spec with all defaults filled in.")
+    q.add_argument("spec")
+    q.add_argument("overrides", nargs="*")
+    q.set_defaults(func=cmd_config_show)
+
+    p = sub.add_parser("data", parents=[common], help="inspect datasets", description="Inspect datasets.")
+    dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    dsub.required = True
+    q = dsub.add_parser("check", parents=[common], help="scan a dataset for bad files and samples",
+                        description="Scan every file and sample of a spec's dataset; report every problem.")
+    q.add_argument("spec")
+    q.add_argument("overrides", nargs="*")
+    q.add_argument("--splits", nargs="+", default=["train", "val", "test"], help="splits to scan")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=cmd_data_check)
+
+    for extra in _extra_commands():
+        extra(sub, common)
+    return parser
+
+
+def _extra_commands() -> list[Callable[[Any, Any], None]]:
+    from .bench.cli import add_bench_command
+
+    return [add_bench_command]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mtlzoo`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.debug = getattr(args, "debug", False)
+    args.strict_plugins = getattr(args, "strict_plugins", False)
+    if args.command == "train" and not args.spec and not args.resume:
+        parser.error("train: give a spec (or --resume RUN_DIR)")
+    try:
+        return args.func(args)
+    except MtlzooError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

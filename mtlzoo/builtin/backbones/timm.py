@@ -1,0 +1,121 @@
+"""The ``timm`` backbone: any timm model as a feature extractor.
+
+Options in :mod:`mtlzoo.builtin.backbones`; :func:`pretrained_stats` is shared with ``smp``'s
+``tu-`` encoders.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+import torch
+from torch import Tensor, nn
+
+from ...contract.backbone import Backbone
+from ...contract.errors import CheckpointError, ConfigError, UnknownNameError, close_matches, one_line
+from ...contract.features import FeatureInfo
+from ...runtime.weights import check_fit, fit_prefix, load_strict, mismatch, read_state_dict
+from . import TimmOptions
+
+Stats = tuple[float, float, float] | None
+
+
+def pretrained_stats(model: nn.Module) -> tuple[Stats, Stats]:
+    """``(mean, std)`` of the input a timm model's pretrained weights expect (its
+    ``pretrained_cfg``), ``(None, None)`` when the config states none."""
+    cfg: dict[str, Any] = getattr(model, "pretrained_cfg", None) or {}
+    mean, std = cfg.get("mean"), cfg.get("std")
+    if mean is None or std is None or len(mean) != 3 or len(std) != 3:
+        return None, None
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)  # type: ignore[return-value]
+
+
+class TimmBackbone(Backbone):
+    """Any timm model as a feature extractor (``timm.create_model(arch, features_only=True)``).
+
+    ``forward(images)`` returns timm's feature maps (NCHW, also for the families that
+    compute channels-last, such as swin), fine to coarse; ``feature_info`` comes from
+    timm's ``feature_info.channels()`` and ``.reduction()``. ``input_mean``/``input_std``
+    are the model's ``pretrained_cfg`` statistics when a ``weights`` file is loaded, else
+    ``None``; ``size_divisor`` is the largest stride. The wrapped timm module is
+    ``self.model``.
+    """
+
+    def __init__(self, options: TimmOptions):
+        super().__init__()
+        arch = options.arch
+        if not timm.is_model(arch):
+            hits = close_matches(arch, timm.list_models())
+            hint = f"; closest timm names: {', '.join(repr(h) for h in hits)}" if hits else ""
+            raise UnknownNameError(
+                f"unknown timm architecture {arch!r}{hint} "
+                f"(search them with `mtlzoo list backbone 'timm:*pattern*'`)"
+            )
+        self.arch = arch
+        kwargs: dict[str, Any] = {}
+        if options.out_indices is not None:
+            kwargs["out_indices"] = tuple(options.out_indices)
+        if options.drop_path_rate:
+            kwargs["drop_path_rate"] = options.drop_path_rate
+        self.model = self._create(arch, kwargs, options.weights)
+        info = self.model.feature_info
+        self.feature_info = [FeatureInfo(int(c), int(s)) for c, s in zip(info.channels(), info.reduction())]
+        self.size_divisor = max(fi.stride for fi in self.feature_info)
+        if options.weights:
+            self.input_mean, self.input_std = pretrained_stats(self.model)
+        # a few timm families (swin, ...) return channels-last maps
+        self._nhwc = str(getattr(self.model, "output_fmt", "NCHW")) in ("NHWC", "Format.NHWC")
+
+    @staticmethod
+    def _create(arch: str, kwargs: dict[str, Any], weights: str | None) -> nn.Module:
+        try:
+            model = timm.create_model(arch, pretrained=False, features_only=True, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - timm raises many kinds for bad options
+            raise ConfigError(f"timm cannot build {arch!r} as a feature extractor with "
+                              f"{kwargs or 'defaults'}: {one_line(exc)}") from exc
+        if not weights:
+            return model
+        sd = read_state_dict(weights)
+        own = model.state_dict()
+        fitted = fit_prefix(own, sd, ("model.",))
+        m2, u2, _ = mismatch(own, fitted)
+        if not m2 and not u2:
+            # a state dict of the features model itself
+            load_strict(model, fitted, weights, f"timm {arch!r} features")
+            return model
+        # else: a checkpoint of timm's classifier model; timm maps it onto the features model
+        # (whose module names may differ, e.g. convnext's stages_0), after we check its keys
+        full, classifier = TimmBackbone._classifier_keys(arch, kwargs)
+        body = {k: v for k, v in sd.items() if not k.startswith(classifier)}
+        missing, unexpected, _ = mismatch(full, body)
+        if (missing or unexpected) and len(m2) + len(u2) < len(missing) + len(unexpected):
+            check_fit(own, fitted, weights, f"timm {arch!r} features")  # closer to a features state dict
+        check_fit(full, body, weights, f"timm {arch!r}")
+        try:
+            return timm.create_model(arch, pretrained=True, features_only=True,
+                                     pretrained_cfg_overlay={"state_dict": sd}, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - shape mismatch and the like
+            raise CheckpointError(f"weights file {weights} does not fit timm {arch!r}: "
+                                  f"{one_line(exc)}") from exc
+
+    @staticmethod
+    def _classifier_keys(arch: str, kwargs: dict[str, Any]) -> tuple[dict[str, Tensor], tuple[str, ...]]:
+        """State dict (on the meta device) of timm's classifier model without its classifier
+        layer, and the key prefixes of that layer."""
+        kw = {k: v for k, v in kwargs.items() if k != "out_indices"}
+        try:
+            with torch.device("meta"):  # keys only: no memory, no init time
+                full = timm.create_model(arch, pretrained=False, **kw)
+        except Exception:  # noqa: BLE001 - a few models cannot be built on meta
+            full = timm.create_model(arch, pretrained=False, **kw)
+        classifier = full.pretrained_cfg.get("classifier") or ()
+        if isinstance(classifier, str):
+            classifier = (classifier,)
+        prefixes = tuple(c + "." for c in classifier)
+        return {k: v for k, v in full.state_dict().items() if not k.startswith(prefixes)}, prefixes
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        """Feature maps of ``images [B,3,H,W]``, fine to coarse, as ``feature_info`` says."""
+        maps = self.model(images)
+        return [m.permute(0, 3, 1, 2).contiguous() for m in maps] if self._nhwc else list(maps)

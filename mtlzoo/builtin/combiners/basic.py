@@ -1,0 +1,46 @@
+"""The simplest combiners, ``sum`` and ``weighted``, and the log helper every combiner uses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+from ...contract.combine import Combiner, Step
+from ...contract.errors import ConfigError
+from . import WeightedOptions
+
+
+def weight_logs(names: Iterable[str], w: Iterable[float] | Tensor, prefix: str = "w") -> dict[str, float]:
+    """``{"<prefix>/<task>": weight}``: what a combiner returns to log its task weights."""
+    return {f"{prefix}/{t}": float(x) for t, x in zip(names, w)}
+
+
+class SumCombiner(Combiner):
+    """Equal weighting: ``L = sum_t L_t`` (one backward pass)."""
+
+    def backward(self, losses: dict[str, Tensor], step: Step) -> dict[str, float]:
+        """Backpropagate the plain sum of the task losses."""
+        step.backward(self.stack(losses).sum())
+        return {}
+
+
+class WeightedCombiner(Combiner):
+    """Static weighting: ``L = sum_t w_t L_t`` with weights fixed in the spec."""
+
+    def __init__(self, task_names, options: WeightedOptions):
+        super().__init__(task_names)
+        unknown = sorted(set(options.weights) - set(self.task_names))
+        if unknown:
+            raise ConfigError(
+                f"combiner.weights names unknown task(s) {unknown}; tasks are {self.task_names}"
+            )
+        w = [float(options.weights.get(t, options.default)) for t in self.task_names]
+        self.register_buffer("weights", torch.tensor(w, dtype=torch.float32))
+
+    def backward(self, losses: dict[str, Tensor], step: Step) -> dict[str, float]:
+        """Backpropagate the weighted sum of the task losses."""
+        stacked = self.stack(losses)
+        step.backward((self.weights.to(stacked) * stacked).sum())
+        return weight_logs(self.task_names, self.weights)

@@ -1,0 +1,110 @@
+"""Built-in metrics, exact over a whole split.
+
+===================  ============  ===========================================================
+name                 key           value
+===================  ============  ===========================================================
+miou                 miou          mean IoU over the classes present in target or prediction
+pixel_acc            pixel_acc     fraction of non-void pixels labelled correctly
+boundary_f1          boundary_f1   F1 of boundary pixels at a pixel tolerance
+depth_abs_err        abs_err       mean ``|pred - gt|`` over valid depth pixels
+depth_rel_err        rel_err       mean ``|pred - gt| / gt`` over valid depth pixels
+normal_mean_angle    mean_angle    mean angular error (degrees) over valid normal pixels
+normal_median_angle  median_angle  exact median angular error (degrees)
+normal_within        within_<t>    % of valid normal pixels with an error below ``t`` degrees
+accuracy             accuracy      top-1 (class targets) or exact-match (multi-label) accuracy
+map                  map           multi-label mean average precision (macro)
+===================  ============  ===========================================================
+
+Every metric is a :class:`torchmetrics.Metric` built by ``factory(task: TaskInfo, options)``
+(``factory(task)`` for the metrics without options) with ``update(pred, target)`` (raw head
+output, target as in :mod:`mtlzoo.contract.data`) and ``compute()`` returning one scalar
+tensor. States are sums, a confusion matrix or concatenations, reduced with ``"sum"`` /
+``"cat"`` across ranks, so a value never depends on the batch size or the number of ranks.
+Each metric sets ``higher_is_better`` (the depth and angle errors are lower-is-better) and a
+``key`` (its name in logs).
+
+This module only declares options and registers the metrics; the metrics live in
+:mod:`mtlzoo.builtin.metrics.impl`, imported (with torch and torchmetrics) when a metric is
+first built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ...contract.hooks import hookimpl
+from ...contract.options import option
+
+_IMPL = "mtlzoo.builtin.metrics.impl"
+
+
+@dataclass
+class BoundaryF1Options:
+    """Options of ``boundary_f1``.
+
+    Attributes:
+        tolerance: a predicted (true) boundary pixel is matched when a true (predicted) one
+            lies within this many pixels (Chebyshev distance); 0 asks for the exact pixel.
+        threshold: a pixel is predicted as boundary when ``sigmoid(logit) > threshold``, a
+            probability in (0, 1).
+    """
+
+    tolerance: int = option(2, ge=0, help="pixels (Chebyshev distance); 0 = the exact pixel")
+    threshold: float = option(0.5, gt=0, lt=1, help="probability above which a pixel is a boundary")
+
+
+@dataclass
+class NormalWithinOptions:
+    """Options of ``normal_within``.
+
+    Attributes:
+        threshold: angle in degrees, in (0, 180]; the metric is the percentage of valid
+            pixels whose error is below it (logged as ``within_<threshold>``, e.g.
+            ``within_11.25``).
+    """
+
+    threshold: float = option(11.25, gt=0, le=180, help="angle in degrees")
+
+
+@dataclass
+class AccuracyOptions:
+    """Options of ``accuracy``.
+
+    Attributes:
+        multilabel: for multi-hot targets, ``"exact"`` counts an image right only when all its
+            labels are right (subset accuracy, key ``accuracy``); ``"per_label"`` counts each
+            (image, label) decision (key ``label_accuracy``). A label is predicted when
+            ``sigmoid(logit) > 0.5``. Ignored for single-label class targets.
+    """
+
+    multilabel: Literal["exact", "per_label"] = "exact"
+
+
+@hookimpl
+def register_metrics(register):
+    """Register the built-in metrics."""
+    register("miou", f"{_IMPL}:make_miou", None,
+             "Mean IoU over classes present in target or prediction (void ignored)",
+             targets=("segmentation",))
+    register("pixel_acc", f"{_IMPL}:make_pixel_acc", None, "Pixel accuracy over non-void pixels",
+             targets=("segmentation",))
+    register("boundary_f1", f"{_IMPL}:make_boundary_f1", BoundaryF1Options,
+             "Boundary F1 at a pixel tolerance", targets=("boundary",))
+    register("depth_abs_err", f"{_IMPL}:make_depth_abs_err", None,
+             "Mean absolute depth error over valid pixels", targets=("depth",))
+    register("depth_rel_err", f"{_IMPL}:make_depth_rel_err", None,
+             "Mean absolute relative depth error over valid pixels", targets=("depth",))
+    register("normal_mean_angle", f"{_IMPL}:make_normal_mean_angle", None,
+             "Mean angular error of normals (degrees)", targets=("normals",))
+    register("normal_median_angle", f"{_IMPL}:make_normal_median_angle", None,
+             "Exact median angular error of normals (degrees)", targets=("normals",))
+    register("normal_within", f"{_IMPL}:make_normal_within", NormalWithinOptions,
+             "Percentage of normal pixels with an angular error below a threshold", targets=("normals",))
+    register("accuracy", f"{_IMPL}:make_accuracy", AccuracyOptions,
+             "Top-1 accuracy (class) or exact-match accuracy (labels)", targets=("class", "labels"))
+    register("map", f"{_IMPL}:make_map", None,
+             "Multi-label mean average precision (macro over classes with a positive)", targets=("labels",))
+
+
+__all__ = ["BoundaryF1Options", "NormalWithinOptions", "AccuracyOptions", "register_metrics"]

@@ -1,0 +1,1 @@
+"""The runtime: the multi-task model, the data pipeline, training, checkpoints, distribution."""

@@ -1,0 +1,433 @@
+"""Trainer: fit, evaluate, checkpoint, log. Knows no concrete plugin.
+
+A run folder holds::
+
+    config.yaml      the resolved, validated spec
+    metrics.jsonl    one JSON line per evaluation (and per-epoch training losses)
+    summary.json     final metrics, best epoch, parameter counts, timing
+    checkpoints/last checkpoints/best   (see mtlzoo.checkpoint)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from ..contract import checks
+from ..contract.combine import Step
+from ..contract.errors import CheckpointError, ConfigError, DataError, PluginError, TrainingError
+from . import checkpoint as ckpt
+from . import distributed as D
+from .experiment import Experiment
+from .files import json_safe, spec_yaml, write_atomic, write_json
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _worker_init(worker_id: int) -> None:
+    # augmentation draws from per-sample generators; this seeds what a dataset plugin might
+    # draw from Python's or NumPy's global generators, distinctly per worker
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def build_optimizer(cfg: DictConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """AdamW or SGD over ``params`` from ``train.optimizer``."""
+    o = cfg.train.optimizer
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+    return torch.optim.SGD(params, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum, nesterov=o.nesterov)
+
+
+def lr_factor(cfg: DictConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier at optimisation ``step``: linear warm-up, then the schedule."""
+    s = cfg.train.scheduler
+    warmup = int(round(s.warmup_epochs * steps_per_epoch))
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total_steps - warmup)
+    base = cfg.train.optimizer.lr
+    if s.name == "cosine":
+        floor = s.min_lr / base
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    if s.name == "step":
+        return s.gamma ** ((step // steps_per_epoch) // max(1, s.step_epochs))
+    if s.name == "poly":
+        return (1 - min(t, 1.0)) ** s.power
+    return 1.0
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16
+
+
+def _to(batch: dict[str, Tensor], device: torch.device, channels_last: bool) -> dict[str, Tensor]:
+    out = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    if channels_last:
+        out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
+    return out
+
+
+def new_run_dir(out_dir: str | Path, name: str) -> Path:
+    """A fresh run folder ``out_dir/name`` (``name-2``, ``name-3``... if taken): never reuses one."""
+    base = Path(out_dir)
+    base.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 10_000):
+        candidate = base / (name if i == 1 else f"{name}-{i}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise ConfigError(f"train.out_dir: could not find a free run folder for {name!r} in {base}")
+
+
+class Trainer:
+    """Trains a built :class:`~mtlzoo.builder.Experiment`.
+
+    Args:
+        exp: what :func:`mtlzoo.builder.build` returned.
+        run_dir: the run folder (created by the CLI); ``None`` writes nothing.
+        resume: a checkpoint (folder) to continue from: model, combiner, optimizer,
+            scheduler, RNG states and the epoch counter are restored.
+    """
+
+    def __init__(self, exp: Experiment, run_dir: str | Path | None = None, resume: str | Path | None = None):
+        self.exp = exp
+        self.cfg = exp.cfg
+        t = self.cfg.train
+        self.device = D.local_device(t.device)
+        self.distributed = D.setup(self.device)
+        self.main = D.is_main()
+        seed_everything(int(self.cfg.seed))
+        if t.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            # deterministic mode also NaN-fills every new tensor: pure memory traffic, no benefit here
+            torch.utils.deterministic.fill_uninitialized_memory = False
+        self.model = exp.model.to(self.device)
+        if t.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.combiner = exp.combiner.to(self.device)
+        D.broadcast_module(self.model)
+        D.broadcast_module(self.combiner)
+        self.tasks = exp.tasks
+        for task in self.tasks.values():
+            task.loss.to(self.device)
+            for m in task.metrics.values():
+                m.to(self.device)
+        if t.compile:
+            # compile the modules the training step calls (encode/decode), not only forward
+            self.model.backbone.compile()
+            for head in self.model.heads.values():
+                head.compile()
+        self._checked_gradients = False
+        self.amp_dtype = _amp_dtype(t.amp, self.device)
+        params = list(self.model.parameters()) + [p for p in self.combiner.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.cfg, params)
+        self.train_set = exp.dataset("train")
+        self.train_loader = self._loader(self.train_set, train=True)
+        self.steps_per_epoch = len(self.train_loader)
+        if t.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, t.max_steps_per_epoch)
+        if self.steps_per_epoch == 0:
+            raise DataError(
+                f"data: the train split has {len(self.train_set)} samples, fewer than one batch per process "
+                f"(batch_size {t.batch_size} x {D.world_size()} processes); lower train.batch_size"
+            )
+        total = self.steps_per_epoch * t.epochs
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(self.cfg, s, total, self.steps_per_epoch)
+        )
+        self.epoch = 0
+        self.global_step = 0
+        self.best: dict[str, Any] = {}
+        self.history: list[dict[str, Any]] = []
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.select_task, self.select_key = self._selection()
+        if resume is not None:
+            self._resume(resume)
+        if self.run_dir is not None and self.main:
+            write_atomic(self.run_dir / "config.yaml", spec_yaml(self.cfg))
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _loader(self, dataset: Any, train: bool) -> DataLoader:
+        t = self.cfg.train
+        sampler = D.ShardedSampler(len(dataset), seed=int(self.cfg.seed), shuffle=train, drop_last=train, keyed=train)
+        pin = t.pin_memory if t.pin_memory is not None else self.device.type == "cuda"
+        batch = t.batch_size if train else (t.eval_batch_size or t.batch_size)
+        return DataLoader(
+            dataset, batch_size=batch, sampler=sampler, num_workers=t.num_workers, pin_memory=pin,
+            persistent_workers=t.num_workers > 0, worker_init_fn=_worker_init, drop_last=False,
+            generator=torch.Generator().manual_seed(int(self.cfg.seed)),
+        )
+
+    def _selection(self) -> tuple[str, str]:
+        select = self.cfg.train.select
+        if select is None:
+            first = next(iter(self.tasks.values()))
+            if not first.metrics:
+                return first.name, "loss"
+            return first.name, next(iter(first.metrics))
+        task, _, key = select.partition(".")
+        if task not in self.tasks or (key not in self.tasks[task].metrics and key != "loss"):
+            options = [f"{n}.{k}" for n, tk in self.tasks.items() for k in [*tk.metrics, "loss"]]
+            raise ConfigError(f"train.select: {select!r} is not a task metric; choose one of {', '.join(options)}")
+        return task, key
+
+    def _resume(self, path: str | Path) -> None:
+        folder = ckpt.load_weights(path, self.model, self.combiner)
+        state = ckpt.load_training_state(folder, self.optimizer, self.scheduler)
+        self.epoch = int(state.get("epoch", 0))
+        self.global_step = int(state.get("step", 0))
+        self.best = state.get("best", {})
+        self.history = state.get("history", [])
+        if self.epoch >= self.cfg.train.epochs:
+            raise CheckpointError(
+                f"{folder}: the run already finished its {self.cfg.train.epochs} epochs; raise train.epochs to go on"
+            )
+
+    # -- training -------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def compute_losses(self, batch: dict[str, Tensor]) -> tuple[list[Tensor], dict[str, Tensor], dict[str, Tensor]]:
+        """Forward one batch: shared features, predictions and per-task losses."""
+        images = batch["image"]
+        with self._autocast():
+            features = self.model.encode(images)
+            preds = self.model.decode(features, tuple(images.shape[-2:]))
+        losses = {}
+        for name, task in self.tasks.items():
+            if task.target not in batch:
+                raise DataError(f"tasks.{name}: the batch has no target {task.target!r} (keys: {sorted(batch)})")
+            loss = task.loss(preds[name].float(), batch[task.target])
+            if not (torch.is_tensor(loss) and loss.dim() == 0):
+                shape = list(loss.shape) if torch.is_tensor(loss) else type(loss).__name__
+                raise PluginError(f"tasks.{name}.loss: {task.labels.get('loss', 'the loss')} returned {shape}; a "
+                                  f"loss returns a scalar tensor")
+            losses[name] = loss
+        return features, preds, losses
+
+    def train_step(self, batch: dict[str, Tensor]) -> tuple[dict[str, float], dict[str, float]]:
+        """One optimisation step; returns per-task losses and the combiner's logs."""
+        self.model.train()
+        batch = _to(batch, self.device, self.cfg.train.channels_last)
+        features, _, losses = self.compute_losses(batch)
+        # one device-to-host copy for all tasks (not one sync per task): the NaN check and the log
+        host = torch.stack([loss.detach().float() for loss in losses.values()]).cpu().tolist()
+        for name, value in zip(losses, host):
+            if not math.isfinite(value):
+                raise TrainingError(
+                    f"task {name!r}: loss is {value} at step {self.global_step}; lower train.optimizer.lr "
+                    f"or check the targets of {self.tasks[name].target!r}"
+                )
+        step = Step(
+            losses, features, self.model.shared_parameters(),
+            {t: self.model.task_parameters(t) for t in self.tasks},
+            step=self.global_step, epoch=self.epoch,
+        )
+        logs = self.combiner.backward(losses, step) or {}
+        if not self._checked_gradients:
+            self._check_gradients()
+        if self.distributed:
+            D_params = [p for p in self.combiner.parameters() if p.grad is not None]
+            for p in D_params:
+                D.all_reduce_sum(p.grad).div_(D.world_size())
+        if self.cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.optimizer.step()
+        if self.combiner.needs_losses_after_step:  # FAMO: the same batch's losses after the update
+            with torch.no_grad():
+                _, _, after = self.compute_losses(batch)
+            self.combiner.after_step({k: v.detach() for k, v in after.items()})
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        return dict(zip(losses, host)), {k: float(v) for k, v in logs.items()}
+
+    def _check_gradients(self) -> None:
+        """After the first step: every trainable shared parameter got a gradient."""
+        checks.shared_gradients(self.model.named_shared_parameters(), f"combiner: {self.exp.labels.get('combiner', '?')}")
+        self._checked_gradients = True
+
+    def fit(self, until_epoch: int | None = None) -> dict[str, Any]:
+        """Train for ``train.epochs`` epochs (or stop after ``until_epoch``, leaving a run that
+        ``--resume`` continues), evaluating and checkpointing as configured; return the
+        summary (also written to ``summary.json``)."""
+        t = self.cfg.train
+        started = time.time()
+        last = t.epochs if until_epoch is None else min(until_epoch, t.epochs)
+        for epoch in range(self.epoch, last):
+            self.epoch = epoch
+            train_log = self._train_epoch(epoch)
+            record: dict[str, Any] = {"epoch": epoch + 1, "step": self.global_step, "train": train_log}
+            if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
+                results = self.evaluate(t.eval_split)
+                record[t.eval_split] = results
+                self._update_best(epoch + 1, results)
+            record["time"] = round(time.time() - started, 3)
+            self.history.append(record)
+            self._log(record)
+            self.epoch = epoch + 1
+            if (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == last:
+                self._save("last")
+        summary = self._summary(time.time() - started)
+        if self.run_dir is not None and self.main:
+            write_json(self.run_dir / "summary.json", summary)
+        D.barrier()
+        return summary
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        sampler = self.train_loader.sampler
+        sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+        sums: dict[str, float] = {}
+        logs_sum: dict[str, float] = {}
+        n = 0
+        bar = self._progress(self.steps_per_epoch, f"epoch {epoch + 1}/{self.cfg.train.epochs}")
+        for i, batch in enumerate(self.train_loader):
+            if i >= self.steps_per_epoch:
+                break
+            losses, logs = self.train_step(batch)
+            n += 1
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v
+            for k, v in logs.items():
+                logs_sum[k] = logs_sum.get(k, 0.0) + v
+            if bar is not None:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        out: dict[str, Any] = {"loss": {k: v / max(n, 1) for k, v in sums.items()},
+                               "lr": self.optimizer.param_groups[0]["lr"]}
+        if logs_sum:
+            out["combiner"] = {k: v / max(n, 1) for k, v in logs_sum.items()}
+        return out
+
+    def _progress(self, total: int, desc: str) -> Any:
+        if not (self.cfg.train.progress and self.main):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+    @torch.no_grad()
+    def evaluate(self, split: str | None = None, loader: Iterable | None = None) -> dict[str, dict[str, float]]:
+        """Metrics of every task over a whole split (exact, reduced over ranks), plus its mean loss."""
+        split = split or self.cfg.train.eval_split
+        if loader is None:
+            loader = self._loader(self.exp.dataset(split), train=False)
+        self.model.eval()
+        for task in self.tasks.values():
+            for m in task.metrics.values():
+                m.reset()
+        loss_sum = torch.zeros(len(self.tasks) + 1, dtype=torch.float64)
+        for batch in loader:
+            batch = _to(batch, self.device, self.cfg.train.channels_last)
+            images = batch["image"]
+            with self._autocast():
+                preds = self.model(images)
+            n = images.shape[0]
+            for i, (name, task) in enumerate(self.tasks.items()):
+                pred = preds[name].float()
+                target = batch[task.target]
+                loss_sum[i] += float(task.loss(pred, target)) * n
+                for m in task.metrics.values():
+                    m.update(pred, target)
+            loss_sum[-1] += n
+        D.all_reduce_sum(loss_sum)
+        if loss_sum[-1] == 0:
+            raise DataError(f"data: the {split!r} split is empty; nothing to evaluate")
+        results: dict[str, dict[str, float]] = {}
+        for i, (name, task) in enumerate(self.tasks.items()):
+            results[name] = {k: float(m.compute()) for k, m in task.metrics.items()}
+            results[name]["loss"] = float(loss_sum[i] / loss_sum[-1])
+        return results
+
+    def _update_best(self, epoch: int, results: dict[str, dict[str, float]]) -> None:
+        value = results[self.select_task][self.select_key]
+        higher = self.select_key != "loss" and self.tasks[self.select_task].metrics[self.select_key].higher_is_better
+        better = not self.best or (value > self.best["value"] if higher else value < self.best["value"])
+        if better:
+            self.best = {"epoch": epoch, "metric": f"{self.select_task}.{self.select_key}", "value": value,
+                         "results": results}
+            self._save("best")
+
+    def _save(self, name: str) -> None:
+        if self.run_dir is None or not self.main:
+            return
+        state = {"epoch": self.epoch, "step": self.global_step, "best": self.best, "history": self.history,
+                 "config_name": self.cfg.name}
+        ckpt.save_checkpoint(self.run_dir / "checkpoints" / name, self.model, self.combiner, self.optimizer,
+                             self.scheduler, state)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.run_dir is None or not self.main:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(json_safe(record)) + "\n")
+
+    def _summary(self, seconds: float) -> dict[str, Any]:
+        t = self.cfg.train
+        final = next((r[t.eval_split] for r in reversed(self.history) if t.eval_split in r), {})
+        summary: dict[str, Any] = {
+            "name": self.cfg.name,
+            "epochs": t.epochs,
+            "steps": self.global_step,
+            "seconds": round(seconds, 2),
+            "device": str(self.device),
+            "world_size": D.world_size(),
+            "parameters": self.model.num_parameters(),
+            "eval_split": t.eval_split,
+            "final": final,
+            "best": self.best,
+            "directions": {n: task.metric_directions() for n, task in self.tasks.items()},
+        }
+        if t.test_split:
+            # report the test split with the checkpoint chosen on the validation split
+            if self.run_dir is not None and (self.run_dir / "checkpoints" / "best").exists():
+                ckpt.load_weights(self.run_dir / "checkpoints" / "best", self.model, self.combiner)
+            summary["test_split"] = t.test_split
+            summary["test"] = self.evaluate(t.test_split)
+        return summary
+
+
+def format_table(results: dict[str, dict[str, float]], directions: dict[str, dict[str, bool]] | None = None) -> str:
+    """A per-task metrics table (markdown-compatible) for the terminal."""
+    rows = [("task", "metric", "value")]
+    for task, metrics in results.items():
+        for key, value in metrics.items():
+            arrow = ""
+            if directions and key in directions.get(task, {}):
+                arrow = " (higher is better)" if directions[task][key] else " (lower is better)"
+            rows.append((task, key + arrow, f"{value:.4f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)

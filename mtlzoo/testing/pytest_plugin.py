@@ -1,0 +1,37 @@
+"""mtlzoo's pytest plugin (registered through the ``pytest11`` entry point when mtlzoo is installed).
+
+Fixtures:
+
+* ``mtlzoo_zoo``: one :class:`~mtlzoo.Zoo` of the installed plugins per test session, loaded
+  strictly (a plugin that fails to load or has refused entries fails the tests).
+* ``mtlzoo_conforms``: ``mtlzoo_conforms("my_plugin", kinds=None)`` runs the conformance kit
+  on a plugin's parts and fails the test with every broken contract.
+
+Loading this plugin imports nothing heavy; the fixtures load plugins only when a test asks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def mtlzoo_zoo() -> Any:
+    """The installed plugins, loaded once and strictly."""
+    from mtlzoo import Zoo
+
+    return Zoo.load(strict=True)
+
+
+@pytest.fixture
+def mtlzoo_conforms(mtlzoo_zoo: Any) -> Callable[..., Any]:
+    """``mtlzoo_conforms(plugin, kinds=None)``: assert every part of ``plugin`` keeps its contracts."""
+    from mtlzoo.testing.kit import assert_conforms
+
+    def run(plugin: str, kinds: Iterable[str] | None = None) -> Any:
+        return assert_conforms(mtlzoo_zoo, plugin, kinds)
+
+    return run

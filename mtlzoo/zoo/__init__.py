@@ -1,0 +1,1 @@
+"""The machinery that loads plugins and builds: registries, the loader, specs, the Zoo."""

@@ -1,0 +1,186 @@
+"""Option schemas of a spec's fixed sections (``train``, ``augment``, ``model``, ``plugins``).
+
+Declared once, with the same :func:`~mtlzoo.contract.options.option` bounds as any plugin's
+options; ``mtlzoo config show`` prints them with every default filled in.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+from ..contract.options import option
+
+RUN_NAME = re.compile(r"[^/\\\x00\s][^/\\\x00]*")
+
+
+def check_file_name(value: str | None, key: str) -> None:
+    """Run names become folder names: one path component (no separators, not ``.`` or ``..``)."""
+    if value is not None and (not RUN_NAME.fullmatch(value) or value in (".", "..") or value != value.strip()):
+        raise ValueError(f"{key}: {value!r} must be a plain folder name (one path component: no slashes, not "
+                         f"'..'), so the run stays inside train.out_dir")
+
+
+@dataclass
+class OptimizerConfig:
+    """``train.optimizer``.
+
+    Attributes:
+        name: ``adamw`` or ``sgd``.
+        lr: learning rate.
+        weight_decay: decoupled (adamw) or L2 (sgd) weight decay.
+        momentum: sgd only.
+        betas: adamw only.
+        nesterov: sgd only.
+    """
+
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = option(1e-3, gt=0)
+    weight_decay: float = option(1e-4, ge=0)
+    momentum: float = option(0.9, ge=0, lt=1)
+    betas: tuple[float, float] = option((0.9, 0.999), ge=0, lt=1)
+    nesterov: bool = False
+
+
+@dataclass
+class SchedulerConfig:
+    """``train.scheduler``: ``cosine``, ``step``, ``poly`` or ``none``, with optional linear warm-up.
+
+    Attributes:
+        warmup_epochs: linear warm-up length (fractions allowed).
+        min_lr: cosine floor (absolute learning rate).
+        step_epochs, gamma: step schedule: multiply by ``gamma`` every ``step_epochs``.
+        power: poly schedule exponent.
+    """
+
+    name: Literal["cosine", "step", "poly", "none"] = "cosine"
+    warmup_epochs: float = option(0.0, ge=0)
+    min_lr: float = option(0.0, ge=0)
+    step_epochs: int = option(30, ge=1)
+    gamma: float = option(0.1, gt=0)
+    power: float = option(0.9, gt=0)
+
+
+@dataclass
+class TrainConfig:
+    """``train``: the optimisation loop, evaluation, checkpoints and run directory.
+
+    Attributes:
+        amp: ``off``, ``bf16``, ``fp16`` or ``auto`` (bf16 where supported, else fp16, on CUDA;
+            off on CPU). fp16 runs without loss scaling (combiners own the backward pass),
+            so prefer bf16.
+        pin_memory: ``null``: on when training on CUDA.
+        select: ``task.metric`` choosing the best checkpoint on ``eval_split`` (default:
+            the first task's first metric).
+        run_name: the run folder's name under ``out_dir`` (default: the spec's ``name``).
+    """
+
+    epochs: int = option(10, ge=1)
+    batch_size: int = option(16, ge=1)
+    eval_batch_size: Optional[int] = option(None, ge=1)
+    num_workers: int = option(0, ge=0)
+    pin_memory: Optional[bool] = None
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    device: str = "auto"
+    amp: Literal["off", "bf16", "fp16", "auto"] = "off"
+    channels_last: bool = False
+    compile: bool = False
+    grad_clip: Optional[float] = option(None, gt=0)
+    eval_every: int = option(1, ge=1)
+    eval_split: str = "val"
+    test_split: Optional[str] = None
+    checkpoint_every: int = option(1, ge=1)
+    max_steps_per_epoch: Optional[int] = option(None, ge=1)
+    select: Optional[str] = None
+    out_dir: str = "runs"
+    run_name: Optional[str] = None
+    progress: bool = True
+    deterministic: bool = True
+
+    def check(self) -> None:
+        """The device spelling and a usable run name."""
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
+            raise ValueError(f"device: {self.device!r} is not auto, cpu, cuda or cuda:N")
+        check_file_name(self.run_name, "run_name")
+
+
+@dataclass
+class AugmentConfig:
+    """``augment``: what the data pipeline does to every training sample (and, for
+    ``resize`` and ``crop``, to every sample).
+
+    Attributes:
+        hflip: probability of a horizontal flip (train only).
+        scale: ``[lo, hi]``: resize by a factor drawn uniformly from this range (train only).
+        crop: ``[H, W]``: random crop on the train split, center crop on the others (padded
+            with each target's fill where the image is smaller).
+        resize: ``[H, W]``: resize every sample first (all splits).
+        color_jitter: strength of brightness/contrast/saturation jitter (train only, image only).
+    """
+
+    hflip: float = option(0.0, ge=0, le=1)
+    scale: Optional[tuple[float, float]] = option(None, gt=0)
+    crop: Optional[tuple[int, int]] = option(None, ge=1)
+    resize: Optional[tuple[int, int]] = option(None, ge=1)
+    color_jitter: float = option(0.0, ge=0)
+
+    def check(self) -> None:
+        """``scale`` is an interval."""
+        if self.scale is not None and self.scale[0] > self.scale[1]:
+            raise ValueError(f"scale: give [lo, hi] with lo <= hi, got {list(self.scale)}")
+
+
+@dataclass
+class ModelConfig:
+    """``model``.
+
+    Attributes:
+        backbone: the shared backbone (a plugin node); empty: ``{name: timm, arch: resnet18}``.
+        normalize: how the model normalises its input images (its first operation):
+            ``auto`` (the backbone's expected statistics when it declares them, e.g. for
+            pretrained weights, else the dataset's, else ImageNet's), ``backbone``,
+            ``dataset``, ``imagenet`` or ``none``.
+    """
+
+    backbone: dict[str, Any] = field(default_factory=dict)
+    normalize: Literal["auto", "backbone", "dataset", "imagenet", "none"] = "auto"
+
+
+@dataclass
+class PluginsConfig:
+    """``plugins``: plugin names to block (like ``MTLZOO_BLOCK_PLUGINS``) and strict loading."""
+
+    block: list[str] = field(default_factory=list)
+    strict: bool = False
+
+
+@dataclass
+class ExperimentConfig:
+    """The whole spec. ``tasks``, ``combiner`` and ``data`` hold plugin nodes, validated
+    against the options of the part each names."""
+
+    name: str = "experiment"
+    seed: int = option(0, ge=0, lt=2**63)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tasks: dict[str, Any] = field(default_factory=dict)
+    combiner: Any = field(default_factory=lambda: {"name": "sum"})
+    data: dict[str, Any] = field(default_factory=dict)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    plugins: PluginsConfig = field(default_factory=PluginsConfig)
+
+    def check(self) -> None:
+        """The name doubles as the default run folder name."""
+        check_file_name(self.name, "name")
+
+
+#: keys that moved: a spec that still uses one gets a line naming the new place
+MOVED = {"augment.normalize": "model.normalize (the model normalises its input, from the backbone's or the "
+                              "dataset's statistics)"}
+
+DEFAULT_BACKBONE = {"name": "timm", "arch": "resnet18"}
+
+__all__ = ["ExperimentConfig", "TrainConfig", "OptimizerConfig", "SchedulerConfig", "AugmentConfig", "ModelConfig",
+           "PluginsConfig", "MOVED", "DEFAULT_BACKBONE", "check_file_name"]

@@ -1,0 +1,368 @@
+"""Experiment specs: read YAML, apply dot-list overrides, validate against the zoo's parts.
+
+A spec is data. Reading one never imports or runs anything named in it: YAML is parsed
+with a safe loader (tags refused, duplicate keys refused with both line numbers, alias
+expansion and nesting depth bounded), and only the resolvers in :data:`ALLOWED_RESOLVERS`
+may appear in interpolations (OmegaConf's importing ``oc.coerce`` is disabled; ``oc.decode``
+checks what it decodes).
+
+Validation is layered: the fixed sections (``train``, ``augment`` ...) are checked against
+the dataclasses of :mod:`mtlzoo.zoo.sections`; every plugin node (``{name: ..., <options>}``,
+or the bare name) against the options dataclass its plugin registered; every task against
+its task type. Errors are one line naming the full key path (``tasks.semseg.head.chanels``)
+and the fix. The result is a plain, resolved tree in which every node holds all of its
+options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ..contract.errors import ConfigError, PluginError, did_you_mean, one_line
+from ..contract.options import build_options, plain, to_dict
+from ..contract.tasks import TaskType
+from .registry import Entry, Registries
+from .sections import DEFAULT_BACKBONE, MOVED, ExperimentConfig
+
+ALLOWED_RESOLVERS = frozenset({"oc.env", "oc.select", "oc.dict.keys", "oc.dict.values", "oc.decode"})
+#: keys of a task node besides its task type's own options
+TASK_KEYS = ("type", "target", "from", "head", "loss", "metrics")
+MAX_VALUES = 100_000
+MAX_DEPTH = 64
+_INTERPOLATION = re.compile(r"\$\{\s*([A-Za-z_][\w.]*)\s*:")
+
+
+def _refuse_coerce(*args: Any, **kwargs: Any) -> Any:
+    raise ConfigError("the oc.coerce resolver is disabled: mtlzoo configs are data and never import modules")
+
+
+def _checked_decode(expr: Any, _parent_: Any, _node_: Any) -> Any:
+    """``oc.decode`` that refuses disallowed resolvers inside the string it decodes."""
+    if isinstance(expr, str):
+        check_interpolations(expr, "oc.decode")
+    from omegaconf.resolvers.oc import decode
+
+    return decode(expr, _parent_=_parent_, _node_=_node_)
+
+
+# OmegaConf 2.4's oc.coerce imports arbitrary modules by name: configs must not do that.
+OmegaConf.register_resolver("oc.coerce", _refuse_coerce, replace=True)
+OmegaConf.register_resolver("oc.decode", _checked_decode, replace=True)
+
+
+# -- reading -------------------------------------------------------------------------------------
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing duplicate keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise ConfigError(f"line {line}: duplicate key {key!r} (first at line {seen[key]}); YAML keeps only "
+                                  f"the last one, so remove or rename one of them")
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _bounded(value: Any, where: str) -> None:
+    """Refuse trees that YAML aliases expand beyond :data:`MAX_VALUES`, or deeper than :data:`MAX_DEPTH`."""
+    count = 0
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(f"{where}: more than {MAX_VALUES} values once YAML aliases are expanded; a spec is "
+                              f"small (an alias bomb?)")
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep; a spec is shallow")
+        if isinstance(node, Mapping):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """Parse YAML text safely (see the module docstring); errors name ``where`` and the line."""
+    try:
+        value = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}:{at} invalid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply to read") from None
+    _bounded(value, where)
+    return value
+
+
+def check_interpolations(node: Any, path: str = "") -> None:
+    """Refuse interpolations that call resolvers outside :data:`ALLOWED_RESOLVERS`."""
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            check_interpolations(v, _join(path, k))
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            check_interpolations(v, _join(path, i))
+    elif isinstance(node, str) and "${" in node:
+        for name in _INTERPOLATION.findall(node):
+            if name not in ALLOWED_RESOLVERS:
+                raise ConfigError(f"{path}: resolver {name!r} is not allowed in mtlzoo configs (configs are data); "
+                                  f"allowed: {', '.join(sorted(ALLOWED_RESOLVERS))}")
+
+
+def _join(path: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def read_spec(spec: str | Path | Mapping | DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Read a YAML spec (a path, a mapping or a DictConfig) and apply dot-list overrides,
+    without validating it."""
+    if isinstance(spec, (str, Path)):
+        path = Path(spec)
+        if not path.is_file():
+            raise ConfigError(f"spec file {str(path)!r} not found (give the path of a YAML spec, "
+                              f"e.g. configs/quickstart.yaml)")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text file; a spec is YAML") from None
+        raw = parse_yaml(text, str(path))
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a spec must be a YAML mapping at the top level, got {type(raw).__name__}")
+    elif isinstance(spec, DictConfig):
+        raw = OmegaConf.to_container(spec, resolve=False)
+    elif isinstance(spec, Mapping):
+        _bounded(spec, "spec")
+        raw = dict(spec)
+    else:
+        raise ConfigError(f"cannot read a spec from {type(spec).__name__}; give a YAML path or a mapping")
+    check_interpolations(raw)
+    try:
+        cfg = OmegaConf.create(raw)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"invalid spec: {one_line(exc)}") from None
+    for item in overrides:
+        cfg = apply_override(cfg, item)
+    return cfg
+
+
+def apply_override(cfg: DictConfig, item: str) -> DictConfig:
+    """Apply one ``key.path=value`` override (the value parsed as YAML; ``~key`` deletes a key)."""
+    if not isinstance(item, str):
+        raise ConfigError(f"override {item!r} is not a string of the form key.path=value")
+    if item.startswith("~"):
+        key = item[1:]
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if not isinstance(node, DictConfig) or leaf not in node:
+            raise ConfigError(f"override {item!r}: no key {key!r} to delete")
+        del node[leaf]
+        return cfg
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key.path=value (e.g. train.epochs=3)")
+    key, value = item.split("=", 1)
+    key = key.strip()
+    if not re.fullmatch(r"[A-Za-z_][\w-]*(\.[\w-]+)*", key):
+        raise ConfigError(f"override {item!r}: {key!r} is not a dotted key path")
+    try:
+        parsed = parse_yaml(value, f"override {item!r}") if value.strip() else ""
+    except ConfigError:
+        parsed = value  # not YAML: the plain string
+    check_interpolations(parsed, key)
+    try:
+        OmegaConf.update(cfg, key, parsed, merge=False, force_add=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"override {item!r}: {one_line(exc)}") from None
+    return cfg
+
+
+def resolve(cfg: DictConfig) -> dict[str, Any]:
+    """Resolve interpolations into a plain dict; one-line errors naming the key."""
+    try:
+        out = OmegaConf.to_container(cfg, resolve=True)
+    except ConfigError:
+        raise
+    except RecursionError:
+        raise ConfigError("spec: interpolations refer to each other in a loop") from None
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", "") or "spec"
+        msg = getattr(exc, "msg", None) or str(exc)
+        raise ConfigError(f"{key}: {msg.splitlines()[0]}") from None
+    assert isinstance(out, dict)
+    return out
+
+
+# -- validating ----------------------------------------------------------------------------------
+def lookup(registries: Registries, kind: str, name: Any, path: str) -> Entry:
+    """Registry lookup whose error is prefixed with the spec path."""
+    try:
+        return registries[kind].get(name)
+    except KeyError as exc:  # UnknownNameError
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def split_node(node: Any, path: str) -> tuple[str, dict[str, Any]]:
+    """Split a plugin node ``{name: x, **options}`` (or the bare name ``x``) into name and options."""
+    if isinstance(node, str):
+        return node, {}
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"{path}: expected a name or {{name: ..., <options>}}, got {node!r}")
+    node = dict(node)
+    name = node.pop("name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{path}.name: missing; say which part to use, e.g. {path}: {{name: ...}}")
+    return name, node
+
+
+def resolve_node(node: Any, registries: Registries, kind: str, path: str) -> dict[str, Any]:
+    """Validate one plugin node against its entry; return ``{name, **options}`` with defaults."""
+    name, options = split_node(node, path)
+    entry = lookup(registries, kind, name, f"{path}.name" if isinstance(node, Mapping) else path)
+    return {"name": name, **to_dict(entry.build_options(options, path))}
+
+
+def _with_default(given: Any, default: Mapping[str, Any]) -> Any:
+    """A task's head/loss node: options without a ``name`` refine the task type's default
+    (``head: {channels: 32}`` keeps the default head); a ``name`` replaces it."""
+    if not given:
+        return dict(default)
+    if isinstance(given, Mapping) and "name" not in given:
+        return {**default, **given}
+    return given
+
+
+def task_type(registries: Registries, node: Mapping[str, Any], path: str) -> tuple[Entry, Any, TaskType]:
+    """The task type of a task node: its entry, its options instance and the built
+    :class:`TaskType` (task types are torch-free data, so building one is cheap)."""
+    entry = lookup(registries, "task", node.get("type"), f"{path}.type")
+    option_names = [f.name for f in dataclasses.fields(entry.options)] if entry.options is not None else []
+    for key in node:
+        if key not in TASK_KEYS and key not in option_names:
+            valid = [*TASK_KEYS, *option_names]
+            raise ConfigError(f"{_join(path, key)}: unknown key of a {entry.name!r} task{did_you_mean(str(key), valid)}; "
+                              f"valid keys: {', '.join(valid)}")
+    options = entry.build_options({k: v for k, v in node.items() if k in option_names}, path)
+    try:
+        ttype = entry.call(options=options)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - plugin code
+        raise PluginError(f"{path}: building {entry.label} failed: {one_line(exc)}") from exc
+    if not isinstance(ttype, TaskType):
+        raise PluginError(f"{path}: {entry.label} built {type(ttype).__name__}, not a mtlzoo TaskType")
+    return entry, options, ttype
+
+
+def _check_targets(entry: Entry, kinds: list[Any], path: str, task: str) -> None:
+    if not kinds or any(entry.accepts(k) for k in kinds):
+        return
+    raise ConfigError(f"{path}: {entry.kind} {entry.name!r} works on {', '.join(entry.targets or ())} targets, but a "
+                      f"{task!r} task learns {', '.join(k.name for k in kinds)}; pick a {entry.kind} for that kind "
+                      f"(`mtlzoo list {entry.kind}`)")
+
+
+def target_kinds(registries: Registries, names: tuple[str, ...], path: str) -> list[Any]:
+    """The :class:`TargetKind` objects of ``names`` (target kinds are torch-free data)."""
+    out = []
+    for name in names:
+        entry = lookup(registries, "target_kind", name, path)
+        out.append(entry.call())
+    return out
+
+
+def resolve_task(name: Any, node: Any, registries: Registries) -> dict[str, Any]:
+    """Validate one task and fill its head, loss and metrics from its task type's defaults."""
+    path = f"tasks.{name}"
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][\w-]*", name):
+        raise ConfigError(f"{path}: task names are identifiers (letters, digits, _ and -)")
+    if isinstance(node, str):
+        node = {"type": node}
+    if node is None:
+        raise ConfigError(f"{path}: empty task; give at least its type, e.g. {path}: {{type: segmentation}}")
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"{path}: expected a mapping such as {{type: segmentation}}, got {node!r}")
+    if "type" not in node:
+        raise ConfigError(f"{path}.type: missing; give the task type, e.g. {{type: segmentation}} "
+                          f"(`mtlzoo list task`)")
+    entry, options, ttype = task_type(registries, node, path)
+    out: dict[str, Any] = {"type": entry.name}
+    target = node.get("target") or ttype.target
+    if not isinstance(target, str) or not re.fullmatch(r"[A-Za-z_][\w-]*", target):
+        raise ConfigError(f"{path}.target: a target key is an identifier, got {target!r}")
+    out["target"] = target
+    source = node.get("from")
+    if source is not None:
+        if not isinstance(source, str):
+            raise ConfigError(f"{path}.from: give the key of the target to derive from, got {source!r}")
+        if ttype.derive is None:
+            raise ConfigError(f"{path}.from: a {entry.name!r} target cannot be derived (its task type has no "
+                              f"derivation); remove `from` and let the dataset provide {target!r}")
+    out["from"] = source
+    out.update(plain(options) if options is not None else {})
+    head = resolve_node(_with_default(node.get("head"), ttype.head), registries, "head", f"{path}.head")
+    loss = resolve_node(_with_default(node.get("loss"), ttype.loss), registries, "loss", f"{path}.loss")
+    metrics = node.get("metrics") or ttype.metrics
+    if not isinstance(metrics, (list, tuple)):
+        raise ConfigError(f"{path}.metrics: expected a list of metrics, got {metrics!r}")
+    out["head"], out["loss"] = head, loss
+    out["metrics"] = [resolve_node(m, registries, "metric", f"{path}.metrics[{i}]") for i, m in enumerate(metrics)]
+    kinds = target_kinds(registries, tuple(ttype.target_kinds), f"{path}.type")
+    _check_targets(registries["head"].get(head["name"]), kinds, f"{path}.head", entry.name)
+    _check_targets(registries["loss"].get(loss["name"]), kinds, f"{path}.loss", entry.name)
+    for i, m in enumerate(out["metrics"]):
+        _check_targets(registries["metric"].get(m["name"]), kinds, f"{path}.metrics[{i}]", entry.name)
+    return out
+
+
+def _moved(container: Mapping[str, Any]) -> None:
+    for key, where in MOVED.items():
+        section, _, leaf = key.partition(".")
+        node = container.get(section)
+        if isinstance(node, Mapping) and leaf in node:
+            raise ConfigError(f"{key}: moved to {where}")
+
+
+def validate(container: Mapping[str, Any], registries: Registries) -> dict[str, Any]:
+    """Validate a resolved spec (a plain mapping) against the fixed sections and the zoo's
+    parts; return the complete tree."""
+    _moved(container)
+    top = build_options(ExperimentConfig, container, "", "the spec")
+    out: dict[str, Any] = {"name": top.name, "seed": top.seed}
+    model = plain(top.model)
+    backbone = model["backbone"] or dict(DEFAULT_BACKBONE)
+    out["model"] = {"backbone": resolve_node(backbone, registries, "backbone", "model.backbone"),
+                    "normalize": model["normalize"]}
+    if not top.tasks:
+        raise ConfigError("tasks: no tasks given; add at least one, e.g. tasks: {semseg: {type: segmentation}}")
+    out["tasks"] = {name: resolve_task(name, node, registries) for name, node in top.tasks.items()}
+    out["combiner"] = resolve_node(top.combiner, registries, "combiner", "combiner")
+    if not top.data:
+        raise ConfigError("data: no dataset given; add e.g. data: {name: shapes} (`mtlzoo list dataset` shows all)")
+    out["data"] = resolve_node(top.data, registries, "dataset", "data")
+    out["augment"] = plain(top.augment)
+    out["train"] = plain(top.train)
+    out["plugins"] = plain(top.plugins)
+    return out
+
+
+__all__ = ["read_spec", "apply_override", "resolve", "validate", "resolve_node", "resolve_task", "split_node",
+           "lookup", "parse_yaml", "check_interpolations", "TASK_KEYS", "ALLOWED_RESOLVERS"]
