@@ -40,8 +40,19 @@ import time
 from pathlib import Path
 
 LOSS_LEVEL = ["weighted", "uncertainty", "dwa", "rlw", "gls", "imtl_l", "famo", "gradnorm"]
-GRADIENT_LEVEL = ["mgda", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl", "gradvac", "upgrad",
-                  "config", "graddrop", "db_mtl"]
+GRADIENT_LEVEL = [
+    "mgda",
+    "pcgrad",
+    "cagrad",
+    "nash_mtl",
+    "imtl_g",
+    "aligned_mtl",
+    "gradvac",
+    "upgrad",
+    "config",
+    "graddrop",
+    "db_mtl",
+]
 RESULTS = Path(__file__).parent / "results" / "combiner_cost.md"
 NOTES = """## Reading the misses
 
@@ -62,11 +73,11 @@ NOTES = """## Reading the misses
 
 # -- one configuration (runs in its own process) --------------------------------------------------
 def worker(args: argparse.Namespace) -> dict:
+    import timm
     import torch
     import torch.nn.functional as F
     from torch import nn
 
-    import timm
     from mtlzoo.contract.combine import Step
 
     torch.set_num_threads(args.threads)
@@ -119,7 +130,7 @@ def worker(args: argparse.Namespace) -> dict:
     times, base_times = [], []
     for k in range(args.repeats):  # interleaved with sum, alternating who goes first
         pair = [(combiner, times), (baseline, base_times)]
-        for comb, out in (pair if k % 2 else pair[::-1]):
+        for comb, out in pair if k % 2 else pair[::-1]:
             out.append(train_step(comb, args.warmup + k))
     libc = ctypes.CDLL("libc.so.6")
     libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD: fixed, large blocks are mmapped and unmapped on free
@@ -129,8 +140,14 @@ def worker(args: argparse.Namespace) -> dict:
     for k in range(2):
         train_step(combiner, args.warmup + args.repeats + k)
     peak = _status_kb("VmHWM") - rss0
-    return {"time_s": statistics.median(times), "sum_s": statistics.median(base_times), "times": times,
-            "peak_mb": peak / 1024, "level": combiner.level, "shared_params": sum(p.numel() for p in shared)}
+    return {
+        "time_s": statistics.median(times),
+        "sum_s": statistics.median(base_times),
+        "times": times,
+        "peak_mb": peak / 1024,
+        "level": combiner.level,
+        "shared_params": sum(p.numel() for p in shared),
+    }
 
 
 def combiner_zoo():
@@ -162,8 +179,9 @@ def _child(conn, args: argparse.Namespace) -> None:
 def run_one(args: argparse.Namespace, name: str, tasks: int, options: dict) -> dict:
     import multiprocessing as mp
 
-    child_args = argparse.Namespace(**{**vars(args), "name": name, "tasks": tasks,
-                                       "options": json.dumps(options)})
+    child_args = argparse.Namespace(
+        **{**vars(args), "name": name, "tasks": tasks, "options": json.dumps(options)}
+    )
     ctx = mp.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(child, child_args))
@@ -208,9 +226,11 @@ def machine() -> str:
         pass
     import torch
 
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, "
-            f"torch {torch.__version__}, "
-            f"{platform.system()} {platform.release()}")
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, "
+        f"torch {torch.__version__}, "
+        f"{platform.system()} {platform.release()}"
+    )
 
 
 def main() -> None:
@@ -231,6 +251,7 @@ def main() -> None:
     import torch  # noqa: F401
 
     from mtlzoo.builtin.combiners import gradient_level, loss_level  # noqa: F401  (imported once, for the forks)
+
     started = time.time()
     blocks = []
     for tasks in [int(t) for t in args.tasks.split(",")]:
@@ -239,13 +260,18 @@ def main() -> None:
         for name, options in configurations(only):
             r = run_one(args, name, tasks, options)
             rows.append((name, options, r))
-            print(f"T={tasks} {label(name, options):24s} {1000 * r['time_s']:8.1f} ms "
-                  f"(sum {1000 * r['sum_s']:6.1f} ms) {r['time_s'] / r['sum_s']:5.2f}x "
-                  f"{r['peak_mb']:7.1f} MB",
-                  flush=True)
+            print(
+                f"T={tasks} {label(name, options):24s} {1000 * r['time_s']:8.1f} ms "
+                f"(sum {1000 * r['sum_s']:6.1f} ms) {r['time_s'] / r['sum_s']:5.2f}x "
+                f"{r['peak_mb']:7.1f} MB",
+                flush=True,
+            )
         blocks.append((tasks, base, rows))
-        print(f"T={tasks} sum {1000 * base['time_s']:.1f} ms vs {1000 * base['sum_s']:.1f} ms, "
-              f"{base['peak_mb']:.1f} MB", flush=True)
+        print(
+            f"T={tasks} sum {1000 * base['time_s']:.1f} ms vs {1000 * base['sum_s']:.1f} ms, "
+            f"{base['peak_mb']:.1f} MB",
+            flush=True,
+        )
     write(args, blocks, time.time() - started)
 
 
@@ -281,11 +307,15 @@ def write(args: argparse.Namespace, blocks: list, elapsed: float) -> None:
     misses = []
     for tasks, base, rows in blocks:
         m_sum = max(base["peak_mb"], 1e-9)
-        lines += [f"## T = {tasks}", "",
-                  f"`sum` against itself: {1000 * base['time_s']:.1f} ms vs {1000 * base['sum_s']:.1f} ms "
-                  f"({base['time_s'] / base['sum_s']:.2f}x); step memory {m_sum:.0f} MB", "",
-                  "| combiner | level | time (ms) | `sum` (ms) | x sum | target | memory (MB) | x sum |",
-                  "|---|---|---:|---:|---:|---|---:|---:|"]
+        lines += [
+            f"## T = {tasks}",
+            "",
+            f"`sum` against itself: {1000 * base['time_s']:.1f} ms vs {1000 * base['sum_s']:.1f} ms "
+            f"({base['time_s'] / base['sum_s']:.2f}x); step memory {m_sum:.0f} MB",
+            "",
+            "| combiner | level | time (ms) | `sum` (ms) | x sum | target | memory (MB) | x sum |",
+            "|---|---|---:|---:|---:|---|---:|---:|",
+        ]
         for name, options, r in rows:
             ratio, mratio = r["time_s"] / r["sum_s"], r["peak_mb"] / m_sum
             goal = target(name, options, r["level"], tasks)
@@ -297,8 +327,10 @@ def write(args: argparse.Namespace, blocks: list, elapsed: float) -> None:
                 mem += " ok" if mratio <= 1.5 else " MISS"
                 if mratio > 1.5:
                     misses.append(f"T=8 {label(name, options)}: memory {mratio:.2f}x (target 1.5x)")
-            lines.append(f"| {label(name, options)} | {r['level']} | {1000 * r['time_s']:.1f} | "
-                         f"{1000 * r['sum_s']:.1f} | {ratio:.2f} | {mark} | {r['peak_mb']:.0f} | {mem} |")
+            lines.append(
+                f"| {label(name, options)} | {r['level']} | {1000 * r['time_s']:.1f} | "
+                f"{1000 * r['sum_s']:.1f} | {ratio:.2f} | {mark} | {r['peak_mb']:.0f} | {mem} |"
+            )
         lines.append("")
     lines += ["## Missed targets", ""] + ([f"- {m}" for m in misses] or ["- none"]) + ["", NOTES]
     out = Path(args.out)

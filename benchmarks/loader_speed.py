@@ -47,8 +47,15 @@ def time_dataset(dataset: Any, n: int) -> float:
 
 def time_loader(dataset: Any, batch_size: int, workers: int, batches: int, pin: bool) -> float:
     """Samples/s of a shuffling DataLoader (after its first batch: worker start-up excluded)."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, pin_memory=pin,
-                        persistent_workers=workers > 0, drop_last=True)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=pin,
+        persistent_workers=workers > 0,
+        drop_last=True,
+    )
     n, it = 0, iter(loader)
     next(it)
     t = time.perf_counter()
@@ -71,9 +78,14 @@ class PlainModel(nn.Module):
 
         self.backbone = timm.create_model("resnet18", pretrained=False, features_only=True)
         c = self.backbone.feature_info.channels()[-1]
-        self.heads = nn.ModuleDict({
-            k: nn.Sequential(nn.Conv2d(c, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.Conv2d(64, oc, 1))
-            for k, oc in out_channels.items()})
+        self.heads = nn.ModuleDict(
+            {
+                k: nn.Sequential(
+                    nn.Conv2d(c, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.Conv2d(64, oc, 1)
+                )
+                for k, oc in out_channels.items()
+            }
+        )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Dense predictions at input size; image-level ones pooled to ``[B, C]``."""
@@ -90,8 +102,12 @@ def time_train_step(batch: dict[str, torch.Tensor], info: Any, steps: int, devic
     out_channels = {}
     for key, t in info.targets.items():
         if key in batch and t.kind in ("segmentation", "boundary", "depth", "normals", "labels", "class"):
-            out_channels[key] = {"segmentation": max(t.num_classes, 1), "boundary": 1, "depth": 1,
-                                 "normals": 3}.get(t.kind, max(t.num_classes, 1))
+            out_channels[key] = {
+                "segmentation": max(t.num_classes, 1),
+                "boundary": 1,
+                "depth": 1,
+                "normals": 3,
+            }.get(t.kind, max(t.num_classes, 1))
     model = PlainModel(out_channels).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     batch = {k: v.to(device) for k, v in batch.items()}
@@ -103,11 +119,16 @@ def time_train_step(batch: dict[str, torch.Tensor], info: Any, steps: int, devic
             kind = info.targets[key].kind
             y = batch[key]
             if kind == "segmentation":
-                loss = loss + nn.functional.cross_entropy(p, y, ignore_index=info.targets[key].ignore_index or -100)
+                loss = loss + nn.functional.cross_entropy(
+                    p, y, ignore_index=info.targets[key].ignore_index or -100
+                )
             elif kind in ("labels", "class"):
                 pooled = p.mean(dim=(2, 3))
-                loss = loss + (nn.functional.binary_cross_entropy_with_logits(pooled, y) if kind == "labels"
-                               else nn.functional.cross_entropy(pooled, y))
+                loss = loss + (
+                    nn.functional.binary_cross_entropy_with_logits(pooled, y)
+                    if kind == "labels"
+                    else nn.functional.cross_entropy(pooled, y)
+                )
             else:
                 loss = loss + (p - y.float()).abs().mean()
         opt.zero_grad(set_to_none=True)
@@ -125,8 +146,9 @@ def time_train_step(batch: dict[str, torch.Tensor], info: Any, steps: int, devic
     return _rate(steps * len(batch["image"]), time.perf_counter() - t)
 
 
-def bench_spec(spec: str, workers: list[int], batches: int, steps: int, device: torch.device,
-               overrides: list[str]) -> dict[str, Any]:
+def bench_spec(
+    spec: str, workers: list[int], batches: int, steps: int, device: torch.device, overrides: list[str]
+) -> dict[str, Any]:
     """All measurements for one spec (see the module docstring)."""
     from mtlzoo import Zoo
     from mtlzoo.zoo.build import base_dataset, build_pipeline_for
@@ -160,10 +182,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    results = {"machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                           "platform": platform.platform(), "device": str(device),
-                           "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
-               "runs": []}
+    results = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        },
+        "runs": [],
+    }
     for spec in args.specs:
         r = bench_spec(spec, args.workers, args.batches, args.steps, device, args.override)
         results["runs"].append(r)

@@ -66,6 +66,7 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnn
 
 # -- pure helpers (tested in tests/test_performance_script.py) --------------------------------
 
+
 def matmul_flops(m: int, k: int, n: int) -> int:
     """FLOPs of one ``[m, k] @ [k, n]`` product (a multiply and an add per term)."""
     return 2 * m * k * n
@@ -156,15 +157,71 @@ OP_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("resize (upsample)", ("upsample", "interpolate")),
     ("pooling", ("pool",)),
     ("optimizer", ("_foreach", "optimizer", "adam", "lerp", "addcdiv", "addcmul", "multi_tensor_apply")),
-    ("loss", ("cross_entropy", "nll_loss", "log_softmax", "_softmax", "l1_loss", "binary_cross_entropy",
-              "cosine", "logsigmoid", "loss")),
+    (
+        "loss",
+        (
+            "cross_entropy",
+            "nll_loss",
+            "log_softmax",
+            "_softmax",
+            "l1_loss",
+            "binary_cross_entropy",
+            "cosine",
+            "logsigmoid",
+            "loss",
+        ),
+    ),
     ("fill (zeroing; NaN fill of new tensors in deterministic mode)", ("fill_", "zero_")),
-    ("memory (copy/cat/layout)", ("copy", "clone", "contiguous", "empty", "cat", "stack",
-                                "to_copy", "aten::to", "as_strided", "view", "reshape", "expand", "permute")),
-    ("elementwise (activations, add, mul...)", ("relu", "threshold", "softplus", "sigmoid", "add", "mul",
-                                                 "div", "sub", "neg", "pow", "sqrt", "exp", "log", "abs",
-                                                 "sign", "where", "clamp", "norm", "sum", "mean", "max",
-                                                 "min", "isfinite", "eq", "ne", "gt", "lt")),
+    (
+        "memory (copy/cat/layout)",
+        (
+            "copy",
+            "clone",
+            "contiguous",
+            "empty",
+            "cat",
+            "stack",
+            "to_copy",
+            "aten::to",
+            "as_strided",
+            "view",
+            "reshape",
+            "expand",
+            "permute",
+        ),
+    ),
+    (
+        "elementwise (activations, add, mul...)",
+        (
+            "relu",
+            "threshold",
+            "softplus",
+            "sigmoid",
+            "add",
+            "mul",
+            "div",
+            "sub",
+            "neg",
+            "pow",
+            "sqrt",
+            "exp",
+            "log",
+            "abs",
+            "sign",
+            "where",
+            "clamp",
+            "norm",
+            "sum",
+            "mean",
+            "max",
+            "min",
+            "isfinite",
+            "eq",
+            "ne",
+            "gt",
+            "lt",
+        ),
+    ),
 )
 
 
@@ -194,9 +251,13 @@ def format_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def alternate(fns: dict[str, tuple[Callable[[], Any], int]], rounds: int,
-              sync: Callable[[], None] = lambda: None, max_seconds: float | None = None,
-              first: str | None = None) -> dict[str, list[float]]:
+def alternate(
+    fns: dict[str, tuple[Callable[[], Any], int]],
+    rounds: int,
+    sync: Callable[[], None] = lambda: None,
+    max_seconds: float | None = None,
+    first: str | None = None,
+) -> dict[str, list[float]]:
     """Time several step functions in alternation: each round runs every function for its
     number of steps, in the given order on even rounds and reversed on odd rounds (ABBA), so
     that drift in the machine's load falls on all of them alike. ``first`` (e.g. a matmul that
@@ -247,25 +308,26 @@ def fmt_g(flops: float) -> str:
 
 # -- plan -------------------------------------------------------------------------------------
 
+
 @dataclass
 class Plan:
     """How much to measure (``--quick`` shrinks every count)."""
 
     batch_size: int
     image_size: int
-    rounds: int = 60            # overhead: alternation rounds (at most)
-    steps: int = 1              # overhead: steps per loop per round (1: finest interleaving)
+    rounds: int = 60  # overhead: alternation rounds (at most)
+    steps: int = 1  # overhead: steps per loop per round (1: finest interleaving)
     overhead_budget_s: float = 130.0  # overhead: stop after this many seconds (complete ABBA pairs)
-    warmup: int = 2             # untimed steps before timing (allocator, oneDNN/cuDNN primitives)
-    ref_rounds: int = 6         # reference workloads (resnet18, matmul)
+    warmup: int = 2  # untimed steps before timing (allocator, oneDNN/cuDNN primitives)
+    ref_rounds: int = 6  # reference workloads (resnet18, matmul)
     ref_budget_s: float = 60.0
-    option_rounds: int = 10     # options: alternation rounds (at most)
+    option_rounds: int = 10  # options: alternation rounds (at most)
     option_steps: int = 1
-    option_budget_s: float = 18.0   # options: stop after this many seconds (complete ABBA pairs)
+    option_budget_s: float = 18.0  # options: stop after this many seconds (complete ABBA pairs)
     matmul_n: int = 2048
     compile_timeout_s: int = 180
-    cold_compile: bool = False      # compile with an empty inductor cache
-    threads: Optional[int] = None   # torch intra-op threads (None: PyTorch's default, one per core)
+    cold_compile: bool = False  # compile with an empty inductor cache
+    threads: Optional[int] = None  # torch intra-op threads (None: PyTorch's default, one per core)
     profile_steps: int = 1
     quick: bool = False
 
@@ -273,9 +335,20 @@ class Plan:
     def for_device(cls, device: torch.device, quick: bool) -> Plan:
         """Defaults: small images on CPU (2 cores), larger ones on a GPU."""
         if device.type == "cuda":
-            plan = cls(batch_size=32, image_size=256, rounds=40, steps=5, overhead_budget_s=120.0, warmup=5,
-                       ref_rounds=10, option_rounds=10, option_steps=5, option_budget_s=30.0, matmul_n=8192,
-                       compile_timeout_s=300)
+            plan = cls(
+                batch_size=32,
+                image_size=256,
+                rounds=40,
+                steps=5,
+                overhead_budget_s=120.0,
+                warmup=5,
+                ref_rounds=10,
+                option_rounds=10,
+                option_steps=5,
+                option_budget_s=30.0,
+                matmul_n=8192,
+                compile_timeout_s=300,
+            )
         else:
             plan = cls(batch_size=16, image_size=64)
         if quick:
@@ -290,6 +363,7 @@ class Plan:
 
 
 # -- machine ------------------------------------------------------------------------------------
+
 
 def sync_fn(device: torch.device) -> Callable[[], None]:
     """A function that waits for the device's queued work (a no-op on CPU)."""
@@ -317,7 +391,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     except AttributeError:
         usable = os.cpu_count()
     info = {
-        "cpu": cpu["model_name"] + (f" (family {cpu['family']}, model {cpu['model']})" if cpu["family"] else ""),
+        "cpu": cpu["model_name"]
+        + (f" (family {cpu['family']}, model {cpu['model']})" if cpu["family"] else ""),
         "cpu_flags": ", ".join(cpu["flags"]) or "none of " + ", ".join(CPU_FLAGS),
         "cores": f"{os.cpu_count()} logical, {usable} usable by this process",
         "torch": torch.__version__,
@@ -330,12 +405,14 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info["gpu"] = f"{props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"
-        info["tf32"] = (f"matmul {torch.backends.cuda.matmul.allow_tf32}, "
-                        f"cuDNN conv {torch.backends.cudnn.allow_tf32}")
+        info["tf32"] = (
+            f"matmul {torch.backends.cuda.matmul.allow_tf32}, cuDNN conv {torch.backends.cudnn.allow_tf32}"
+        )
     return info
 
 
 # -- workloads ----------------------------------------------------------------------------------
+
 
 def build_trainer(spec: str, overrides: list[str]) -> Any:
     """A Trainer (writing nothing) for ``spec`` with ``overrides``."""
@@ -358,8 +435,12 @@ def base_overrides(spec: str, plan: Plan, extra: list[str]) -> list[str]:
     raw = read_spec(spec, extra)
     if str(raw.get("data", {}).get("name", "")) == "shapes":
         s = plan.image_size
-        out += [f"data.size=[{s},{s}]", f"data.train_size={2 * plan.batch_size}", "data.val_size=8",
-                "data.test_size=8"]
+        out += [
+            f"data.size=[{s},{s}]",
+            f"data.train_size={2 * plan.batch_size}",
+            "data.val_size=8",
+            "data.test_size=8",
+        ]
     return out + list(extra)
 
 
@@ -370,7 +451,9 @@ def fixed_batch(trainer: Any) -> dict[str, Any]:
     return {k: v.to(trainer.device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def trainer_step(trainer: Any, batch: dict[str, Any], fill_uninitialized: Optional[bool] = None) -> Callable[[], Any]:
+def trainer_step(
+    trainer: Any, batch: dict[str, Any], fill_uninitialized: Optional[bool] = None
+) -> Callable[[], Any]:
     """``Trainer.train_step`` on ``batch`` under the process-global settings this trainer asked
     for: the deterministic flag of its config (the Trainer sets it in ``__init__`` and never
     resets it, so several Trainers in one process would otherwise share the last one's) and
@@ -400,8 +483,14 @@ class HandLoop:
         lr, weight_decay, betas: AdamW hyper-parameters (those of the trainer).
     """
 
-    def __init__(self, model: nn.Module, losses: dict[str, tuple[nn.Module, str]], lr: float,
-                 weight_decay: float, betas: tuple[float, float]):
+    def __init__(
+        self,
+        model: nn.Module,
+        losses: dict[str, tuple[nn.Module, str]],
+        lr: float,
+        weight_decay: float,
+        betas: tuple[float, float],
+    ):
         self.model = model
         self.losses = losses
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=betas)
@@ -412,8 +501,10 @@ class HandLoop:
         images = batch["image"]
         size = tuple(images.shape[-2:])
         features = self.model.backbone(self.model.normalize(images))
-        loss = sum(fn(self.model.heads[name](features, size).float(), batch[key])
-                   for name, (fn, key) in self.losses.items())
+        loss = sum(
+            fn(self.model.heads[name](features, size).float(), batch[key])
+            for name, (fn, key) in self.losses.items()
+        )
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -502,14 +593,14 @@ def profile_step(fn: Callable[[], Any], device: torch.device, steps: int) -> dic
 # the Trainer's per-step work that the hand-written loop does not do: (file suffix, function)
 FRAMEWORK_ONLY: tuple[tuple[str, str], ...] = (
     ("mtlzoo/runtime/train.py", "_to"),
-    ("mtlzoo/contract/combine.py", "__init__"),          # Step(...)
+    ("mtlzoo/contract/combine.py", "__init__"),  # Step(...)
     ("mtlzoo/contract/combine.py", "stack"),
     ("mtlzoo/contract/combine.py", "sync_gradients"),
     ("mtlzoo/contract/combine.py", "_reset"),
     ("mtlzoo/runtime/model.py", "shared_parameters"),
     ("mtlzoo/runtime/model.py", "task_parameters"),
-    ("torch/optim/lr_scheduler.py", "step"),    # LambdaLR.step
-    ("torch/nn/modules/module.py", "train"),    # model.train() every step
+    ("torch/optim/lr_scheduler.py", "step"),  # LambdaLR.step
+    ("torch/nn/modules/module.py", "train"),  # model.train() every step
 )
 # functions that also run the shared work (forward, backward, AdamW): only their own time counts
 FRAMEWORK_OWN: tuple[tuple[str, str], ...] = (
@@ -562,8 +653,14 @@ def time_framework_pieces(trainer: Any, batch: dict[str, Tensor], reps: int = 50
     sched = torch.optim.lr_scheduler.LambdaLR(dummy, trainer.scheduler.lr_lambdas[0])
 
     def step_object() -> None:
-        Step(losses, features, model.shared_parameters(), {t: model.task_parameters(t) for t in trainer.tasks},
-             step=0, epoch=0)
+        Step(
+            losses,
+            features,
+            model.shared_parameters(),
+            {t: model.task_parameters(t) for t in trainer.tasks},
+            step=0,
+            epoch=0,
+        )
 
     def checks_and_floats() -> None:  # what train_step does: one host copy, then plain floats
         host = torch.stack([v.detach().float() for v in losses.values()]).cpu().tolist()
@@ -571,10 +668,13 @@ def time_framework_pieces(trainer: Any, batch: dict[str, Tensor], reps: int = 50
             raise AssertionError("unreachable")
         dict(zip(losses, host))
 
-    pieces = {"model.train()": model.train, "Step(...) incl. parameter lists": step_object,
-              "losses to the host once + finiteness check": checks_and_floats,
-              "losses stacked and summed (combiner sum)": lambda: torch.stack(list(losses.values())).sum(),
-              "LambdaLR.step()": sched.step}
+    pieces = {
+        "model.train()": model.train,
+        "Step(...) incl. parameter lists": step_object,
+        "losses to the host once + finiteness check": checks_and_floats,
+        "losses stacked and summed (combiner sum)": lambda: torch.stack(list(losses.values())).sum(),
+        "LambdaLR.step()": sched.step,
+    }
     out = {}
     for name, fn in pieces.items():
         fn()
@@ -586,6 +686,7 @@ def time_framework_pieces(trainer: Any, batch: dict[str, Tensor], reps: int = 50
 
 
 # -- sections -----------------------------------------------------------------------------------
+
 
 @dataclass
 class Results:
@@ -618,11 +719,15 @@ def measure_overhead(spec: str, overrides: list[str], plan: Plan, res: Results) 
     hand = hand_loop_for(trainer)
     counts = trainer.model.num_parameters()
     res.workload = {
-        "spec": spec, "overrides": overrides, "tasks": {n: f"{t.type} ({type(t.loss).__name__})"
-                                                        for n, t in trainer.tasks.items()},
-        "combiner": trainer.cfg.combiner.name, "backbone": dict(trainer.cfg.model.backbone),
+        "spec": spec,
+        "overrides": overrides,
+        "tasks": {n: f"{t.type} ({type(t.loss).__name__})" for n, t in trainer.tasks.items()},
+        "combiner": trainer.cfg.combiner.name,
+        "backbone": dict(trainer.cfg.model.backbone),
         "heads": {n: trainer.cfg.tasks[n].head.name for n in trainer.tasks},
-        "image": list(batch["image"].shape), "parameters": counts["total"], "shared": counts["shared"],
+        "image": list(batch["image"].shape),
+        "parameters": counts["total"],
+        "shared": counts["shared"],
         "deterministic": bool(trainer.cfg.train.deterministic),
         "max_stride": max(fi.stride for fi in trainer.model.feature_info),
     }
@@ -648,21 +753,33 @@ def measure_overhead(spec: str, overrides: list[str], plan: Plan, res: Results) 
     mm, mm_flops = matmul_fn(plan.matmul_n, torch.float32, device)
     mm()
     log(f"overhead: {plan.rounds} rounds x {plan.steps} steps per loop")
-    times = alternate({"mtlzoo": (mtl, plan.steps), "hand": (hand_step, plan.steps), "matmul": (mm, 3)},
-                      plan.rounds, sync, max_seconds=plan.overhead_budget_s, first="matmul")
+    times = alternate(
+        {"mtlzoo": (mtl, plan.steps), "hand": (hand_step, plan.steps), "matmul": (mm, 3)},
+        plan.rounds,
+        sync,
+        max_seconds=plan.overhead_budget_s,
+        first="matmul",
+    )
     ratios = round_ratios(times["mtlzoo"], times["hand"])
     log("cProfile of the framework's own functions")
     prof = cprofile_framework(mtl, max(2, plan.steps))
     pieces = time_framework_pieces(trainer, batch)
     bsz = batch["image"].shape[0]
     res.overhead = {
-        "mtlzoo_s": summarize(times["mtlzoo"]), "hand_s": summarize(times["hand"]), "ratio": summarize(ratios),
+        "mtlzoo_s": summarize(times["mtlzoo"]),
+        "hand_s": summarize(times["hand"]),
+        "ratio": summarize(ratios),
         "fast_ratio": fast_ratio(times["mtlzoo"], times["hand"]),
         "contended": contended_share(times["mtlzoo"] + times["hand"]),
-        "ratios": ratios, "images_per_s": {"mtlzoo": bsz / statistics.median(times["mtlzoo"]),
-                                            "hand": bsz / statistics.median(times["hand"])},
-        "first_step_s": {"mtlzoo": first_mtl, "hand": first_hand}, "param_diff_after_first_step": diff,
-        "cprofile": prof[:12], "pieces": pieces,
+        "ratios": ratios,
+        "images_per_s": {
+            "mtlzoo": bsz / statistics.median(times["mtlzoo"]),
+            "hand": bsz / statistics.median(times["hand"]),
+        },
+        "first_step_s": {"mtlzoo": first_mtl, "hand": first_hand},
+        "param_diff_after_first_step": diff,
+        "cprofile": prof[:12],
+        "pieces": pieces,
     }
     res.efficiency["matmul_fp32_in_overhead_rounds"] = [mm_flops / t for t in times["matmul"]]
     res.efficiency["_step_times"] = times
@@ -690,9 +807,20 @@ def measure_efficiency(trainer: Any, batch: dict, hand: HandLoop, plan: Plan, re
         fn()
     sync()
     log(f"reference workloads: {plan.ref_rounds} rounds")
-    times = alternate({"mm32": (mm32, 3), "resnet18_224": (ref224, 1), f"resnet18_{size}": (refsmall, 1),
-                       "backbone": (bb, 1), "mm16": (mm16, 3), "mtlzoo": (mtl, 1)}, plan.ref_rounds, sync,
-                      max_seconds=plan.ref_budget_s, first="mm32")
+    times = alternate(
+        {
+            "mm32": (mm32, 3),
+            "resnet18_224": (ref224, 1),
+            f"resnet18_{size}": (refsmall, 1),
+            "backbone": (bb, 1),
+            "mm16": (mm16, 3),
+            "mtlzoo": (mtl, 1),
+        },
+        plan.ref_rounds,
+        sync,
+        max_seconds=plan.ref_budget_s,
+        first="mm32",
+    )
     step_times = res.efficiency.pop("_step_times")
     peak_samples = res.efficiency["matmul_fp32_in_overhead_rounds"] + [mm_flops / t for t in times["mm32"]]
     peak = statistics.median(peak_samples)
@@ -706,19 +834,35 @@ def measure_efficiency(trainer: Any, batch: dict, hand: HandLoop, plan: Plan, re
     ]
     log("profiling one step")
     cats = profile_step(mtl, device, plan.profile_steps)
-    res.efficiency.update({
-        "matmul_n": plan.matmul_n, "peak_fp32": peak, "peak_fp32_fast": fast_peak, "peak_fp32_max": max(peak_samples),
-        "peak_fp32_min": min(peak_samples), "peak_samples": len(peak_samples),
-        "peak_bf16": statistics.median([mm_flops / t for t in times["mm16"]]),
-        "peak_bf16_fast": fast_rate([mm_flops / t for t in times["mm16"]]),
-        "rows": [{"name": n, "flops": f, "seconds": statistics.median(ts), "fast_seconds": fast_time(ts),
-                  "flops_per_s": f / statistics.median(ts), "fraction": f / statistics.median(ts) / peak,
-                  "fast_flops_per_s": f / fast_time(ts), "fast_fraction": f / fast_time(ts) / fast_peak,
-                  "samples": len(ts)}
-                 for n, f, ts in rows],
-        "flops_by_category": flops_by_category(by_op), "profile": cats,
-        "head_flops": flops - bb_flops,
-    })
+    res.efficiency.update(
+        {
+            "matmul_n": plan.matmul_n,
+            "peak_fp32": peak,
+            "peak_fp32_fast": fast_peak,
+            "peak_fp32_max": max(peak_samples),
+            "peak_fp32_min": min(peak_samples),
+            "peak_samples": len(peak_samples),
+            "peak_bf16": statistics.median([mm_flops / t for t in times["mm16"]]),
+            "peak_bf16_fast": fast_rate([mm_flops / t for t in times["mm16"]]),
+            "rows": [
+                {
+                    "name": n,
+                    "flops": f,
+                    "seconds": statistics.median(ts),
+                    "fast_seconds": fast_time(ts),
+                    "flops_per_s": f / statistics.median(ts),
+                    "fraction": f / statistics.median(ts) / peak,
+                    "fast_flops_per_s": f / fast_time(ts),
+                    "fast_fraction": f / fast_time(ts) / fast_peak,
+                    "samples": len(ts),
+                }
+                for n, f, ts in rows
+            ],
+            "flops_by_category": flops_by_category(by_op),
+            "profile": cats,
+            "head_flops": flops - bb_flops,
+        }
+    )
 
 
 # (name, Trainer overrides, what it is, fill_uninitialized_memory: None = as the Trainer sets it)
@@ -728,13 +872,26 @@ OPTIONS: tuple[tuple[str, tuple[str, ...], str, Optional[bool]], ...] = (
     ("fp16 autocast", ("train.amp=fp16",), "torch.autocast(dtype=float16) around the forward", None),
     ("channels_last + bf16", ("train.channels_last=true", "train.amp=bf16"), "both", None),
     ("deterministic off", ("train.deterministic=false",), "torch.use_deterministic_algorithms off", None),
-    ("NaN fill on", (), "torch.utils.deterministic.fill_uninitialized_memory = True: PyTorch's default in "
-     "deterministic mode, which the Trainer turns off", True),
+    (
+        "NaN fill on",
+        (),
+        "torch.utils.deterministic.fill_uninitialized_memory = True: PyTorch's default in "
+        "deterministic mode, which the Trainer turns off",
+        True,
+    ),
 )
 
 
-def measure_option(name: str, extra: Sequence[str], default: Any, batch: dict, spec: str,
-                   overrides: list[str], plan: Plan, fill_uninitialized: Optional[bool] = None) -> dict[str, Any]:
+def measure_option(
+    name: str,
+    extra: Sequence[str],
+    default: Any,
+    batch: dict,
+    spec: str,
+    overrides: list[str],
+    plan: Plan,
+    fill_uninitialized: Optional[bool] = None,
+) -> dict[str, Any]:
     """One option: a fresh Trainer with the option's overrides, alternated with the default."""
     row: dict[str, Any] = {"name": name, "overrides": list(extra)}
     sync = sync_fn(default.device)
@@ -753,13 +910,19 @@ def measure_option(name: str, extra: Sequence[str], default: Any, batch: dict, s
             opt()
         base()
         sync()
-        times = alternate({"option": (opt, plan.option_steps), "default": (base, plan.option_steps)},
-                          plan.option_rounds, sync, max_seconds=plan.option_budget_s)
+        times = alternate(
+            {"option": (opt, plan.option_steps), "default": (base, plan.option_steps)},
+            plan.option_rounds,
+            sync,
+            max_seconds=plan.option_budget_s,
+        )
         row.update(option_summary(times, plan.option_steps))
         if trainer.amp_dtype is not None:
             row["amp_dtype"] = str(trainer.amp_dtype).replace("torch.", "")
             scaler = getattr(trainer, "scaler", None)
-            row["grad_scaler"] = "none" if scaler is None else ("enabled" if scaler.is_enabled() else "disabled")
+            row["grad_scaler"] = (
+                "none" if scaler is None else ("enabled" if scaler.is_enabled() else "disabled")
+            )
         del trainer
     except Exception as exc:  # noqa: BLE001 - report what happens, whatever it is
         msg = str(exc).strip().splitlines()
@@ -772,13 +935,19 @@ def option_summary(times: dict[str, list[float]], steps: int) -> dict[str, Any]:
     """Speed-up of ``times["option"]`` over ``times["default"]``: median of per-round ratios and
     the ratio of the fastest steps."""
     ratios = round_ratios(times["default"], times["option"])
-    return {"option_s": statistics.median(times["option"]), "default_s": statistics.median(times["default"]),
-            "speedup": summarize(ratios), "fast_speedup": fast_ratio(times["default"], times["option"]),
-            "rounds": len(ratios), "steps": steps}
+    return {
+        "option_s": statistics.median(times["option"]),
+        "default_s": statistics.median(times["default"]),
+        "speedup": summarize(ratios),
+        "fast_speedup": fast_ratio(times["default"], times["option"]),
+        "rounds": len(ratios),
+        "steps": steps,
+    }
 
 
-def measure_options(default: Any, batch: dict, spec: str, overrides: list[str], plan: Plan,
-                    res: Results, timeout_s: int) -> None:
+def measure_options(
+    default: Any, batch: dict, spec: str, overrides: list[str], plan: Plan, res: Results, timeout_s: int
+) -> None:
     """Section 3."""
     for name, extra, what, fill in OPTIONS:
         log(f"option: {name}")
@@ -791,8 +960,11 @@ def measure_options(default: Any, batch: dict, spec: str, overrides: list[str], 
 def measure_compiled_child(spec: str, overrides: list[str], plan: Plan, timeout_s: int) -> dict[str, Any]:
     """``train.compile=true`` measured through ``Trainer.train_step`` in a child process that is
     killed after ``timeout_s`` (a cold TorchInductor compile on a small CPU takes minutes)."""
-    row: dict[str, Any] = {"name": "train.compile", "overrides": ["train.compile=true"],
-                           "what": "torch.compile of the modules the step calls (child process, time-capped)"}
+    row: dict[str, Any] = {
+        "name": "train.compile",
+        "overrides": ["train.compile=true"],
+        "what": "torch.compile of the modules the step calls (child process, time-capped)",
+    }
     if timeout_s <= 0:
         row["error"] = "skipped (--quick; give --compile-timeout SECONDS to run it)"
         return row
@@ -804,7 +976,9 @@ def measure_compiled_child(spec: str, overrides: list[str], plan: Plan, timeout_
         if plan.cold_compile:
             import tempfile
 
-            env["TORCHINDUCTOR_CACHE_DIR"] = stack.enter_context(tempfile.TemporaryDirectory(prefix="inductor-"))
+            env["TORCHINDUCTOR_CACHE_DIR"] = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="inductor-")
+            )
             row["inductor_cache"] = "empty (--cold-compile)"
         else:
             row["inductor_cache"] = inductor_cache_state(env)
@@ -832,8 +1006,15 @@ def _run_child(cmd: list[str], env: dict[str, str], timeout_s: int) -> dict[str,
 
     row: dict[str, Any] = {}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -844,12 +1025,12 @@ def _run_child(cmd: list[str], env: dict[str, str], timeout_s: int) -> dict[str,
         row["wall_s"] = time.perf_counter() - t0
         return row
     row["wall_s"] = time.perf_counter() - t0
-    lines = [l for l in stdout.splitlines() if l.startswith("RESULT ")]
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        tail = [l for l in stderr.strip().splitlines() if l.strip()][-3:]
+        tail = [line for line in stderr.strip().splitlines() if line.strip()][-3:]
         row["error"] = f"child exited with {proc.returncode}: " + " / ".join(tail)[:400]
         return row
-    row.update(json.loads(lines[-1][len("RESULT "):]))
+    row.update(json.loads(lines[-1][len("RESULT ") :]))
     return row
 
 
@@ -879,8 +1060,12 @@ def compile_child(payload: str) -> None:
         base()
     opt()
     sync()
-    times = alternate({"option": (opt, plan.option_steps), "default": (base, plan.option_steps)},
-                      plan.option_rounds, sync, max_seconds=plan.option_budget_s)
+    times = alternate(
+        {"option": (opt, plan.option_steps), "default": (base, plan.option_steps)},
+        plan.option_rounds,
+        sync,
+        max_seconds=plan.option_budget_s,
+    )
     out.update(option_summary(times, plan.option_steps))
     out["first_step_s"] = out["compile_s"]
     print("RESULT " + json.dumps(out), flush=True)
@@ -888,142 +1073,247 @@ def compile_child(payload: str) -> None:
 
 # -- report -------------------------------------------------------------------------------------
 
+
 def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
 def _machine_section(res: Results) -> list[str]:
     m = res.machine
-    rows = [("CPU", m["cpu"]), ("CPU flags that matter", m["cpu_flags"]), ("cores", m["cores"]),
-            ("torch", m["torch"]), ("torch threads", m["threads"]), ("PyTorch CPU kernels", m["cpu_capability"]),
-            ("device", m["device"])]
+    rows = [
+        ("CPU", m["cpu"]),
+        ("CPU flags that matter", m["cpu_flags"]),
+        ("cores", m["cores"]),
+        ("torch", m["torch"]),
+        ("torch threads", m["threads"]),
+        ("PyTorch CPU kernels", m["cpu_capability"]),
+        ("device", m["device"]),
+    ]
     if "gpu" in m:
         rows += [("GPU", m["gpu"]), ("TF32 allowed", m["tf32"])]
     rows += [("load average (1/5/15 min) before", res.load_before), ("load average after", res.load_after)]
     threads_note = []
     if res.plan.get("threads"):
-        threads_note = [f"Run with `--threads {res.plan['threads']}`: on a machine shared with other busy processes, "
-                        "a multi-threaded step can stall at every parallel operator while one of its threads waits "
-                        "for a core (steps then vary by an order of magnitude); one thread per process slows down "
-                        "smoothly instead. The matmul peak is measured with the same threads, so the fractions "
-                        "below compare like with like.", ""]
-    return ["## Machine", "", format_table(("", ""), rows), ""] + threads_note + [
+        threads_note = [
+            f"Run with `--threads {res.plan['threads']}`: on a machine shared with other busy processes, "
+            "a multi-threaded step can stall at every parallel operator while one of its threads waits "
+            "for a core (steps then vary by an order of magnitude); one thread per process slows down "
+            "smoothly instead. The matmul peak is measured with the same threads, so the fractions "
+            "below compare like with like.",
+            "",
+        ]
+    return (
+        ["## Machine", "", format_table(("", ""), rows), ""]
+        + threads_note
+        + [
             "The machine may be shared: other jobs can run beside this one (see the load average against the "
             "core count). Every comparison below alternates its contenders round by round (ABBA order) and "
             "reports the median of per-round ratios, so slow drifts in load fall on both sides alike; absolute "
-            "times carry that noise and are only indicative.", ""]
+            "times carry that noise and are only indicative.",
+            "",
+        ]
+    )
 
 
 def _workload_section(res: Results) -> list[str]:
     w = res.workload
     tasks = "; ".join(f"{n}: {t}, head `{w['heads'][n]}`" for n, t in w["tasks"].items())
-    return ["## Workload", "",
-            f"- spec `{w['spec']}` with overrides `{' '.join(w['overrides'])}`",
-            f"- backbone `{w['backbone']}` (coarsest map at stride {w['max_stride']}), combiner `{w['combiner']}`",
-            f"- tasks: {tasks}",
-            f"- one fixed batch of shape {w['image']} already on the device (the data loader is measured "
-            f"separately by `benchmarks/loader_speed.py`); {w['parameters'] / 1e6:.2f} M parameters "
-            f"({w['shared'] / 1e6:.2f} M shared)",
-            f"- `train.deterministic` = {w['deterministic']} (the default; the baseline runs under the same "
-            f"process-wide setting)", ""]
+    return [
+        "## Workload",
+        "",
+        f"- spec `{w['spec']}` with overrides `{' '.join(w['overrides'])}`",
+        f"- backbone `{w['backbone']}` (coarsest map at stride {w['max_stride']}), combiner `{w['combiner']}`",
+        f"- tasks: {tasks}",
+        f"- one fixed batch of shape {w['image']} already on the device (the data loader is measured "
+        f"separately by `benchmarks/loader_speed.py`); {w['parameters'] / 1e6:.2f} M parameters "
+        f"({w['shared'] / 1e6:.2f} M shared)",
+        f"- `train.deterministic` = {w['deterministic']} (the default; the baseline runs under the same "
+        f"process-wide setting)",
+        "",
+    ]
 
 
 def _overhead_section(res: Results) -> list[str]:
     o, plan = res.overhead, res.plan
     r = o["ratio"]
-    out = ["## 1. Framework overhead", "",
-           f"`Trainer.train_step` vs a hand-written loop over an identical copy of the same network (same "
-           f"backbone and heads, same loss modules, plain sum of the losses, AdamW with the same "
-           f"hyper-parameters, same batch), alternating: {r['n']} rounds x {plan['steps']} steps per loop, after "
-           f"{plan['warmup']} warm-up step(s) each. The baseline does only forward, sum, backward, "
-           f"`optimizer.step()`, `zero_grad()`; the Trainer also calls `model.train()`, checks every loss for "
-           f"finiteness, builds a `Step`, calls `combiner.backward`, steps the LR scheduler and returns the "
-           f"losses as floats.", ""]
-    out += [format_table(("loop", "median step (ms)", "p25-p75 (ms)", "images/s"), [
-        ("mtlzoo `Trainer.train_step`", fmt_ms(o["mtlzoo_s"]["median"]),
-         f"{fmt_ms(o['mtlzoo_s']['p25'])}-{fmt_ms(o['mtlzoo_s']['p75'])}", f"{o['images_per_s']['mtlzoo']:.1f}"),
-        ("hand-written loop", fmt_ms(o["hand_s"]["median"]),
-         f"{fmt_ms(o['hand_s']['p25'])}-{fmt_ms(o['hand_s']['p75'])}", f"{o['images_per_s']['hand']:.1f}"),
-    ]), ""]
+    out = [
+        "## 1. Framework overhead",
+        "",
+        f"`Trainer.train_step` vs a hand-written loop over an identical copy of the same network (same "
+        f"backbone and heads, same loss modules, plain sum of the losses, AdamW with the same "
+        f"hyper-parameters, same batch), alternating: {r['n']} rounds x {plan['steps']} steps per loop, after "
+        f"{plan['warmup']} warm-up step(s) each. The baseline does only forward, sum, backward, "
+        f"`optimizer.step()`, `zero_grad()`; the Trainer also calls `model.train()`, checks every loss for "
+        f"finiteness, builds a `Step`, calls `combiner.backward`, steps the LR scheduler and returns the "
+        f"losses as floats.",
+        "",
+    ]
+    out += [
+        format_table(
+            ("loop", "median step (ms)", "p25-p75 (ms)", "images/s"),
+            [
+                (
+                    "mtlzoo `Trainer.train_step`",
+                    fmt_ms(o["mtlzoo_s"]["median"]),
+                    f"{fmt_ms(o['mtlzoo_s']['p25'])}-{fmt_ms(o['mtlzoo_s']['p75'])}",
+                    f"{o['images_per_s']['mtlzoo']:.1f}",
+                ),
+                (
+                    "hand-written loop",
+                    fmt_ms(o["hand_s"]["median"]),
+                    f"{fmt_ms(o['hand_s']['p25'])}-{fmt_ms(o['hand_s']['p75'])}",
+                    f"{o['images_per_s']['hand']:.1f}",
+                ),
+            ],
+        ),
+        "",
+    ]
     verdict = "meets" if r["median"] <= TARGET_OVERHEAD else "misses"
     fast_verdict = "meets" if o["fast_ratio"] <= TARGET_OVERHEAD else "misses"
-    out += [f"**Median per-round ratio mtlzoo / hand-written: {r['median']:.3f}** (quartiles {r['p25']:.3f}-"
-            f"{r['p75']:.3f}, range {r['min']:.3f}-{r['max']:.3f} over {r['n']} rounds); target <= "
-            f"{TARGET_OVERHEAD}: {verdict} it. Ratio of the fast steps (10th-percentile step times, the "
-            f"estimate that contention disturbs least): **{o['fast_ratio']:.3f}**, {fast_verdict} it. "
-            f"{_pct(o['contended'])} of all steps took more than twice the fastest step of their loop "
-            f"(contention from other processes).", ""]
+    out += [
+        f"**Median per-round ratio mtlzoo / hand-written: {r['median']:.3f}** (quartiles {r['p25']:.3f}-"
+        f"{r['p75']:.3f}, range {r['min']:.3f}-{r['max']:.3f} over {r['n']} rounds); target <= "
+        f"{TARGET_OVERHEAD}: {verdict} it. Ratio of the fast steps (10th-percentile step times, the "
+        f"estimate that contention disturbs least): **{o['fast_ratio']:.3f}**, {fast_verdict} it. "
+        f"{_pct(o['contended'])} of all steps took more than twice the fastest step of their loop "
+        f"(contention from other processes).",
+        "",
+    ]
     diff = o["param_diff_after_first_step"]
     same = "bit-identical" if diff == 0 else f"equal up to float rounding (max abs difference {diff:.1e})"
-    out += [f"Both loops compute the same update: after one step of each from identical weights the parameters "
-            f"are {same}. Cold first steps: mtlzoo {o['first_step_s']['mtlzoo']:.2f} s, hand-written "
-            f"{o['first_step_s']['hand']:.2f} s.", ""]
+    out += [
+        f"Both loops compute the same update: after one step of each from identical weights the parameters "
+        f"are {same}. Cold first steps: mtlzoo {o['first_step_s']['mtlzoo']:.2f} s, hand-written "
+        f"{o['first_step_s']['hand']:.2f} s.",
+        "",
+    ]
     fw = sum(row[3] for row in o["cprofile"])
     direct = sum(o.get("pieces", {}).values())
     if o.get("pieces"):
         out += ["The pieces of work the Trainer adds, timed directly (50 repetitions each, no profiler):", ""]
-        out += [format_table(("piece", "ms/step"), [(k, f"{v * 1e3:.3f}") for k, v in o["pieces"].items()]
-                             + [("**total**", f"**{direct * 1e3:.2f}**")]), ""]
+        out += [
+            format_table(
+                ("piece", "ms/step"),
+                [(k, f"{v * 1e3:.3f}") for k, v in o["pieces"].items()]
+                + [("**total**", f"**{direct * 1e3:.2f}**")],
+            ),
+            "",
+        ]
     if o["cprofile"]:
-        out += ["What the Trainer does beyond the baseline, per step (cProfile; functions that also run the "
-                "shared forward/backward/AdamW work count only their own code):", ""]
-        out += [format_table(("function", "calls/step", "ms/step"),
-                             [(f"`{n}`", f"{c:g}", f"{t * 1e3:.3f}") for n, c, _, t in o["cprofile"]]), ""]
+        out += [
+            "What the Trainer does beyond the baseline, per step (cProfile; functions that also run the "
+            "shared forward/backward/AdamW work count only their own code):",
+            "",
+        ]
+        out += [
+            format_table(
+                ("function", "calls/step", "ms/step"),
+                [(f"`{n}`", f"{c:g}", f"{t * 1e3:.3f}") for n, c, _, t in o["cprofile"]],
+            ),
+            "",
+        ]
     step = o["mtlzoo_s"]["median"]
     own = direct or fw
-    text = (f"**What this means.** The Trainer's own per-step work costs about {own * 1e3:.2f} ms"
-            + (f" timed directly ({fw * 1e3:.2f} ms under cProfile, which inflates Python)" if direct else "")
-            + f", {100 * own / step:.2f}% of a {fmt_ms(step)} ms step: the step is the network's kernels, which "
-            f"both loops share. ")
+    text = (
+        f"**What this means.** The Trainer's own per-step work costs about {own * 1e3:.2f} ms"
+        + (f" timed directly ({fw * 1e3:.2f} ms under cProfile, which inflates Python)" if direct else "")
+        + f", {100 * own / step:.2f}% of a {fmt_ms(step)} ms step: the step is the network's kernels, which "
+        f"both loops share. "
+    )
     if r["median"] <= TARGET_OVERHEAD and o["fast_ratio"] <= TARGET_OVERHEAD:
-        text += (f"Both estimates ({r['median']:.3f} median, {o['fast_ratio']:.3f} fast-step) are within the "
-                 f"{TARGET_OVERHEAD} target; the spread of the per-round ratios ({r['min']:.3f}-{r['max']:.3f}) "
-                 f"is the machine's noise, far larger than anything the framework adds.")
+        text += (
+            f"Both estimates ({r['median']:.3f} median, {o['fast_ratio']:.3f} fast-step) are within the "
+            f"{TARGET_OVERHEAD} target; the spread of the per-round ratios ({r['min']:.3f}-{r['max']:.3f}) "
+            f"is the machine's noise, far larger than anything the framework adds."
+        )
     else:
-        text += (f"An estimate is above the target (median {r['median']:.3f}, fast-step {o['fast_ratio']:.3f}), "
-                 f"but the work the Trainer adds accounts for only {100 * own / step:.2f}% of the step and the "
-                 f"per-round ratios spread over {r['min']:.3f}-{r['max']:.3f}: the excess is most likely the noise "
-                 f"of a shared machine. Rerun on a quiet machine (load average well below the core count) to "
-                 f"tighten it.")
-    text += (" On a GPU the step synchronises with the device once: the task losses are copied to the host "
-             "together (for the finiteness check and the log), not one sync per task.")
+        text += (
+            f"An estimate is above the target (median {r['median']:.3f}, fast-step {o['fast_ratio']:.3f}), "
+            f"but the work the Trainer adds accounts for only {100 * own / step:.2f}% of the step and the "
+            f"per-round ratios spread over {r['min']:.3f}-{r['max']:.3f}: the excess is most likely the noise "
+            f"of a shared machine. Rerun on a quiet machine (load average well below the core count) to "
+            f"tighten it."
+        )
+    text += (
+        " On a GPU the step synchronises with the device once: the task losses are copied to the host "
+        "together (for the finiteness check and the log), not one sync per task."
+    )
     return out + [text, ""]
 
 
 def _efficiency_section(res: Results) -> list[str]:
-    e, w, plan = res.efficiency, res.workload, res.plan
+    e, plan = res.efficiency, res.plan
     n = e["matmul_n"]
-    out = ["## 2. Hardware efficiency", "",
-           f"Dense matmul peak: `torch.mm` of two {n}x{n} matrices, median of {e['peak_samples']} samples taken in "
-           f"the same alternation rounds as the steps: **{fmt_g(e['peak_fp32'])} GFLOP/s fp32** (range "
-           f"{fmt_g(e['peak_fp32_min'])}-{fmt_g(e['peak_fp32_max'])}); bf16: {fmt_g(e['peak_bf16'])} GFLOP/s "
-           f"(fast {fmt_g(e['peak_bf16_fast'])}, i.e. {e['peak_bf16_fast'] / e['peak_fp32_fast']:.1f}x the fast fp32 "
-           f"rate of {fmt_g(e['peak_fp32_fast'])}).",
-           "",
-           "FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` (convolutions and matmuls, forward and "
-           "backward; element-wise ops, norms, resizing and the optimizer count zero).", ""]
-    out += ["Two estimates per workload: *median* (median step time against the median matmul sample) and "
-            "*fast* (10th-percentile step time against the 90th-percentile matmul sample: what the machine does "
-            "when others leave it alone; with fewer than 10 samples, the fastest one).", ""]
-    out += [format_table(("workload", "GFLOP/step", "step ms: median / fast", "GFLOP/s: median / fast",
-                          "of fp32 matmul peak: median / fast"),
-                         [(x["name"], fmt_g(x["flops"]), f"{fmt_ms(x['seconds'])} / {fmt_ms(x['fast_seconds'])}",
-                           f"{fmt_g(x['flops_per_s'])} / {fmt_g(x['fast_flops_per_s'])}",
-                           f"{_pct(x['fraction'])} / **{_pct(x['fast_fraction'])}**") for x in e["rows"]]), ""]
+    out = [
+        "## 2. Hardware efficiency",
+        "",
+        f"Dense matmul peak: `torch.mm` of two {n}x{n} matrices, median of {e['peak_samples']} samples taken in "
+        f"the same alternation rounds as the steps: **{fmt_g(e['peak_fp32'])} GFLOP/s fp32** (range "
+        f"{fmt_g(e['peak_fp32_min'])}-{fmt_g(e['peak_fp32_max'])}); bf16: {fmt_g(e['peak_bf16'])} GFLOP/s "
+        f"(fast {fmt_g(e['peak_bf16_fast'])}, i.e. {e['peak_bf16_fast'] / e['peak_fp32_fast']:.1f}x the fast fp32 "
+        f"rate of {fmt_g(e['peak_fp32_fast'])}).",
+        "",
+        "FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` (convolutions and matmuls, forward and "
+        "backward; element-wise ops, norms, resizing and the optimizer count zero).",
+        "",
+    ]
+    out += [
+        "Two estimates per workload: *median* (median step time against the median matmul sample) and "
+        "*fast* (10th-percentile step time against the 90th-percentile matmul sample: what the machine does "
+        "when others leave it alone; with fewer than 10 samples, the fastest one).",
+        "",
+    ]
+    out += [
+        format_table(
+            (
+                "workload",
+                "GFLOP/step",
+                "step ms: median / fast",
+                "GFLOP/s: median / fast",
+                "of fp32 matmul peak: median / fast",
+            ),
+            [
+                (
+                    x["name"],
+                    fmt_g(x["flops"]),
+                    f"{fmt_ms(x['seconds'])} / {fmt_ms(x['fast_seconds'])}",
+                    f"{fmt_g(x['flops_per_s'])} / {fmt_g(x['fast_flops_per_s'])}",
+                    f"{_pct(x['fraction'])} / **{_pct(x['fast_fraction'])}**",
+                )
+                for x in e["rows"]
+            ],
+        ),
+        "",
+    ]
     main, hand, bbone, small, big = e["rows"]
     verdict = "meets" if main["fast_fraction"] >= TARGET_EFFICIENCY else "misses"
-    out += [f"**mtlzoo step: {_pct(main['fast_fraction'])} of the fp32 matmul peak (fast estimate; median "
-            f"{_pct(main['fraction'])})**; target >= {_pct(TARGET_EFFICIENCY)}: {verdict} it.", ""]
+    out += [
+        f"**mtlzoo step: {_pct(main['fast_fraction'])} of the fp32 matmul peak (fast estimate; median "
+        f"{_pct(main['fraction'])})**; target >= {_pct(TARGET_EFFICIENCY)}: {verdict} it.",
+        "",
+    ]
     prof, fcat = e["profile"], e["flops_by_category"]
     total = sum(prof.values())
     rows = []
     for cat, sec in sorted(prof.items(), key=lambda kv: -kv[1]):
         f = fcat.get(cat, 0)
-        rows.append((cat, fmt_ms(sec), _pct(sec / total), fmt_g(f) if f else "0",
-                     fmt_g(f / sec) if f and sec else "-"))
-    out += [f"Profile of {plan['profile_steps']} mtlzoo step(s) (torch.profiler, self time by kind of operator"
-            + ("; GPU kernel names are grouped approximately" if res.machine["device"].startswith("cuda") else "")
-            + "):", "", format_table(("operator kind", "ms/step", "share", "GFLOP", "GFLOP/s"), rows), ""]
+        rows.append(
+            (
+                cat,
+                fmt_ms(sec),
+                _pct(sec / total),
+                fmt_g(f) if f else "0",
+                fmt_g(f / sec) if f and sec else "-",
+            )
+        )
+    out += [
+        f"Profile of {plan['profile_steps']} mtlzoo step(s) (torch.profiler, self time by kind of operator"
+        + ("; GPU kernel names are grouped approximately" if res.machine["device"].startswith("cuda") else "")
+        + "):",
+        "",
+        format_table(("operator kind", "ms/step", "share", "GFLOP", "GFLOP/s"), rows),
+        "",
+    ]
     out += [_efficiency_meaning(res), ""]
     return out
 
@@ -1042,44 +1332,64 @@ def _efficiency_meaning(res: Results) -> str:
     if main["fast_fraction"] >= TARGET_EFFICIENCY:
         text += f"The step reaches the {_pct(TARGET_EFFICIENCY)} target ({_pct(main['fast_fraction'])}). "
     else:
-        text += (f"The step reaches {_pct(main['fast_fraction'])} against a {_pct(TARGET_EFFICIENCY)} target; the "
-                 f"hand-written loop over the same network reaches {_pct(hand['fast_fraction'])}, so what bounds it "
-                 f"is the network on this machine, not mtlzoo. ")
-    others = sorted(((k, v) for k, v in prof.items() if k not in ("convolution", "matmul")), key=lambda kv: -kv[1])
+        text += (
+            f"The step reaches {_pct(main['fast_fraction'])} against a {_pct(TARGET_EFFICIENCY)} target; the "
+            f"hand-written loop over the same network reaches {_pct(hand['fast_fraction'])}, so what bounds it "
+            f"is the network on this machine, not mtlzoo. "
+        )
+    others = sorted(
+        ((k, v) for k, v in prof.items() if k not in ("convolution", "matmul")), key=lambda kv: -kv[1]
+    )
     top = ", ".join(f"{k} {fmt_ms(v)} ms" for k, v in others[:4])
-    text += (f"In the profiled step the convolutions, which carry the counted FLOPs, took {_pct(conv_s / total)} of "
-             f"the time at {fmt_g(conv_rate)} GFLOP/s ({_pct(conv_rate / e['peak_fp32_fast'])} of the fast matmul "
-             f"rate); the other {_pct(1 - conv_s / total)} went to operators with no counted FLOPs, bound by memory "
-             f"traffic ({top}). ")
-    text += (f"For reference, a plain resnet18 forward+backward reaches {_pct(big['fast_fraction'])} at 224x224 "
-             f"(batch 8) and {_pct(small['fast_fraction'])} at {size}x{size} (batch {bsz}); mtlzoo's backbone alone "
-             f"reaches {_pct(bbone['fast_fraction'])}. ")
+    text += (
+        f"In the profiled step the convolutions, which carry the counted FLOPs, took {_pct(conv_s / total)} of "
+        f"the time at {fmt_g(conv_rate)} GFLOP/s ({_pct(conv_rate / e['peak_fp32_fast'])} of the fast matmul "
+        f"rate); the other {_pct(1 - conv_s / total)} went to operators with no counted FLOPs, bound by memory "
+        f"traffic ({top}). "
+    )
+    text += (
+        f"For reference, a plain resnet18 forward+backward reaches {_pct(big['fast_fraction'])} at 224x224 "
+        f"(batch 8) and {_pct(small['fast_fraction'])} at {size}x{size} (batch {bsz}); mtlzoo's backbone alone "
+        f"reaches {_pct(bbone['fast_fraction'])}. "
+    )
     if big["fast_fraction"] - max(small["fast_fraction"], bbone["fast_fraction"]) > 0.05:
-        text += (f"Small images cost efficiency: at {size}x{size} the deepest maps are {side}x{side}, so the deep "
-                 f"layers' convolutions are GEMMs with few rows, and per-operator costs weigh more. ")
-    text += (f"The heads carry {fmt_g(e['head_flops'])} GFLOP ({_pct(e['head_flops'] / main['flops'])} of the step's "
-             f"FLOPs) on stride-4 and full-resolution maps with few channels, where element-wise work, resizing and "
-             f"losses cost more per FLOP than in the backbone")
+        text += (
+            f"Small images cost efficiency: at {size}x{size} the deepest maps are {side}x{side}, so the deep "
+            f"layers' convolutions are GEMMs with few rows, and per-operator costs weigh more. "
+        )
+    text += (
+        f"The heads carry {fmt_g(e['head_flops'])} GFLOP ({_pct(e['head_flops'] / main['flops'])} of the step's "
+        f"FLOPs) on stride-4 and full-resolution maps with few channels, where element-wise work, resizing and "
+        f"losses cost more per FLOP than in the backbone"
+    )
     if main["fast_fraction"] < bbone["fast_fraction"] - 0.02:
-        text += (f"; this is why the whole step ({_pct(main['fast_fraction'])}) sits below its backbone alone "
-                 f"({_pct(bbone['fast_fraction'])})")
+        text += (
+            f"; this is why the whole step ({_pct(main['fast_fraction'])}) sits below its backbone alone "
+            f"({_pct(bbone['fast_fraction'])})"
+        )
     text += ". Larger images, wider heads or a GPU raise the fraction."
     fill_s = sum(v for k, v in prof.items() if k.startswith("fill"))
     if fill_s / total > 0.05:
-        text += (f" {_pct(fill_s / total)} of the step is `aten::fill_` (zeroing, and NaN-filling of new tensors "
-                 f"when `torch.utils.deterministic.fill_uninitialized_memory` is on; see the option 'NaN fill on').")
+        text += (
+            f" {_pct(fill_s / total)} of the step is `aten::fill_` (zeroing, and NaN-filling of new tensors "
+            f"when `torch.utils.deterministic.fill_uninitialized_memory` is on; see the option 'NaN fill on')."
+        )
     return text
 
 
 def _options_section(res: Results) -> list[str]:
     m, e = res.machine, res.efficiency
-    out = ["## 3. Options", "",
-           "Each option is a fresh Trainer built from the same spec and seed with extra overrides (or a different "
-           "process-wide setting), alternated step by step with the default Trainer on the same batch. Speed-up = "
-           "default step time / option step time, two estimates: the median of per-round ratios (range in "
-           "brackets) and the ratio of fast (10th-percentile) step times; > 1 is faster, and a verdict needs both "
-           "to agree within 5%. The first step includes one-off work (oneDNN primitive creation, compilation). "
-           "Each option's timed rounds stop after a time budget, so slow options get fewer rounds.", ""]
+    out = [
+        "## 3. Options",
+        "",
+        "Each option is a fresh Trainer built from the same spec and seed with extra overrides (or a different "
+        "process-wide setting), alternated step by step with the default Trainer on the same batch. Speed-up = "
+        "default step time / option step time, two estimates: the median of per-round ratios (range in "
+        "brackets) and the ratio of fast (10th-percentile) step times; > 1 is faster, and a verdict needs both "
+        "to agree within 5%. The first step includes one-off work (oneDNN primitive creation, compilation). "
+        "Each option's timed rounds stop after a time budget, so slow options get fewer rounds.",
+        "",
+    ]
     rows, said = [], []
     for x in res.options:
         over = " ".join(f"`{v}`" for v in x["overrides"]) or x.get("what", "-")
@@ -1092,17 +1402,48 @@ def _options_section(res: Results) -> list[str]:
         if "amp_dtype" in x:
             extra.append(f"autocast {x['amp_dtype']}, GradScaler: {x['grad_scaler']}")
         if "compile_s" in x:
-            extra.append(f"first (compiling) step {x['compile_s']:.1f} s, second {x['second_step_s']:.1f} s; "
-                         f"inductor cache {x.get('inductor_cache', '?')}; child wall {x.get('wall_s', 0):.0f} s")
-        rows.append((x["name"], over, fmt_ms(x["option_s"]), fmt_ms(x["default_s"]),
-                     f"**{sp['median']:.2f}x** ({sp['min']:.2f}-{sp['max']:.2f})", f"**{x['fast_speedup']:.2f}x**",
-                     f"{x['first_step_s']:.1f}", "; ".join(extra)))
-        said.append(f"{x['name']}: {effect(sp['median'], x['fast_speedup'])} ({sp['median']:.2f}x median, "
-                    f"{x['fast_speedup']:.2f}x fast-step).")
-    out += [format_table(("option", "overrides", "median step (ms)", "default (ms)", "speed-up: median (range)",
-                          "speed-up: fast steps", "first step (s)", "notes"), rows), ""]
+            extra.append(
+                f"first (compiling) step {x['compile_s']:.1f} s, second {x['second_step_s']:.1f} s; "
+                f"inductor cache {x.get('inductor_cache', '?')}; child wall {x.get('wall_s', 0):.0f} s"
+            )
+        rows.append(
+            (
+                x["name"],
+                over,
+                fmt_ms(x["option_s"]),
+                fmt_ms(x["default_s"]),
+                f"**{sp['median']:.2f}x** ({sp['min']:.2f}-{sp['max']:.2f})",
+                f"**{x['fast_speedup']:.2f}x**",
+                f"{x['first_step_s']:.1f}",
+                "; ".join(extra),
+            )
+        )
+        said.append(
+            f"{x['name']}: {effect(sp['median'], x['fast_speedup'])} ({sp['median']:.2f}x median, "
+            f"{x['fast_speedup']:.2f}x fast-step)."
+        )
+    out += [
+        format_table(
+            (
+                "option",
+                "overrides",
+                "median step (ms)",
+                "default (ms)",
+                "speed-up: median (range)",
+                "speed-up: fast steps",
+                "first step (s)",
+                "notes",
+            ),
+            rows,
+        ),
+        "",
+    ]
     text = "**What this means.** " + " ".join(said)
-    faster = [x for x in res.options if "error" not in x and effect(x["speedup"]["median"], x["fast_speedup"]) == "faster"]
+    faster = [
+        x
+        for x in res.options
+        if "error" not in x and effect(x["speedup"]["median"], x["fast_speedup"]) == "faster"
+    ]
     if faster:
         best = max(faster, key=lambda x: x["fast_speedup"])
         text += f" The fastest setting here is {best['name']} ({best['fast_speedup']:.2f}x fast-step)."
@@ -1111,15 +1452,24 @@ def _options_section(res: Results) -> list[str]:
     if m["device"].startswith("cpu"):
         flags = m["cpu_flags"]
         native = "avx512_bf16" in flags or "amx_bf16" in flags
-        text += (" On bf16: this CPU " + ("reports avx512_bf16" + (" and AMX" if "amx_bf16" in flags else "")
-                                          + ", native bf16 dot products, and a bf16 matmul runs at "
-                                          f"{e['peak_bf16_fast'] / e['peak_fp32_fast']:.1f}x the fp32 rate"
-                                          if native else
-                                          "has no native bf16 instructions (no avx512_bf16/AMX)")
-                 + "; what autocast does to a whole training step also depends on the memory format (oneDNN's "
-                   "bf16 convolutions prefer channels_last) and on the casts autocast inserts. It has "
-                 + ("native fp16 (avx512_fp16)." if "avx512_fp16" in flags else
-                    "no native fp16 arithmetic (no avx512_fp16), so fp16 kernels are emulated."))
+        text += (
+            " On bf16: this CPU "
+            + (
+                "reports avx512_bf16"
+                + (" and AMX" if "amx_bf16" in flags else "")
+                + ", native bf16 dot products, and a bf16 matmul runs at "
+                f"{e['peak_bf16_fast'] / e['peak_fp32_fast']:.1f}x the fp32 rate"
+                if native
+                else "has no native bf16 instructions (no avx512_bf16/AMX)"
+            )
+            + "; what autocast does to a whole training step also depends on the memory format (oneDNN's "
+            "bf16 convolutions prefer channels_last) and on the casts autocast inserts. It has "
+            + (
+                "native fp16 (avx512_fp16)."
+                if "avx512_fp16" in flags
+                else "no native fp16 arithmetic (no avx512_fp16), so fp16 kernels are emulated."
+            )
+        )
     out += [text, ""]
     if res.notes:
         out += ["Notes:", ""] + [f"- {n}" for n in res.notes] + [""]
@@ -1135,17 +1485,22 @@ def trainer_notes() -> list[str]:
     notes = []
     src = inspect.getsource(Trainer.train_step)
     if "scaler" not in src:
-        notes.append("`Trainer.train_step` uses no GradScaler, so `train.amp=fp16` trains without loss scaling "
-                     "(small gradients can underflow in fp16 on a GPU; bf16 does not need scaling).")
+        notes.append(
+            "`Trainer.train_step` uses no GradScaler, so `train.amp=fp16` trains without loss scaling "
+            "(small gradients can underflow in fp16 on a GPU; bf16 does not need scaling)."
+        )
     return notes
 
 
 def render(res: Results) -> str:
     """The markdown report."""
-    out = ["# Performance of the mtlzoo training step", "",
-           f"Produced by `{res.command}` (from the repository root) on {time.strftime('%Y-%m-%d')}, in "
-           f"{res.seconds / 60:.1f} minutes. Sections: 1. framework overhead, 2. hardware efficiency, 3. options.",
-           ""]
+    out = [
+        "# Performance of the mtlzoo training step",
+        "",
+        f"Produced by `{res.command}` (from the repository root) on {time.strftime('%Y-%m-%d')}, in "
+        f"{res.seconds / 60:.1f} minutes. Sections: 1. framework overhead, 2. hardware efficiency, 3. options.",
+        "",
+    ]
     out += _machine_section(res) + _workload_section(res) + _overhead_section(res)
     out += _efficiency_section(res) + _options_section(res)
     return "\n".join(out)
@@ -1153,19 +1508,32 @@ def render(res: Results) -> str:
 
 # -- main -----------------------------------------------------------------------------------------
 
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="a short smoke run (fewer rounds, no compile)")
     p.add_argument("--out", default="benchmarks/results/performance.md", help="markdown report to write")
     p.add_argument("--spec", default=DEFAULT_SPEC, help="experiment spec (default: %(default)s)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra spec override (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra spec override (repeatable)",
+    )
     p.add_argument("--compile-timeout", type=int, default=None, help="cap (s) of the compiled child process")
     p.add_argument("--cold-compile", action="store_true", help="compile with an empty TorchInductor cache")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads (default: PyTorch's, one per core). On a machine shared with\n"
-                        "other busy processes, 1 avoids threads waiting for each other at every parallel op")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: PyTorch's, one per core). On a machine shared with\n"
+        "other busy processes, 1 avoids threads waiting for each other at every parallel op",
+    )
     p.add_argument("--compile-child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     os.chdir(ROOT)
@@ -1184,7 +1552,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         plan.threads = args.threads
     command = "python benchmarks/performance.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    res = Results(command=command.strip(), plan=asdict(plan), machine=machine_info(device), load_before=load_average())
+    res = Results(
+        command=command.strip(), plan=asdict(plan), machine=machine_info(device), load_before=load_average()
+    )
     overrides = base_overrides(args.spec, plan, args.overrides)
     log(f"device {device}, plan {asdict(plan)}")
     trainer, batch, hand = measure_overhead(args.spec, overrides, plan, res)

@@ -58,8 +58,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'mtlzoo' has no attribute {name!r}")
 
 
-def build(spec: Any, overrides: Iterable[str] = (), *, split: str = "train", strict: bool | None = None,
-          block: Iterable[str] = ()) -> Any:
+def build(
+    spec: Any,
+    overrides: Iterable[str] = (),
+    *,
+    split: str = "train",
+    strict: bool | None = None,
+    block: Iterable[str] = (),
+) -> Any:
     """Build the experiment of a spec (a YAML path or a mapping) with dot-list ``overrides``:
     loads the plugins the spec's ``plugins`` section allows (:meth:`Zoo.for_spec`) and
     returns :meth:`Zoo.build`'s :class:`~mtlzoo.runtime.experiment.Experiment`."""
@@ -67,7 +73,27 @@ def build(spec: Any, overrides: Iterable[str] = (), *, split: str = "train", str
     return zoo.build(raw, split=split)
 
 
-__all__ = ["Zoo", "build", "hookimpl", "option", "FeatureInfo", "TargetInfo", "DatasetInfo", "TargetKind",
-           "TaskInfo", "TaskType", "Derivation", "MtlzooError", "ConfigError", "DataError", "DataProblems",
-           "SplitNotFound", "PluginError", "TrainingError", "CheckpointError", "UnknownNameError", "__version__",
-           *_LAZY]
+__all__ = [
+    "Zoo",
+    "build",
+    "hookimpl",
+    "option",
+    "FeatureInfo",
+    "TargetInfo",
+    "DatasetInfo",
+    "TargetKind",
+    "TaskInfo",
+    "TaskType",
+    "Derivation",
+    "MtlzooError",
+    "ConfigError",
+    "DataError",
+    "DataProblems",
+    "SplitNotFound",
+    "PluginError",
+    "TrainingError",
+    "CheckpointError",
+    "UnknownNameError",
+    "__version__",
+    *_LAZY,
+]

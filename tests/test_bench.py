@@ -25,18 +25,35 @@ def test_delta_m_by_hand():
 
 def write(tmp_path, spec_factory, grid, seeds=(0,), **extra):
     base = tmp_path / "base.yaml"
-    base.write_text(yaml.safe_dump(spec_factory(**{"tasks": {"semseg": {"type": "segmentation"},
-                                                             "depth": {"type": "depth"}}})))
-    bench = {"name": "tinybench", "base": "base.yaml", "grid": grid, "seeds": list(seeds),
-             "out_dir": str(tmp_path / "runs"), "results_dir": str(tmp_path / "results"), **extra}
+    base.write_text(
+        yaml.safe_dump(
+            spec_factory(**{"tasks": {"semseg": {"type": "segmentation"}, "depth": {"type": "depth"}}})
+        )
+    )
+    bench = {
+        "name": "tinybench",
+        "base": "base.yaml",
+        "grid": grid,
+        "seeds": list(seeds),
+        "out_dir": str(tmp_path / "runs"),
+        "results_dir": str(tmp_path / "results"),
+        **extra,
+    }
     path = tmp_path / "bench.yaml"
     path.write_text(yaml.safe_dump(bench))
     return path
 
 
 def test_plan_adds_single_task_baselines_per_setting(zoo, tmp_path, spec_factory):
-    path = write(tmp_path, spec_factory, {"combiner": ["sum", {"name": "weighted", "weights": {"depth": 2.0}}],
-                                          "train.optimizer.lr": [0.001, 0.01]}, seeds=(0, 1))
+    path = write(
+        tmp_path,
+        spec_factory,
+        {
+            "combiner": ["sum", {"name": "weighted", "weights": {"depth": 2.0}}],
+            "train.optimizer.lr": [0.001, 0.01],
+        },
+        seeds=(0, 1),
+    )
     spec, base = load_bench(path)
     cells = plan(spec, zoo.spec(base))
     grid_cells = [c for c in cells if c.baseline_task is None]
@@ -49,10 +66,12 @@ def test_plan_adds_single_task_baselines_per_setting(zoo, tmp_path, spec_factory
 
 
 def test_bench_runs_resumes_reports_failures_and_writes_tables(zoo, tmp_path, spec_factory, capsys):
-    path = write(tmp_path, spec_factory, {"combiner": ["sum", {"name": "weighted", "weights": {"nope": 1.0}}]})
+    path = write(
+        tmp_path, spec_factory, {"combiner": ["sum", {"name": "weighted", "weights": {"nope": 1.0}}]}
+    )
     summary = run_bench(path, log=lambda *_: None, zoo=zoo)
     # the weighted cell names an unknown task: it fails, the others still run
-    (failed_id, error), = summary["failures"].items()
+    ((failed_id, error),) = summary["failures"].items()
     assert failed_id.startswith("combiner=weighted") and "unknown task" in error
     md = (tmp_path / "results" / "tinybench.md").read_text()
     assert "Δm" in md and "single-task (semseg)" in md and "| sum |" in md and "(1 failed)" in md
@@ -65,7 +84,10 @@ def test_bench_runs_resumes_reports_failures_and_writes_tables(zoo, tmp_path, sp
     runs = tmp_path / "runs" / "tinybench"
     s = lambda cid: json.loads((runs / cid / "summary.json").read_text())  # noqa: E731
     mt = s("combiner=sum__seed0")
-    st = {"semseg": s("single_semseg__seed0")["test"]["semseg"], "depth": s("single_depth__seed0")["test"]["depth"]}
+    st = {
+        "semseg": s("single_semseg__seed0")["test"]["semseg"],
+        "depth": s("single_depth__seed0")["test"]["depth"],
+    }
     expected, _ = delta_m(mt["test"], st, mt["directions"])
     assert float(sum_row["delta_m_mean"]) == pytest.approx(expected)
     # a second call skips the finished cells (their folders are not touched)

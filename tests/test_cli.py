@@ -19,8 +19,22 @@ def write_spec(tmp_path, spec) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("argv", [[], ["train"], ["eval"], ["list"], ["plugins"], ["config"], ["config", "show"],
-                                  ["data"], ["data", "check"], ["check"], ["bench"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["train"],
+        ["eval"],
+        ["list"],
+        ["plugins"],
+        ["config"],
+        ["config", "show"],
+        ["data"],
+        ["data", "check"],
+        ["check"],
+        ["bench"],
+    ],
+)
 def test_help_of_every_command(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*argv, "--help"])
@@ -36,8 +50,18 @@ def test_train_prints_per_task_table_and_writes_run(tmp_path, capsys, spec_facto
     assert "| depth  | abs_err (lower is better)" in out
     assert (tmp_path / "runs" / "cli" / "summary.json").is_file()
     # eval of the run folder reproduces the summary
-    assert main(["eval", str(tmp_path / "runs" / "cli"), "--json", "--checkpoint",
-                 str(tmp_path / "runs" / "cli" / "checkpoints" / "last")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(tmp_path / "runs" / "cli"),
+                "--json",
+                "--checkpoint",
+                str(tmp_path / "runs" / "cli" / "checkpoints" / "last"),
+            ]
+        )
+        == 0
+    )
     ev = json.loads(capsys.readouterr().out)
     summary = json.loads((tmp_path / "runs" / "cli" / "summary.json").read_text())
     assert ev["metrics"] == summary["final"] and ev["split"] == "val"
@@ -129,4 +153,40 @@ def test_check_command_runs_the_conformance_kit(capsys):
 def test_list_shows_targets_and_option_names(capsys):
     assert main(["list", "loss", "ce", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
-    assert row["targets"] == ["segmentation", "class"] and row["options"] == ["class_weights", "label_smoothing"]
+    assert row["targets"] == ["segmentation", "class"] and row["options"] == [
+        "class_weights",
+        "label_smoothing",
+    ]
+
+
+@pytest.mark.parametrize("args", [["list"], ["plugins"], ["config", "show", "configs/quickstart.yaml"]])
+def test_commands_that_only_read_plugins_never_import_torch(args, root):
+    heavy = ("torch", "timm", "segmentation_models_pytorch", "scipy", "torchvision")
+    code = (
+        f"import sys; from mtlzoo.apps.cli import main; rc = main({args!r}); "
+        f"print('HEAVY', sorted(m for m in {heavy!r} if m in sys.modules)); sys.exit(rc)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+def test_command_speed_script_writes_its_table(tmp_path, root):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/command_speed.py",
+            "--repeats",
+            "1",
+            "--limit",
+            "600",
+            "--out",
+            str(tmp_path / "speed.md"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
+    assert out.returncode == 0, out.stderr
+    table = (tmp_path / "speed.md").read_text()
+    assert "| `mtlzoo list combiner` |" in table and "one-line error" in table and "load average" in table

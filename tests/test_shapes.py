@@ -15,8 +15,15 @@ import mtlzoo.builtin.datasets as D
 import mtlzoo.builtin.targets as T
 from mtlzoo import Zoo
 from mtlzoo.builtin.datasets import SHAPES, ShapesOptions
-from mtlzoo.builtin.datasets.shapes import (IMAGE_MEAN, IMAGE_STD, WORLD, Scene, ShapeObject, ShapesDataset,
-                                            render)
+from mtlzoo.builtin.datasets.shapes import (
+    IMAGE_MEAN,
+    IMAGE_STD,
+    WORLD,
+    Scene,
+    ShapeObject,
+    ShapesDataset,
+    render,
+)
 from mtlzoo.builtin.derive import boundary_from_mask, labels_from_mask
 from mtlzoo.contract.errors import ConfigError, DataError
 
@@ -124,8 +131,9 @@ def test_seed_option_changes_samples():
 
 def test_splits_never_share_samples():
     kw = dict(size=[24, 24], train_size=10, val_size=10, test_size=10)
-    images = {s: torch.stack([shapes(s, **kw)[i]["image"] for i in range(10)])
-              for s in ("train", "val", "test")}
+    images = {
+        s: torch.stack([shapes(s, **kw)[i]["image"] for i in range(10)]) for s in ("train", "val", "test")
+    }
     for s1, s2 in (("train", "val"), ("train", "test"), ("val", "test")):
         # no image of one split equals any image of another
         diff = (images[s1][:, None] - images[s2][None]).abs().flatten(2).amax(-1)
@@ -237,6 +245,7 @@ def test_palettes_overlap_between_classes():
     ds = shapes("train", size=[16, 16], train_size=300)
     hues = {"sphere": [], "pyramid": []}
     import colorsys
+
     for i in range(300):
         for o in ds.scene(i).objects:
             if o.shape in hues:
@@ -269,7 +278,7 @@ def test_sphere_geometry():
     assert out["depth"][31, 31] == pytest.approx(4.0 - h * 0.25 * WORLD, abs=1e-5)
     assert np.allclose(out["normals"][:, 31, 31], unit(u, v, h), atol=1e-6)
     # silhouette: area of a disc of radius 16 px
-    assert abs(int((out["semseg"] == 1).sum()) - math.pi * 16 ** 2) < 20
+    assert abs(int((out["semseg"] == 1).sum()) - math.pi * 16**2) < 20
     # right side faces right, bottom faces down
     assert out["normals"][0, 32, 46] > 0.8 and out["normals"][1, 46, 32] > 0.8
 
@@ -321,7 +330,7 @@ def test_torus_has_a_hole():
     assert out["semseg"][31, 42] == 1 and out["semseg"][31, 47] == 1  # rho ~ 0.66 r and 0.97 r: on the ring
     assert out["semseg"][31, 49] == 0  # rho ~ 1.09 r: floor
     # ring between radii 0.24 r and 1.0 r (r = 16 px)
-    assert abs(int((out["semseg"] == 1).sum()) - math.pi * (1 - 0.24 ** 2) * 16 ** 2) < 25
+    assert abs(int((out["semseg"] == 1).sum()) - math.pi * (1 - 0.24**2) * 16**2) < 25
     # the normal tilts outwards on the outer half of the ring, inwards on the inner half
     assert out["normals"][0, 31, 47] > 0.5 and out["normals"][0, 31, 37] < -0.3
 
@@ -355,18 +364,24 @@ def test_unknown_split():
         shapes("tran")
 
 
-@pytest.mark.parametrize("options, pattern", [
-    (dict(size=[7, 64]), r"data.size\[0\]: must be >= 8, got 7"),
-    (dict(size=[64]), r"data.size: expected 2 values"),
-    (dict(classes=[]), r"data.classes: empty"),
-    (dict(classes=["spere", "box"]), r"data.classes: unknown shape 'spere' \(did you mean 'sphere'\?\)"),
-    (dict(classes=["box", "box"]), r"data.classes: each shape may appear once"),
-    (dict(num_objects=[3, 1]), r"data.num_objects: expected \[min, max\] with 0 <= min <= max, got \[3, 1\]"),
-    (dict(num_objects=[-1, 1]), r"data.num_objects\[0\]: must be >= 0"),
-    (dict(seed=-1), r"data.seed: must be >= 0"),
-    (dict(val_size=-2), r"data.val_size: must be >= 0"),
-    (dict(sizes=[64, 64]), r"data.sizes: unknown option of dataset 'shapes' \(did you mean 'size'"),
-])
+@pytest.mark.parametrize(
+    "options, pattern",
+    [
+        (dict(size=[7, 64]), r"data.size\[0\]: must be >= 8, got 7"),
+        (dict(size=[64]), r"data.size: expected 2 values"),
+        (dict(classes=[]), r"data.classes: empty"),
+        (dict(classes=["spere", "box"]), r"data.classes: unknown shape 'spere' \(did you mean 'sphere'\?\)"),
+        (dict(classes=["box", "box"]), r"data.classes: each shape may appear once"),
+        (
+            dict(num_objects=[3, 1]),
+            r"data.num_objects: expected \[min, max\] with 0 <= min <= max, got \[3, 1\]",
+        ),
+        (dict(num_objects=[-1, 1]), r"data.num_objects\[0\]: must be >= 0"),
+        (dict(seed=-1), r"data.seed: must be >= 0"),
+        (dict(val_size=-2), r"data.val_size: must be >= 0"),
+        (dict(sizes=[64, 64]), r"data.sizes: unknown option of dataset 'shapes' \(did you mean 'size'"),
+    ],
+)
 def test_bad_options(options, pattern):
     with pytest.raises(ConfigError, match=pattern):
         make("train", **options)

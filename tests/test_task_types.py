@@ -20,16 +20,31 @@ EXPECTED = {
     "segmentation": (("segmentation",), "semseg", "fcn", "ce", [{"name": "miou"}, {"name": "pixel_acc"}], 5),
     "boundary": (("boundary",), "boundary", "boundary", "weighted_bce", [{"name": "boundary_f1"}], 1),
     "depth": (("depth",), "depth", "dense", "l1", [{"name": "depth_abs_err"}, {"name": "depth_rel_err"}], 1),
-    "normals": (("normals",), "normals", "normals", "cosine",
-                [{"name": "normal_mean_angle"}, {"name": "normal_median_angle"},
-                 {"name": "normal_within", "threshold": 11.25}, {"name": "normal_within", "threshold": 22.5},
-                 {"name": "normal_within", "threshold": 30.0}], 3),
+    "normals": (
+        ("normals",),
+        "normals",
+        "normals",
+        "cosine",
+        [
+            {"name": "normal_mean_angle"},
+            {"name": "normal_median_angle"},
+            {"name": "normal_within", "threshold": 11.25},
+            {"name": "normal_within", "threshold": 22.5},
+            {"name": "normal_within", "threshold": 30.0},
+        ],
+        3,
+    ),
     "labels": (("labels",), "labels", "classification", "bce", [{"name": "map"}, {"name": "accuracy"}], 5),
     "classification": (("class",), "class", "classification", "ce", [{"name": "accuracy"}], 5),
 }
-KINDS = {"segmentation": ("int64", ("H", "W")), "boundary": ("float32", (1, "H", "W")),
-         "depth": ("float32", (1, "H", "W")), "normals": ("float32", (3, "H", "W")),
-         "labels": ("float32", ("C",)), "class": ("int64", ())}
+KINDS = {
+    "segmentation": ("int64", ("H", "W")),
+    "boundary": ("float32", (1, "H", "W")),
+    "depth": ("float32", (1, "H", "W")),
+    "normals": ("float32", (3, "H", "W")),
+    "labels": ("float32", ("C",)),
+    "class": ("int64", ()),
+}
 
 
 def task_type(zoo, name, **options):
@@ -61,7 +76,12 @@ def test_task_type_defaults(zoo, name):
     assert isinstance(ttype, TaskType) and ttype.name == name
     kinds, target, head, loss, metrics, channels = EXPECTED[name]
     assert (ttype.target_kinds, ttype.target, ttype.head, ttype.loss, ttype.metrics) == (
-        kinds, target, {"name": head}, {"name": loss}, metrics)
+        kinds,
+        target,
+        {"name": head},
+        {"name": loss},
+        metrics,
+    )
     assert ttype.out_channels(TargetInfo(kinds[0], 5)) == channels
     # each call is a fresh value: a caller editing its dicts cannot change the defaults
     ttype.metrics.append({"name": "x"})
@@ -72,8 +92,11 @@ def test_task_type_defaults(zoo, name):
 def test_default_loss_and_metrics_build_and_accept_the_kind(zoo, name):
     ttype = task_type(zoo, name)
     kind = ttype.target_kinds[0]
-    info = TargetInfo(kind, 4 if kind in ("segmentation", "labels", "class") else 0,
-                      ignore_index=255 if kind in ("segmentation", "boundary") else None)
+    info = TargetInfo(
+        kind,
+        4 if kind in ("segmentation", "labels", "class") else 0,
+        ignore_index=255 if kind in ("segmentation", "boundary") else None,
+    )
     task = TaskInfo("t", name, ttype.target, ttype.out_channels(info), info)
     assert zoo.make("loss", ttype.loss, task, path="tasks.t.loss") is not None
     keys = [zoo.make("metric", m, task, path="tasks.t.metrics").key for m in ttype.metrics]
@@ -105,8 +128,11 @@ def test_task_type_options_are_set_in_the_task_node_and_validated(zoo):
     assert task["width"] == 3 and task["from"] == "semseg"
     with pytest.raises(ConfigError, match=r"^tasks.edges.width: must be >= 1, got 0"):
         resolve_task("edges", {"type": "boundary", "width": 0}, zoo.registries)
-    with pytest.raises(ConfigError, match=r"^tasks.edges.widht: unknown key of a 'boundary' task \(did you mean "
-                                          r"'width'\?\); valid keys: type, target, from, head, loss, metrics, width"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^tasks.edges.widht: unknown key of a 'boundary' task \(did you mean "
+        r"'width'\?\); valid keys: type, target, from, head, loss, metrics, width",
+    ):
         resolve_task("edges", {"type": "boundary", "widht": 3}, zoo.registries)
     with pytest.raises(ConfigError, match=r"^tasks.d.width: unknown key of a 'depth' task"):
         resolve_task("d", {"type": "depth", "width": 3}, zoo.registries)
@@ -115,13 +141,19 @@ def test_task_type_options_are_set_in_the_task_node_and_validated(zoo):
 
 
 def test_parts_that_do_not_accept_the_task_kind_are_refused_in_one_line(zoo):
-    with pytest.raises(ConfigError, match=r"^tasks.d.metrics\[0\]: metric 'miou' works on segmentation targets, "
-                                          r"but a 'depth' task learns depth"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^tasks.d.metrics\[0\]: metric 'miou' works on segmentation targets, "
+        r"but a 'depth' task learns depth",
+    ):
         resolve_task("d", {"type": "depth", "metrics": [{"name": "miou"}]}, zoo.registries)
     with pytest.raises(ConfigError, match=r"^tasks.d.loss: loss 'ce' works on segmentation, class targets"):
         resolve_task("d", {"type": "depth", "loss": {"name": "ce"}}, zoo.registries)
-    with pytest.raises(ConfigError, match=r"^tasks.s.head: head 'classification' works on image targets, but a "
-                                          r"'segmentation' task learns segmentation"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^tasks.s.head: head 'classification' works on image targets, but a "
+        r"'segmentation' task learns segmentation",
+    ):
         resolve_task("s", {"type": "segmentation", "head": {"name": "classification"}}, zoo.registries)
 
 
@@ -147,14 +179,17 @@ def test_builtin_kind_examples_pass_their_own_checks(zoo, name):
     assert sample_problems(sample, DatasetInfo("x", {"t": info}), {name: kind}, "s") == []
 
 
-@pytest.mark.parametrize("name,bad,message", [
-    ("segmentation", torch.tensor([[0, 7]]), "values 7 are not class indices (0..3 or 255)"),
-    ("boundary", torch.tensor([[[0.0, 0.5]]]), "values 0.5 are not 0 or 1 (or 255)"),
-    ("depth", torch.tensor([[[1.0, float("nan")]]]), "1 NaN or infinite depth values"),
-    ("normals", torch.tensor([[[0.5]], [[0.0]], [[0.0]]]), "neither unit length nor zero"),
-    ("labels", torch.tensor([0.0, 2.0, 1.0, 0.0]), "values 2 are not 0 or 1"),
-    ("class", torch.tensor(9), "values 9 are not class indices"),
-])
+@pytest.mark.parametrize(
+    "name,bad,message",
+    [
+        ("segmentation", torch.tensor([[0, 7]]), "values 7 are not class indices (0..3 or 255)"),
+        ("boundary", torch.tensor([[[0.0, 0.5]]]), "values 0.5 are not 0 or 1 (or 255)"),
+        ("depth", torch.tensor([[[1.0, float("nan")]]]), "1 NaN or infinite depth values"),
+        ("normals", torch.tensor([[[0.5]], [[0.0]], [[0.0]]]), "neither unit length nor zero"),
+        ("labels", torch.tensor([0.0, 2.0, 1.0, 0.0]), "values 2 are not 0 or 1"),
+        ("class", torch.tensor(9), "values 9 are not class indices"),
+    ],
+)
 def test_builtin_kind_checks_name_the_bad_values(zoo, name, bad, message):
     info = TargetInfo(name, 4, ("a", "b", "c", "d"), 255 if name in ("segmentation", "boundary") else None)
     assert message in zoo.target_kind(name).check(bad, info)
@@ -195,18 +230,32 @@ def sal_mae(task):
 class SaliencyPlugin:
     @hookimpl
     def register_target_kinds(self, register):
-        register("saliency", lambda: TargetKind("saliency", (1, "H", "W"), "float32",
-                                                example=lambda info, h, w, g: torch.zeros(1, h, w)))
+        register(
+            "saliency",
+            lambda: TargetKind(
+                "saliency", (1, "H", "W"), "float32", example=lambda info, h, w, g: torch.zeros(1, h, w)
+            ),
+        )
 
     @hookimpl
     def register_tasks(self, register):
         def saliency(options):
             def derive(source):
-                return Derivation(TargetInfo("saliency"), functools.partial(_salient, ignore_index=source.ignore_index))
+                return Derivation(
+                    TargetInfo("saliency"), functools.partial(_salient, ignore_index=source.ignore_index)
+                )
 
-            return TaskType("saliency", ("saliency",), "saliency", {"name": "fcn"}, {"name": "sal_l1"},
-                            [{"name": "sal_mae"}], out_channels=lambda info: 1, derive=derive,
-                            derive_from=("segmentation",))
+            return TaskType(
+                "saliency",
+                ("saliency",),
+                "saliency",
+                {"name": "fcn"},
+                {"name": "sal_l1"},
+                [{"name": "sal_mae"}],
+                out_channels=lambda info: 1,
+                derive=derive,
+                derive_from=("segmentation",),
+            )
 
         register("saliency", saliency, SalOptions, "saliency from a mask")
 
@@ -223,9 +272,15 @@ def test_a_plugin_task_type_derived_from_a_mask_builds_and_trains(tmp_path, spec
     from mtlzoo.runtime.train import Trainer
 
     zoo = Zoo.load(plugins=[("saliency_plugin", SaliencyPlugin())], strict=True)
-    spec = spec_factory(**{"tasks": {"semseg": {"type": "segmentation"},
-                                     "sal": {"type": "saliency", "from": "semseg", "threshold": 0.25}},
-                           "train.out_dir": str(tmp_path)})
+    spec = spec_factory(
+        **{
+            "tasks": {
+                "semseg": {"type": "segmentation"},
+                "sal": {"type": "saliency", "from": "semseg", "threshold": 0.25},
+            },
+            "train.out_dir": str(tmp_path),
+        }
+    )
     cfg = zoo.spec(spec)
     assert cfg.tasks.sal.threshold == 0.25 and cfg.tasks.sal["from"] == "semseg"
     exp = zoo.build(cfg)

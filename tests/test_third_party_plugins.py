@@ -18,9 +18,22 @@ ROOT = Path(__file__).resolve().parents[1]
 def pip_install(target: Path, *packages: Path) -> None:
     for pkg in packages:
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-             "--no-index", "--target", str(target), str(pkg)],
-            check=True, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "--no-index",
+                "--target",
+                str(target),
+                str(pkg),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
 
 
@@ -32,11 +45,19 @@ def site(tmp_path_factory) -> Path:
     return target
 
 
-def mtlzoo(site: Path, *args: str, env: dict | None = None, module: str = "mtlzoo") -> subprocess.CompletedProcess:
+def mtlzoo(
+    site: Path, *args: str, env: dict | None = None, module: str = "mtlzoo"
+) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("MTLZOO_")}
     full_env.update({"PYTHONPATH": str(site), "OMP_NUM_THREADS": "1", **(env or {})})
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT,
-                          env=full_env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=full_env,
+        timeout=600,
+    )
 
 
 def test_plugins_lists_installed_packages_failures_and_refusals(site):
@@ -44,17 +65,30 @@ def test_plugins_lists_installed_packages_failures_and_refusals(site):
     assert out.returncode == 0, out.stderr
     records = {r["name"]: r for r in json.loads(out.stdout)}
     ex = records["example"]
-    assert (ex["distribution"], ex["version"], ex["status"], ex["builtin"]) == ("mtlzoo-example", "0.3.0", "loaded",
-                                                                              False)
-    assert ex["registered"] == {"backbone": ["tiny_convnet"], "head": ["tiny_head"], "loss": ["soft_dice"],
-                                "combiner": ["max_weighted"], "dataset": ["stripes"], "metric": ["saliency_mae"],
-                                "task": ["saliency"], "target_kind": ["saliency"]}
+    assert (ex["distribution"], ex["version"], ex["status"], ex["builtin"]) == (
+        "mtlzoo-example",
+        "0.3.0",
+        "loaded",
+        False,
+    )
+    assert ex["registered"] == {
+        "backbone": ["tiny_convnet"],
+        "head": ["tiny_head"],
+        "loss": ["soft_dice"],
+        "combiner": ["max_weighted"],
+        "dataset": ["stripes"],
+        "metric": ["saliency_mae"],
+        "task": ["saliency"],
+        "target_kind": ["saliency"],
+    }
     assert ex["refused"] == []
     assert records["broken_import"]["status"] == "failed"
     assert "mtlzoo_dependency_that_is_not_installed" in records["broken_import"]["error"]
     assert records["broken_register"]["status"] == "failed"
     assert "something inside the plugin went wrong" in records["broken_register"]["error"]
-    assert records["broken_hook"]["status"] == "failed" and "register_haeds" in records["broken_hook"]["error"]
+    assert (
+        records["broken_hook"]["status"] == "failed" and "register_haeds" in records["broken_hook"]["error"]
+    )
     parts = records["broken_parts"]
     assert parts["status"] == "loaded"
     refused = "\n".join(parts["refused"])
@@ -86,8 +120,10 @@ def test_strict_mode_reports_every_broken_plugin_in_one_line(site):
 
 
 def test_blocking_broken_plugins_by_env_makes_strict_mode_pass(site):
-    env = {"MTLZOO_STRICT_PLUGINS": "1",
-           "MTLZOO_BLOCK_PLUGINS": "broken_import,broken_register,broken_hook,broken_parts"}
+    env = {
+        "MTLZOO_STRICT_PLUGINS": "1",
+        "MTLZOO_BLOCK_PLUGINS": "broken_import,broken_register,broken_hook,broken_parts",
+    }
     out = mtlzoo(site, "plugins", "--json", env=env)
     assert out.returncode == 0, out.stderr
     status = {r["name"]: r["status"] for r in json.loads(out.stdout)}
@@ -110,17 +146,41 @@ def test_blocking_a_plugin_in_the_spec_removes_its_parts(site):
     out = mtlzoo(site, "config", "show", str(spec), "plugins.block=[example]")
     assert out.returncode == 2
     # the broken plugins are warned about; the error itself is one line
-    assert out.stderr.splitlines()[-1].startswith("error: model.backbone.name: unknown backbone 'tiny_convnet'")
+    assert out.stderr.splitlines()[-1].startswith(
+        "error: model.backbone.name: unknown backbone 'tiny_convnet'"
+    )
 
 
 def test_the_example_package_runs_the_conformance_kit_in_its_own_tests(site):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MTLZOO_")}
     # its fixtures load plugins strictly: the broken package sharing this site is blocked
-    env.update({"PYTHONPATH": str(site), "OMP_NUM_THREADS": "1",
-                "MTLZOO_BLOCK_PLUGINS": "broken_import,broken_register,broken_hook,broken_parts"})
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", "--rootdir",
-                          str(ROOT / "plugins" / "mtlzoo-example"), str(ROOT / "plugins" / "mtlzoo-example" / "tests")],
-                         capture_output=True, text=True, env=env, timeout=600, cwd=ROOT / "plugins" / "mtlzoo-example")
+    env.update(
+        {
+            "PYTHONPATH": str(site),
+            "OMP_NUM_THREADS": "1",
+            "MTLZOO_BLOCK_PLUGINS": "broken_import,broken_register,broken_hook,broken_parts",
+        }
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-o",
+            "addopts=",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(ROOT / "plugins" / "mtlzoo-example"),
+            str(ROOT / "plugins" / "mtlzoo-example" / "tests"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=ROOT / "plugins" / "mtlzoo-example",
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "2 passed" in out.stdout
     check = mtlzoo(site, "check", "example")
@@ -147,8 +207,10 @@ def test_the_kit_names_the_broken_contract_of_each_broken_part(site):
     }
     assert expected <= failed, failed
     messages = {(r["part"].split(" (")[0], r["contract"]): r["message"] for r in report["results"]}
-    assert "map 0 has 16 channels but feature_info says 32" in messages[("backbone 'wrong_feature_info'",
-                                                                         "backbone.feature_info")]
+    assert (
+        "map 0 has 16 channels but feature_info says 32"
+        in messages[("backbone 'wrong_feature_info'", "backbone.feature_info")]
+    )
     assert "[2, 5, 64, 64]" in messages[("head 'wrong_channels'", "head.output")]
     samples = messages[("dataset 'bad_samples'", "dataset.samples[train]")]
     assert "'semseg' (segmentation) must be int64, got float32" in samples
@@ -157,16 +219,21 @@ def test_the_kit_names_the_broken_contract_of_each_broken_part(site):
 
 def test_data_check_compares_every_sample_with_the_dataset_info(site, tmp_path):
     spec = tmp_path / "bad.yaml"
-    spec.write_text("name: bad\ntasks: {semseg: {type: segmentation}}\ndata: {name: bad_samples}\n")
+    spec.write_text(
+        "name: bad\nmodel: {backbone: {name: cnn}}\ntasks: {semseg: {type: segmentation}}\n"
+        "combiner: {name: sum}\ndata: {name: bad_samples}\n"
+    )
     out = mtlzoo(site, "data", "check", str(spec), "--splits", "train")
     assert out.returncode == 1
     lines = out.stdout.strip().splitlines()
     assert lines[-1] == "12 problem(s) found in dataset 'bad_samples'"
-    assert any("bad_samples train[0]: target 'labels' declared by the dataset's info is missing" in x for x in lines)
+    assert any(
+        "bad_samples train[0]: target 'labels' declared by the dataset's info is missing" in x for x in lines
+    )
     assert any("bad_samples train[3]: target 'depth' (depth) must have shape [1, 8, 8]" in x for x in lines)
 
 
-WOULD_BE_SUM = '''
+WOULD_BE_SUM = """
 from mtlzoo import Combiner, hookimpl
 
 
@@ -180,7 +247,7 @@ class Mine(Combiner):
 def register_combiners(register):
     register("sum", Mine, None, "tries to replace the built-in sum")
     register("{other}", Mine, None, "a name of its own")
-'''
+"""
 
 
 @pytest.mark.parametrize("entry_name", ["aaa_takes_sum", "zzz_takes_sum"])
@@ -192,23 +259,36 @@ def test_a_package_registering_sum_is_refused_for_that_entry_alone(tmp_path, ent
     (pkg / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools>=64"]\nbuild-backend = "setuptools.build_meta"\n'
         f'[project]\nname = "takes-sum-{entry_name}"\nversion = "1.0"\n'
-        f'[project.entry-points.mtlzoo]\n{entry_name} = "takes_sum"\n[tool.setuptools]\npackages = ["takes_sum"]\n')
+        f'[project.entry-points.mtlzoo]\n{entry_name} = "takes_sum"\n[tool.setuptools]\npackages = ["takes_sum"]\n'
+    )
     site = tmp_path / "site"
     pip_install(site, pkg)
     out = mtlzoo(site, "plugins", "--json")
     record = next(r for r in json.loads(out.stdout) if r["name"] == entry_name)
     assert record["registered"] == {"combiner": [f"{entry_name}_own"]}
-    assert record["refused"] == ["combiner 'sum' is a built-in name (plugin builtin_combiners); register yours under "
-                                 "another name"]
+    assert record["refused"] == [
+        "combiner 'sum' is a built-in name (plugin builtin_combiners); register yours under another name"
+    ]
     listed = {r["name"]: r["plugin"] for r in json.loads(mtlzoo(site, "list", "combiner", "--json").stdout)}
     assert listed["sum"] == "builtin_combiners" and listed["weighted"] == "builtin_combiners"
     assert listed[f"{entry_name}_own"] == entry_name
     # built-in sum and weighted train as before
     for combiner in ("sum", "weighted"):
-        run = mtlzoo(site, "train", str(ROOT / "configs" / "quickstart.yaml"), f"combiner.name={combiner}",
-                     "train.epochs=1", "data.train_size=16", "data.val_size=8", "data.test_size=8",
-                     "train.batch_size=8", "train.progress=false", f"train.out_dir={tmp_path / 'runs'}",
-                     f"train.run_name={combiner}", "tasks={semseg: {type: segmentation}}",
-                     "model.backbone={name: cnn, channels: [8, 16]}")
+        run = mtlzoo(
+            site,
+            "train",
+            str(ROOT / "configs" / "quickstart.yaml"),
+            f"combiner.name={combiner}",
+            "train.epochs=1",
+            "data.train_size=16",
+            "data.val_size=8",
+            "data.test_size=8",
+            "train.batch_size=8",
+            "train.progress=false",
+            f"train.out_dir={tmp_path / 'runs'}",
+            f"train.run_name={combiner}",
+            "tasks={semseg: {type: segmentation}}",
+            "model.backbone={name: cnn, channels: [8, 16]}",
+        )
         assert run.returncode == 0, run.stderr[-2000:]
         assert "warning: plugin " in run.stderr and "'sum' is a built-in name" in run.stderr

@@ -106,8 +106,21 @@ def test_test_split_is_reported_with_the_checkpoint_chosen_on_val(zoo, tmp_path,
 
 
 def test_lr_schedules_by_hand():
-    cfg = OmegaConf.create({"train": {"optimizer": {"lr": 0.1}, "scheduler": {
-        "name": "cosine", "warmup_epochs": 1.0, "min_lr": 0.0, "step_epochs": 1, "gamma": 0.5, "power": 1.0}}})
+    cfg = OmegaConf.create(
+        {
+            "train": {
+                "optimizer": {"lr": 0.1},
+                "scheduler": {
+                    "name": "cosine",
+                    "warmup_epochs": 1.0,
+                    "min_lr": 0.0,
+                    "step_epochs": 1,
+                    "gamma": 0.5,
+                    "power": 1.0,
+                },
+            }
+        }
+    )
     # 10 steps per epoch, 30 steps: 10 warm-up steps then cosine over 20
     assert lr_factor(cfg, 0, 30, 10) == pytest.approx(0.1)
     assert lr_factor(cfg, 9, 30, 10) == pytest.approx(1.0)
@@ -125,13 +138,15 @@ def test_sharded_sampler_two_ranks_cover_the_one_rank_batches():
     r1 = list(ShardedSampler(20, seed=3, rank_=1, world=2))
     b = 2  # per-rank batch; the 1-rank run uses batch 4
     for k in range(5):
-        assert sorted(one[4 * k: 4 * k + 4]) == sorted(r0[b * k: b * k + b] + r1[b * k: b * k + b])
+        assert sorted(one[4 * k : 4 * k + 4]) == sorted(r0[b * k : b * k + b] + r1[b * k : b * k + b])
     ev = [list(ShardedSampler(7, shuffle=False, drop_last=False, rank_=r, world=2)) for r in (0, 1)]
     assert sorted(ev[0] + ev[1]) == list(range(7))
 
 
-@pytest.mark.parametrize("combiner", [{"name": "gradvac", "wrt": "params"}, {"name": "dwa"},
-                                      {"name": "famo", "update": "same_batch"}])
+@pytest.mark.parametrize(
+    "combiner",
+    [{"name": "gradvac", "wrt": "params"}, {"name": "dwa"}, {"name": "famo", "update": "same_batch"}],
+)
 def test_stateful_combiner_state_is_checkpointed_and_restored(zoo, tmp_path, spec_factory, combiner):
     d = new_run_dir(tmp_path, "state")
     t, _ = run(zoo, spec_factory(**{"combiner": combiner, "train.epochs": 2}), d)
@@ -176,5 +191,7 @@ def test_a_combiner_that_never_calls_backward_is_named_after_the_first_step(spec
 def test_a_loss_that_is_not_a_scalar_is_named(zoo, spec_factory):
     trainer = Trainer(zoo.build(spec_factory()), None)
     trainer.tasks["depth"].loss = lambda pred, target: (pred - target).abs()
-    with pytest.raises(PluginError, match=r"^tasks.depth.loss: .* returned \[8, 1, 32, 32\]; a loss returns a scalar"):
+    with pytest.raises(
+        PluginError, match=r"^tasks.depth.loss: .* returned \[8, 1, 32, 32\]; a loss returns a scalar"
+    ):
         trainer.fit()

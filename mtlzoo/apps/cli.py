@@ -75,8 +75,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = Trainer(exp, run_dir if _is_rank0() else None, resume=resume)
     summary = trainer.fit()
     if trainer.main:
-        print(f"\n{cfg.name}: {summary['epochs']} epochs in {summary['seconds']:.1f}s on {summary['device']}"
-              f" ({summary['parameters']['total']:,} parameters)")
+        print(
+            f"\n{cfg.name}: {summary['epochs']} epochs in {summary['seconds']:.1f}s on {summary['device']}"
+            f" ({summary['parameters']['total']:,} parameters)"
+        )
         print(f"{cfg.train.eval_split} metrics:")
         print(format_table(summary["final"], summary["directions"]))
         if "test" in summary:
@@ -151,11 +153,17 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows = []
         for entry in zoo.registries[kind]:
             name_hit = fnmatch.fnmatchcase(entry.name.lower(), pattern.lower())
-            variants = _variant_hits(entry, pattern) if searches_variants or (args.pattern and not name_hit) else []
+            variants = (
+                _variant_hits(entry, pattern) if searches_variants or (args.pattern and not name_hit) else []
+            )
             if not (name_hit or variants):
                 continue
-            row: dict[str, Any] = {"name": entry.name, "plugin": entry.plugin, "help": entry.help,
-                                   "options": [o["name"] for o in entry.describe_options()]}
+            row: dict[str, Any] = {
+                "name": entry.name,
+                "plugin": entry.plugin,
+                "help": entry.help,
+                "options": [o["name"] for o in entry.describe_options()],
+            }
             if entry.targets is not None:
                 row["targets"] = list(entry.targets)
             if variants:
@@ -174,10 +182,15 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"  {r['name'].ljust(width)}  {r['help']}  [{r['plugin']}]")
             if r.get("variants"):
                 shown = r["variants"][:40]
-                print(f"  {'':{width}}    {len(r['variants'])} matching: " + ", ".join(shown)
-                      + (" ..." if len(r["variants"]) > 40 else ""))
+                print(
+                    f"  {'':{width}}    {len(r['variants'])} matching: "
+                    + ", ".join(shown)
+                    + (" ..." if len(r["variants"]) > 40 else "")
+                )
             elif "variants" in r:
-                print(f"  {'':{width}}    search its architectures: mtlzoo list {kind} '{r['name']}:*pattern*'")
+                print(
+                    f"  {'':{width}}    search its architectures: mtlzoo list {kind} '{r['name']}:*pattern*'"
+                )
         if not rows:
             print(f"  none match {pattern!r}")
     return 0
@@ -201,8 +214,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     failed = [r for r in records if r["status"] == "failed"]
     refused = sum(len(r["refused"]) for r in records)
     if failed or refused:
-        print(f"\n{len(failed)} plugin(s) failed to load and {refused} entr{'y was' if refused == 1 else 'ies were'} "
-              f"refused; the others are unaffected. MTLZOO_STRICT_PLUGINS=1 turns these into errors.")
+        print(
+            f"\n{len(failed)} plugin(s) failed to load and {refused} entr{'y was' if refused == 1 else 'ies were'} "
+            f"refused; the others are unaffected. MTLZOO_STRICT_PLUGINS=1 turns these into errors."
+        )
     for line in zoo.warnings:
         if "block list" in line:
             print(f"warning: {line}", file=sys.stderr)
@@ -257,24 +272,43 @@ def cmd_check(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mtlzoo`` (every command has ``--help``)."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show tracebacks instead of one-line errors")
-    common.add_argument("--strict-plugins", action="store_true", default=argparse.SUPPRESS,
-                        help="fail when any plugin fails to load or an entry is refused (env: MTLZOO_STRICT_PLUGINS=1)")
-    parser = argparse.ArgumentParser(prog="mtlzoo", parents=[common],
-                                     description="Train and compare multi-task models for images.")
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks instead of one-line errors",
+    )
+    common.add_argument(
+        "--strict-plugins",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="fail when any plugin fails to load or an entry is refused (env: MTLZOO_STRICT_PLUGINS=1)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="mtlzoo", parents=[common], description="Train and compare multi-task models for images."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("train", parents=[common], help="train from a spec",
-                       description="Train from a YAML spec with optional key.path=value overrides.")
+    p = sub.add_parser(
+        "train",
+        parents=[common],
+        help="train from a spec",
+        description="Train from a YAML spec with optional key.path=value overrides.",
+    )
     p.add_argument("spec", nargs="?", help="YAML spec (omit with --resume)")
-    p.add_argument("overrides", nargs="*", help="dot-list overrides, e.g. train.epochs=3 combiner.name=weighted")
+    p.add_argument(
+        "overrides", nargs="*", help="dot-list overrides, e.g. train.epochs=3 combiner.name=weighted"
+    )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", parents=[common], help="evaluate a checkpoint",
-                       description="Evaluate a run folder (or a spec plus --checkpoint) on a split.")
+    p = sub.add_parser(
+        "eval",
+        parents=[common],
+        help="evaluate a checkpoint",
+        description="Evaluate a run folder (or a spec plus --checkpoint) on a split.",
+    )
     p.add_argument("target", help="run folder, or a YAML spec (then --checkpoint is required)")
     p.add_argument("overrides", nargs="*", help="dot-list overrides")
     p.add_argument("--checkpoint", help="checkpoint folder (default: the run's best, else last)")
@@ -283,32 +317,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("list", parents=[common], help="list registered parts",
-                       description="List registered parts; PATTERN is a shell wildcard ('*resnet*', "
-                                   "'timm:convnext*' searches timm's architectures).")
+    p = sub.add_parser(
+        "list",
+        parents=[common],
+        help="list registered parts",
+        description="List registered parts; PATTERN is a shell wildcard ('*resnet*', "
+        "'timm:convnext*' searches timm's architectures).",
+    )
     p.add_argument("kind", nargs="?", choices=list(KINDS), metavar="KIND", help=f"one of {', '.join(KINDS)}")
     p.add_argument("pattern", nargs="?", help="shell wildcard")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("plugins", parents=[common], help="list installed plugins",
-                       description="List every plugin, its distribution, version, what it registered, "
-                                   "refused entries and failures.")
+    p = sub.add_parser(
+        "plugins",
+        parents=[common],
+        help="list installed plugins",
+        description="List every plugin, its distribution, version, what it registered, "
+        "refused entries and failures.",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("check", parents=[common], help="check plugins against mtlzoo's contracts",
-                       description="Build every part the named plugins registered and check each against its "
-                                   "contract (the conformance kit, mtlzoo.testing).")
-    p.add_argument("plugins", nargs="+", metavar="PLUGIN", help="plugin (entry-point) names, see `mtlzoo plugins`")
+    p = sub.add_parser(
+        "check",
+        parents=[common],
+        help="check plugins against mtlzoo's contracts",
+        description="Build every part the named plugins registered and check each against its "
+        "contract (the conformance kit, mtlzoo.testing).",
+    )
+    p.add_argument(
+        "plugins", nargs="+", metavar="PLUGIN", help="plugin (entry-point) names, see `mtlzoo plugins`"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("config", parents=[common], help="inspect specs", description="Inspect specs.")
     csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
     csub.required = True
-    q = csub.add_parser("show", parents=[common], help="print the resolved, validated spec",
-                        description="Print the resolved, validated spec with all defaults filled in.")
+    q = csub.add_parser(
+        "show",
+        parents=[common],
+        help="print the resolved, validated spec",
+        description="Print the resolved, validated spec with all defaults filled in.",
+    )
     q.add_argument("spec")
     q.add_argument("overrides", nargs="*")
     q.set_defaults(func=cmd_config_show)
@@ -316,8 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", parents=[common], help="inspect datasets", description="Inspect datasets.")
     dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     dsub.required = True
-    q = dsub.add_parser("check", parents=[common], help="scan a dataset for bad files and samples",
-                        description="Scan every file and sample of a spec's dataset; report every problem.")
+    q = dsub.add_parser(
+        "check",
+        parents=[common],
+        help="scan a dataset for bad files and samples",
+        description="Scan every file and sample of a spec's dataset; report every problem.",
+    )
     q.add_argument("spec")
     q.add_argument("overrides", nargs="*")
     q.add_argument("--splits", nargs="+", default=["train", "val", "test"], help="splits to scan")

@@ -27,7 +27,9 @@ from ..contract.errors import DataError, DataProblems, SplitNotFound, one_line
 DEFAULT_SPLITS = ("train", "val", "test")
 
 
-def _samples(dataset: Any, info: DatasetInfo, kinds: dict[str, Any], where: str, files_checked: bool) -> list[str]:
+def _samples(
+    dataset: Any, info: DatasetInfo, kinds: dict[str, Any], where: str, files_checked: bool
+) -> list[str]:
     problems = []
     for i in range(len(dataset)):
         try:

@@ -25,7 +25,9 @@ def check_class_indices(t: Any, info: TargetInfo) -> str | None:
     if info.ignore_index is not None:
         bad &= t != info.ignore_index
     if bool(bad.any()):
-        allowed = f"0..{info.num_classes - 1}" + (f" or {info.ignore_index}" if info.ignore_index is not None else "")
+        allowed = f"0..{info.num_classes - 1}" + (
+            f" or {info.ignore_index}" if info.ignore_index is not None else ""
+        )
         return f"values {_distinct(t[bad])} are not class indices ({allowed})"
     return None
 
@@ -41,7 +43,8 @@ def check_binary(t: Any, info: TargetInfo) -> str | None:
         bad &= t != float(info.ignore_index)
     if bool(bad.any()):
         return f"values {_distinct(t[bad])} are not 0 or 1" + (
-            f" (or {info.ignore_index})" if info.ignore_index is not None else "")
+            f" (or {info.ignore_index})" if info.ignore_index is not None else ""
+        )
     return None
 
 
@@ -63,8 +66,10 @@ def check_normals(t: Any, info: TargetInfo) -> str | None:
     norm = t.norm(dim=0)
     bad = (norm > 1e-6) & ((norm - 1).abs() > 1e-2)
     if bool(bad.any()):
-        return f"{int(bad.sum())} pixels hold vectors that are neither unit length nor zero (e.g. length " \
-               f"{float(norm[bad][0]):.3g})"
+        return (
+            f"{int(bad.sum())} pixels hold vectors that are neither unit length nor zero (e.g. length "
+            f"{float(norm[bad][0]):.3g})"
+        )
     return None
 
 
@@ -136,26 +141,30 @@ def example_class(info: TargetInfo, h: int, w: int, g: Any) -> Any:
 # -- the kinds ------------------------------------------------------------------------------------
 def segmentation() -> TargetKind:
     """Class index per pixel."""
-    return TargetKind("segmentation", ("H", "W"), "int64", pad="ignore", check=check_class_indices,
-                      example=example_mask)
+    return TargetKind(
+        "segmentation", ("H", "W"), "int64", pad="ignore", check=check_class_indices, example=example_mask
+    )
 
 
 def boundary() -> TargetKind:
     """1 on boundary pixels, 0 elsewhere, the ignore index where unknown."""
-    return TargetKind("boundary", (1, "H", "W"), "float32", pad="ignore", check=check_binary,
-                      example=example_boundary)
+    return TargetKind(
+        "boundary", (1, "H", "W"), "float32", pad="ignore", check=check_binary, example=example_boundary
+    )
 
 
 def depth() -> TargetKind:
     """Depth per pixel, 0 for no measurement."""
-    return TargetKind("depth", (1, "H", "W"), "float32", on_scale=divide_by_scale, check=check_depth,
-                      example=example_depth)
+    return TargetKind(
+        "depth", (1, "H", "W"), "float32", on_scale=divide_by_scale, check=check_depth, example=example_depth
+    )
 
 
 def normals() -> TargetKind:
     """Unit surface normal per pixel (x right, y down, z towards the camera)."""
-    return TargetKind("normals", (3, "H", "W"), "float32", on_flip=negate_x, check=check_normals,
-                      example=example_normals)
+    return TargetKind(
+        "normals", (3, "H", "W"), "float32", on_flip=negate_x, check=check_normals, example=example_normals
+    )
 
 
 def labels() -> TargetKind:
@@ -172,7 +181,9 @@ def class_index() -> TargetKind:
 def register_target_kinds(register):
     """Register the built-in target kinds."""
     register("segmentation", segmentation, None, "int64 [H,W] class index per pixel (ignore_index = void)")
-    register("boundary", boundary, None, "float32 [1,H,W] boundary map (1 = boundary, ignore_index = unknown)")
+    register(
+        "boundary", boundary, None, "float32 [1,H,W] boundary map (1 = boundary, ignore_index = unknown)"
+    )
     register("depth", depth, None, "float32 [1,H,W] depth per pixel (0 = no measurement)")
     register("normals", normals, None, "float32 [3,H,W] unit surface normals (all-zero = no measurement)")
     register("labels", labels, None, "float32 [C] multi-hot image-level labels")

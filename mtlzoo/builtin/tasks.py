@@ -182,9 +182,18 @@ def classification() -> TaskType:
 def register_tasks(register):
     """Register the built-in task types."""
     register("segmentation", segmentation, None, "Semantic segmentation (fcn head, ce, miou)")
-    register("boundary", boundary, BoundaryTaskOptions, "Boundary detection (boundary head, weighted_bce, boundary_f1)")
+    register(
+        "boundary",
+        boundary,
+        BoundaryTaskOptions,
+        "Boundary detection (boundary head, weighted_bce, boundary_f1)",
+    )
     register("depth", depth, None, "Monocular depth (dense head, l1, abs/rel error)")
     register("normals", normals, None, "Surface normals (normals head, cosine, angular errors)")
     register("labels", labels, None, "Multi-label image recognition (classification head, bce, mAP)")
-    register("classification", classification, None,
-             "Single-label classification (classification head, ce, accuracy)")
+    register(
+        "classification",
+        classification,
+        None,
+        "Single-label classification (classification head, ce, accuracy)",
+    )

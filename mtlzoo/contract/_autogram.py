@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+
 def _walk(roots: Sequence) -> list:
     """Every autograd node reachable from ``roots`` (iterative: graphs can be deep)."""
     seen: set = set()
@@ -67,8 +68,17 @@ class _ConvSite:
     def weight_grad(self, delta: Tensor) -> Tensor:
         """Gradient of this conv's weight for the output gradient ``delta``."""
         return torch.ops.aten.convolution_backward(
-            delta, self.x, self.param, None, self.stride, self.padding, self.dilation,
-            False, [0, 0], 1, [False, True, False],
+            delta,
+            self.x,
+            self.param,
+            None,
+            self.stride,
+            self.padding,
+            self.dilation,
+            False,
+            [0, 0],
+            1,
+            [False, True, False],
         )[1]
 
     @torch.no_grad()
@@ -78,9 +88,9 @@ class _ConvSite:
         rows = [s if s is not None else self.x.new_zeros(0) for s in self.store]
         if self.kernel:
             cout = self.param.shape[0]
-            d = torch.stack([
-                r.transpose(0, 1).reshape(cout, -1) if r.numel() else self.x.new_zeros(shape) for r in rows
-            ])  # T, Cout, N
+            d = torch.stack(
+                [r.transpose(0, 1).reshape(cout, -1) if r.numel() else self.x.new_zeros(shape) for r in rows]
+            )  # T, Cout, N
             kh, kw = self.param.shape[-2:]
             x = F.unfold(self.x, (kh, kw), self.dilation, self.padding, self.stride)  # B, Ckk, L
             x = x.transpose(0, 1).reshape(x.shape[1], -1)  # Ckk, N
@@ -109,8 +119,13 @@ class LayerGramian:
     the backbone per task, hooks on the convolutions (see the module docstring).
     """
 
-    def __init__(self, features: list[Tensor], cotangents: list[list[Tensor | None]], shared: list[Tensor],
-                 release: bool = False):
+    def __init__(
+        self,
+        features: list[Tensor],
+        cotangents: list[list[Tensor | None]],
+        shared: list[Tensor],
+        release: bool = False,
+    ):
         tasks = len(cotangents)
         last = max((t for t in range(tasks) if any(c is not None for c in cotangents[t])), default=-1)
         self.released = False
@@ -151,8 +166,11 @@ class LayerGramian:
                 continue
             if not expanded:
                 stack.append((node, True))
-                stack.extend((c, False) for c, _ in node.next_functions
-                             if c is not None and not _is_leaf(c) and c not in reach)
+                stack.extend(
+                    (c, False)
+                    for c, _ in node.next_functions
+                    if c is not None and not _is_leaf(c) and c not in reach
+                )
                 continue
             if node in candidates:
                 if not edge_reaches(node.next_functions[0][0]):
@@ -174,6 +192,7 @@ class LayerGramian:
                     with torch.no_grad():
                         kept = delta.detach() if site.kernel else site.weight_grad(delta)
                         site.store[current[0]] = kept
+
             return hook
 
         handles = [s.node.register_prehook(make_hook(s)) for s in self.sites]
@@ -185,8 +204,13 @@ class LayerGramian:
                     # the last pass may free the backbone's saved activations: the update is
                     # then assembled from what the passes kept, lowering the step's peak memory
                     keep = not (release and t == last)
-                    grads = torch.autograd.grad([f for f, _ in pairs], self.fallback, [c for _, c in pairs],
-                                                retain_graph=keep, allow_unused=True)
+                    grads = torch.autograd.grad(
+                        [f for f, _ in pairs],
+                        self.fallback,
+                        [c for _, c in pairs],
+                        retain_graph=keep,
+                        allow_unused=True,
+                    )
                     self.released = self.released or not keep
                 else:
                     grads = (None,) * len(self.fallback)
@@ -197,8 +221,12 @@ class LayerGramian:
         gram = torch.zeros(tasks, tasks, dtype=torch.float64)
         with torch.no_grad():
             for k, p in enumerate(self.fallback):
-                r = torch.stack([row[k].reshape(-1) if row[k] is not None else p.new_zeros(p.numel())
-                                 for row in self.rows])
+                r = torch.stack(
+                    [
+                        row[k].reshape(-1) if row[k] is not None else p.new_zeros(p.numel())
+                        for row in self.rows
+                    ]
+                )
                 gram += (r @ r.T).double().cpu()
             for site in self.sites:
                 gram += site.gram(tasks).cpu()

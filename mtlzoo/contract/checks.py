@@ -22,8 +22,11 @@ from .features import FeatureInfo
 
 
 def _float3(value: Any) -> bool:
-    return (isinstance(value, Sequence) and len(value) == 3
-            and all(isinstance(v, (int, float)) and math.isfinite(float(v)) for v in value))
+    return (
+        isinstance(value, Sequence)
+        and len(value) == 3
+        and all(isinstance(v, (int, float)) and math.isfinite(float(v)) for v in value)
+    )
 
 
 def backbone_attributes(backbone: Any, label: str) -> list[FeatureInfo]:
@@ -34,18 +37,25 @@ def backbone_attributes(backbone: Any, label: str) -> list[FeatureInfo]:
     try:
         info = [FeatureInfo(int(c), int(s)) for c, s in raw]  # type: ignore[union-attr]
     except (TypeError, ValueError):
-        raise PluginError(f"{label}: feature_info must be a list of (channels, stride) pairs, got {raw!r}") from None
+        raise PluginError(
+            f"{label}: feature_info must be a list of (channels, stride) pairs, got {raw!r}"
+        ) from None
     if not info or any(fi.channels < 1 or fi.stride < 1 for fi in info):
-        raise PluginError(f"{label}: feature_info must list at least one map with channels >= 1 and stride >= 1, "
-                          f"got {info}")
+        raise PluginError(
+            f"{label}: feature_info must list at least one map with channels >= 1 and stride >= 1, got {info}"
+        )
     if any(b.stride < a.stride for a, b in zip(info, info[1:])):
-        raise PluginError(f"{label}: feature_info must be ordered fine to coarse (strides non-decreasing), got "
-                          f"strides {[fi.stride for fi in info]}")
+        raise PluginError(
+            f"{label}: feature_info must be ordered fine to coarse (strides non-decreasing), got "
+            f"strides {[fi.stride for fi in info]}"
+        )
     mean, std = getattr(backbone, "input_mean", None), getattr(backbone, "input_std", None)
     if (mean is None) != (std is None):
         raise PluginError(f"{label}: set both input_mean and input_std, or neither")
     if mean is not None and not (_float3(mean) and _float3(std) and all(float(s) > 0 for s in std)):
-        raise PluginError(f"{label}: input_mean/input_std must be 3 finite numbers each (std > 0), got {mean}, {std}")
+        raise PluginError(
+            f"{label}: input_mean/input_std must be 3 finite numbers each (std > 0), got {mean}, {std}"
+        )
     div = getattr(backbone, "size_divisor", 1)
     if not isinstance(div, int) or isinstance(div, bool) or div < 1:
         raise PluginError(f"{label}: size_divisor must be an int >= 1, got {div!r}")
@@ -56,27 +66,36 @@ def feature_maps(maps: Any, info: Sequence[FeatureInfo], size: tuple[int, int], 
     """Compare a forward pass's maps with ``feature_info``: count, channels, and strides
     (each map's height and width are the input's divided by its stride, rounded either way)."""
     if not isinstance(maps, (list, tuple)) or not all(torch.is_tensor(m) for m in maps):
-        raise PluginError(f"{label}: forward must return a list of feature-map tensors, got {type(maps).__name__}")
+        raise PluginError(
+            f"{label}: forward must return a list of feature-map tensors, got {type(maps).__name__}"
+        )
     shapes = [tuple(m.shape) for m in maps]
     declared = [(fi.channels, fi.stride) for fi in info]
     if len(maps) != len(info):
-        raise PluginError(f"{label} broke its feature_info: forward returned {len(maps)} maps {shapes} but "
-                          f"feature_info lists {len(info)} (channels, stride) {declared}")
+        raise PluginError(
+            f"{label} broke its feature_info: forward returned {len(maps)} maps {shapes} but "
+            f"feature_info lists {len(info)} (channels, stride) {declared}"
+        )
     h, w = size
     for i, (m, fi) in enumerate(zip(maps, info)):
         if m.dim() != 4:
             raise PluginError(f"{label}: map {i} must be [B, C, h, w], got shape {list(m.shape)}")
         if m.shape[1] != fi.channels:
-            raise PluginError(f"{label} broke its feature_info: map {i} has {m.shape[1]} channels but feature_info "
-                              f"says {fi.channels} (maps {shapes}, feature_info {declared})")
+            raise PluginError(
+                f"{label} broke its feature_info: map {i} has {m.shape[1]} channels but feature_info "
+                f"says {fi.channels} (maps {shapes}, feature_info {declared})"
+            )
         mh, mw = m.shape[-2:]
         if not (abs(mh - h / fi.stride) < 1 and abs(mw - w / fi.stride) < 1):
-            raise PluginError(f"{label} broke its feature_info: map {i} is {mh}x{mw} for a {h}x{w} input, not "
-                              f"stride {fi.stride} (maps {shapes}, feature_info {declared})")
+            raise PluginError(
+                f"{label} broke its feature_info: map {i} is {mh}x{mw} for a {h}x{w} input, not "
+                f"stride {fi.stride} (maps {shapes}, feature_info {declared})"
+            )
 
 
-def head_output(pred: Any, kind: TargetKind, out_channels: int, batch: int, size: tuple[int, int],
-                label: str, task: str) -> None:
+def head_output(
+    pred: Any, kind: TargetKind, out_channels: int, batch: int, size: tuple[int, int], label: str, task: str
+) -> None:
     """Compare a head's output with what its task needs: ``[B, out_channels, H, W]`` for a
     dense target kind, ``[B, out_channels]`` otherwise, floating point."""
     want = (batch, out_channels, *size) if kind.dense else (batch, out_channels)
@@ -84,12 +103,19 @@ def head_output(pred: Any, kind: TargetKind, out_channels: int, batch: int, size
         raise PluginError(f"{label} of task {task!r} returned {type(pred).__name__}, not a tensor")
     if tuple(pred.shape) != want or not pred.is_floating_point():
         what = "[B, out_channels, H, W]" if kind.dense else "[B, out_channels]"
-        raise PluginError(f"{label} of task {task!r} returned {str(pred.dtype).replace('torch.', '')} "
-                          f"{list(pred.shape)}, but a {kind.name} task needs {list(want)} {what} (floating point)")
+        raise PluginError(
+            f"{label} of task {task!r} returned {str(pred.dtype).replace('torch.', '')} "
+            f"{list(pred.shape)}, but a {kind.name} task needs {list(want)} {what} (floating point)"
+        )
 
 
-def dry_forward(model: nn.Module, info: Sequence[FeatureInfo], tasks: Mapping[str, Any], size: tuple[int, int],
-                labels: Mapping[str, str]) -> None:
+def dry_forward(
+    model: nn.Module,
+    info: Sequence[FeatureInfo],
+    tasks: Mapping[str, Any],
+    size: tuple[int, int],
+    labels: Mapping[str, str],
+) -> None:
     """One forward pass on a tiny random batch (eval mode, no gradients, no RNG consumed):
     backbone maps vs ``feature_info``, every head's output vs its task."""
     was_training = model.training
@@ -101,16 +127,20 @@ def dry_forward(model: nn.Module, info: Sequence[FeatureInfo], tasks: Mapping[st
             try:
                 maps = model.encode(images)
             except Exception as exc:  # noqa: BLE001 - plugin code
-                raise PluginError(f"{labels['backbone']}: forward failed on a [2, 3, {size[0]}, {size[1]}] batch: "
-                                  f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+                raise PluginError(
+                    f"{labels['backbone']}: forward failed on a [2, 3, {size[0]}, {size[1]}] batch: "
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                ) from exc
             feature_maps(maps, info, size, labels["backbone"])
             for name, task in tasks.items():
                 head = model.heads[name]
                 try:
                     pred = head(maps, size)
                 except Exception as exc:  # noqa: BLE001
-                    raise PluginError(f"{labels[name]} of task {name!r} failed on the backbone's maps: "
-                                      f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+                    raise PluginError(
+                        f"{labels[name]} of task {name!r} failed on the backbone's maps: "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    ) from exc
                 head_output(pred, task.kind, task.info.out_channels, 2, size, labels[name], name)
     finally:
         model.train(was_training)
@@ -125,7 +155,8 @@ def shared_gradients(named: Sequence[tuple[str, Tensor]], label: str) -> None:
         raise PluginError(
             f"{label}: after the first step {len(missing)} of {len(named)} shared parameters have no gradient "
             f"({shown}); a combiner must call step.backward, step.backward_weighted or step.set_shared_gradient "
-            f"(a backbone marks parameters unused by design with mtlzoo.mark_unused)")
+            f"(a backbone marks parameters unused by design with mtlzoo.mark_unused)"
+        )
 
 
 __all__ = ["backbone_attributes", "feature_maps", "head_output", "dry_forward", "shared_gradients"]

@@ -72,7 +72,6 @@ sampling with ``drop_last`` gives):
 Outside distributed training every ``all_reduce`` is skipped.
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -169,7 +168,7 @@ class Step:
 
     def global_losses(self) -> Tensor:
         """The detached loss values (float32, task order), averaged over ranks."""
-        values = torch.stack([l.detach().float().reshape(()) for l in self.losses.values()])
+        values = torch.stack([loss.detach().float().reshape(()) for loss in self.losses.values()])
         return all_reduce_mean(values.clone())
 
     def generator(self, seed: int = 0) -> torch.Generator:
@@ -218,11 +217,11 @@ class Step:
         if heads == "weighted" and self._cot is None:
             # nothing per-task computed yet: one plain backward of the weighted loss is cheapest
             losses = list(self.losses.values())
-            self.backward(sum(w[i].to(l.device, l.dtype) * l for i, l in enumerate(losses)))
+            self.backward(sum(w[i].to(loss.device, loss.dtype) * loss for i, loss in enumerate(losses)))
             return
         self._head_pass()
         if wrt == "params" and "params" in self._jac:
-            direction = (w.to(self._jac["params"]) @ self._jac["params"])
+            direction = w.to(self._jac["params"]) @ self._jac["params"]
             self._write_params(direction)  # the matrix is already averaged over ranks
         elif self._layers is not None:  # same update for both wrt (linearity), no backbone pass
             for p, g in self._layers.combine(w):
@@ -253,12 +252,18 @@ class Step:
             if not feats:
                 matrix = torch.zeros(tasks, 0)
             else:
-                matrix = torch.stack([torch.cat([c.reshape(-1) for c in self._dense(t)]) for t in range(tasks)])
+                matrix = torch.stack(
+                    [torch.cat([c.reshape(-1) for c in self._dense(t)]) for t in range(tasks)]
+                )
                 # keep one copy: the cotangents become views of the matrix rows
                 sizes = [f.numel() for f in feats]
-                self._cot = [[None if c is None else part.view_as(f)
-                              for c, part, f in zip(self._cot[t], torch.split(matrix[t], sizes), feats)]
-                             for t in range(tasks)]
+                self._cot = [
+                    [
+                        None if c is None else part.view_as(f)
+                        for c, part, f in zip(self._cot[t], torch.split(matrix[t], sizes), feats)
+                    ]
+                    for t in range(tasks)
+                ]
         else:
             self._need_backbone_graph()
             # one task per VJP on CPU: measured as fast as batching there (resnet18, 2 cores) at a
@@ -268,10 +273,14 @@ class Step:
             for start in range(0, tasks, chunk):
                 stop = min(start + chunk, tasks)
                 part = [self._dense(t) for t in range(start, stop)]
-                used = [k for k in range(len(feats))
-                        if any(self._cot[t][k] is not None for t in range(start, stop))]
-                rows = self._batched_param_grads([feats[k] for k in used],
-                                                 [[c[k] for k in used] for c in part])
+                used = [
+                    k
+                    for k in range(len(feats))
+                    if any(self._cot[t][k] is not None for t in range(start, stop))
+                ]
+                rows = self._batched_param_grads(
+                    [feats[k] for k in used], [[c[k] for k in used] for c in part]
+                )
                 if matrix is None:
                     matrix = rows if stop - start == tasks else rows.new_empty(tasks, rows.shape[1])
                 if matrix is not rows:
@@ -287,19 +296,22 @@ class Step:
         if not params or not feats:
             return torch.zeros(n, self.num_shared("params"))  # no task reaches the backbone
         if n == 1:
-            grads = [g.unsqueeze(0) if g is not None else None for g in
-                     torch.autograd.grad(feats, params, part[0], retain_graph=True, allow_unused=True)]
+            grads = [
+                g.unsqueeze(0) if g is not None else None
+                for g in torch.autograd.grad(feats, params, part[0], retain_graph=True, allow_unused=True)
+            ]
         else:
             cot = [torch.stack([c[k] for c in part]) for k in range(len(feats))]
-            grads = torch.autograd.grad(feats, params, cot, retain_graph=True, allow_unused=True,
-                                        is_grads_batched=True)
+            grads = torch.autograd.grad(
+                feats, params, cot, retain_graph=True, allow_unused=True, is_grads_batched=True
+            )
         # copy into one preallocated matrix, freeing each block as it goes (peak ~T x P, not 2x)
         grads = list(grads)
         out = params[0].new_zeros(n, sum(p.numel() for p in params))
         offset = 0
         for k, p in enumerate(params):
             if grads[k] is not None:
-                out[:, offset:offset + p.numel()] = grads[k].reshape(n, -1)
+                out[:, offset : offset + p.numel()] = grads[k].reshape(n, -1)
                 grads[k] = None
             offset += p.numel()
         return out
@@ -319,8 +331,9 @@ class Step:
             self._head_pass()
             gram = torch.zeros(len(self._cot), len(self._cot), dtype=torch.float64)
             for k, f in enumerate(self._graph_features()):
-                r = torch.stack([c[k].reshape(-1) if c[k] is not None else f.new_zeros(f.numel())
-                                 for c in self._cot])
+                r = torch.stack(
+                    [c[k].reshape(-1) if c[k] is not None else f.new_zeros(f.numel()) for c in self._cot]
+                )
                 gram += (r @ r.T).double().cpu()
             if is_distributed():
                 gram = all_reduce_sum(gram) / world_size() ** 2
@@ -331,8 +344,9 @@ class Step:
         self._gram[wrt] = gram
         return gram
 
-    def set_shared_gradient(self, direction: Tensor, wrt: Wrt = "params",
-                            head_weights: Tensor | Sequence[float] | None = None) -> None:
+    def set_shared_gradient(
+        self, direction: Tensor, wrt: Wrt = "params", head_weights: Tensor | Sequence[float] | None = None
+    ) -> None:
         """Make ``direction`` (length P, built from :meth:`task_gradients` rows) the update of
         the shared parameters.
 
@@ -375,8 +389,8 @@ class Step:
                     grads = torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True)
                 else:
                     grads = (None,) * len(inputs)
-                cots.append(list(grads[:len(feats)]))
-                heads.append(grads[len(feats):])
+                cots.append(list(grads[: len(feats)]))
+                heads.append(grads[len(feats) :])
         finally:
             for h in handles:
                 h.remove()
@@ -413,8 +427,11 @@ class Step:
 
     def _finish_heads(self, w: Tensor | None) -> None:
         for k, p in enumerate(self._head_params):
-            terms = [(g if w is None else w[t].to(g.dtype) * g) for t, row in enumerate(self._head)
-                     if (g := row[k]) is not None]
+            terms = [
+                (g if w is None else w[t].to(g.dtype) * g)
+                for t, row in enumerate(self._head)
+                if (g := row[k]) is not None
+            ]
             if terms:
                 add_grad(p, torch.stack(terms).sum(0))
         self._sync_task_params()
@@ -498,13 +515,15 @@ class Combiner(nn.Module):
             raise KeyError(f"combiner was built for tasks {self.task_names}, the step has {names}")
         return [self.task_names.index(t) for t in names]
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         for name in self.lazy_buffers:
             key = prefix + name
             if key in state_dict and getattr(self, name, None) is not None:
                 current = getattr(self, name)
                 if current.shape != state_dict[key].shape:
                     setattr(self, name, current.new_empty(state_dict[key].shape))
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )

@@ -137,21 +137,26 @@ def sample_problems(sample: Any, info: DatasetInfo, kinds: Mapping[str, TargetKi
     if not torch.is_tensor(image):
         problems.append(f"{where}: no 'image' tensor (keys: {sorted(sample)})")
     elif image.dtype != torch.float32 or image.dim() != 3 or image.shape[0] != 3:
-        problems.append(f"{where}: image must be float32 [3,H,W], got {str(image.dtype).replace('torch.', '')} "
-                        f"{list(image.shape)}")
+        problems.append(
+            f"{where}: image must be float32 [3,H,W], got {str(image.dtype).replace('torch.', '')} "
+            f"{list(image.shape)}"
+        )
     else:
         hw = (int(image.shape[1]), int(image.shape[2]))
         if not bool(torch.isfinite(image).all()):
             problems.append(f"{where}: image has NaN or infinite values")
         elif image.numel() and (float(image.min()) < 0 or float(image.max()) > 1):
-            problems.append(f"{where}: image values must be in [0, 1] (raw RGB; the model normalises), got "
-                            f"[{float(image.min()):.3g}, {float(image.max()):.3g}]")
+            problems.append(
+                f"{where}: image values must be in [0, 1] (raw RGB; the model normalises), got "
+                f"[{float(image.min()):.3g}, {float(image.max()):.3g}]"
+            )
     for key, tinfo in info.targets.items():
         kind = kinds.get(tinfo.kind)
         value = sample.get(key)
         if value is None:
-            problems.append(f"{where}: target {key!r} declared by the dataset's info is missing "
-                            f"(keys: {sorted(sample)})")
+            problems.append(
+                f"{where}: target {key!r} declared by the dataset's info is missing (keys: {sorted(sample)})"
+            )
             continue
         if kind is None:
             problems.append(f"{where}: target {key!r} has unknown kind {tinfo.kind!r}")
@@ -166,8 +171,10 @@ def sample_problems(sample: Any, info: DatasetInfo, kinds: Mapping[str, TargetKi
         if hw is not None or not kind.dense:
             want = kind.expected_shape(tinfo, *(hw or (0, 0)))
             if tuple(value.shape) != want:
-                problems.append(f"{where}: target {key!r} ({kind.name}) must have shape {list(want)} "
-                                f"({kind.describe()}), got {list(value.shape)}")
+                problems.append(
+                    f"{where}: target {key!r} ({kind.name}) must have shape {list(want)} "
+                    f"({kind.describe()}), got {list(value.shape)}"
+                )
                 continue
         if kind.check is not None:
             msg = kind.check(value, tinfo)

@@ -70,5 +70,13 @@ def barrier() -> None:
         dist.barrier()
 
 
-__all__ = ["is_distributed", "world_size", "rank", "all_reduce_sum", "all_reduce_mean", "average_grads",
-           "broadcast_module", "barrier"]
+__all__ = [
+    "is_distributed",
+    "world_size",
+    "rank",
+    "all_reduce_sum",
+    "all_reduce_mean",
+    "average_grads",
+    "broadcast_module",
+    "barrier",
+]

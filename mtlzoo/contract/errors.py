@@ -99,5 +99,8 @@ def raise_problems(what: str, problems: list[str], dataset: object = None, limit
     if not problems:
         return
     shown = "; ".join(problems[:limit]) + ("; ..." if len(problems) > limit else "")
-    raise DataProblems(f"{what}: {len(problems)} bad file(s): {shown} (`mtlzoo data check SPEC` lists all)",
-                       problems, dataset)
+    raise DataProblems(
+        f"{what}: {len(problems)} bad file(s): {shown} (`mtlzoo data check SPEC` lists all)",
+        problems,
+        dataset,
+    )

@@ -66,8 +66,11 @@ class Constraint:
 
     def describe(self) -> str:
         """The bounds in words (``>= 1 and < 10``)."""
-        parts = [f"{op} {_num(v)}" for op, v in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
-                 if v is not None]
+        parts = [
+            f"{op} {_num(v)}"
+            for op, v in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+            if v is not None
+        ]
         return " and ".join(parts)
 
 
@@ -75,9 +78,19 @@ def _num(v: float) -> str:
     return str(v) if isinstance(v, int) else f"{v:g}"
 
 
-def option(default: Any = MISSING, *, default_factory: Any = MISSING, ge: float | None = None,
-           gt: float | None = None, le: float | None = None, lt: float | None = None,
-           min_len: int | None = None, max_len: int | None = None, finite: bool = True, help: str = "") -> Any:
+def option(
+    default: Any = MISSING,
+    *,
+    default_factory: Any = MISSING,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    min_len: int | None = None,
+    max_len: int | None = None,
+    finite: bool = True,
+    help: str = "",
+) -> Any:
     """A dataclass field with bounds: ``channels: int = option(64, ge=1)``.
 
     A list or dict ``default`` is copied for every instance (no ``default_factory``
@@ -153,8 +166,10 @@ def check_type(tp: Any, where: str) -> None:
         return check_type(args[1], where)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return check_schema(tp, where)
-    raise SchemaError(f"{where}: unsupported option type {type_name(tp)} (use bool, int, float, str, Literal, "
-                      f"Optional, list, tuple, dict[str, X], a dataclass or Any)")
+    raise SchemaError(
+        f"{where}: unsupported option type {type_name(tp)} (use bool, int, float, str, Literal, "
+        f"Optional, list, tuple, dict[str, X], a dataclass or Any)"
+    )
 
 
 def check_schema(schema: Any, where: str = "") -> None:
@@ -223,7 +238,9 @@ def coerce(value: Any, tp: Any, path: str, con: Constraint = Constraint()) -> An
         if value in args and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in args)):
             return value
         choices = ", ".join(repr(a) for a in args)
-        return _raise(path, f"{value!r} is not one of {choices}{did_you_mean(str(value), [str(a) for a in args])}")
+        return _raise(
+            path, f"{value!r} is not one of {choices}{did_you_mean(str(value), [str(a) for a in args])}"
+        )
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -252,7 +269,9 @@ def coerce(value: Any, tp: Any, path: str, con: Constraint = Constraint()) -> An
             raise _fail(path, f"expected a list ({type_name(tp)}), got {_got(value)}")
         if origin is tuple and Ellipsis not in args:
             if len(value) != len(args):
-                raise _fail(path, f"expected {len(args)} values ({type_name(tp)}), got {len(value)}: {list(value)}")
+                raise _fail(
+                    path, f"expected {len(args)} values ({type_name(tp)}), got {len(value)}: {list(value)}"
+                )
             items = [coerce(v, a, _join(path, i), con) for i, (v, a) in enumerate(zip(value, args))]
         else:
             items = [coerce(v, args[0], _join(path, i), con) for i, v in enumerate(value)]
@@ -282,8 +301,12 @@ def _raise(path: str, message: str) -> Any:
 
 
 def _bounded(value: float, path: str, con: Constraint) -> Any:
-    bad = ((con.ge is not None and value < con.ge) or (con.gt is not None and value <= con.gt)
-           or (con.le is not None and value > con.le) or (con.lt is not None and value >= con.lt))
+    bad = (
+        (con.ge is not None and value < con.ge)
+        or (con.gt is not None and value <= con.gt)
+        or (con.le is not None and value > con.le)
+        or (con.lt is not None and value >= con.lt)
+    )
     if bad:
         raise _fail(path, f"must be {con.describe()}, got {_num(value)}")
     return value
@@ -300,8 +323,10 @@ def _build(schema: type, values: Any, path: str, require: bool, what: str = "") 
         if key not in fields:
             owner = what or f"{schema.__name__}"
             valid = ", ".join(fields) or "none"
-            raise _fail(_join(path, key), f"unknown option of {owner}{did_you_mean(str(key), fields)}; "
-                                          f"valid options: {valid}")
+            raise _fail(
+                _join(path, key),
+                f"unknown option of {owner}{did_you_mean(str(key), fields)}; valid options: {valid}",
+            )
     kwargs = {}
     for name, f in fields.items():
         if name in values:
@@ -380,10 +405,27 @@ def describe_fields(schema: type | None) -> list[dict[str, Any]]:
             default = f.default_factory()
         else:
             default = "(required)"
-        out.append({"name": f.name, "type": type_name(hints[f.name]), "default": plain(default),
-                    "bounds": con.describe(), "help": con.help})
+        out.append(
+            {
+                "name": f.name,
+                "type": type_name(hints[f.name]),
+                "default": plain(default),
+                "bounds": con.describe(),
+                "help": con.help,
+            }
+        )
     return out
 
 
-__all__ = ["option", "build_options", "check_schema", "to_dict", "describe_fields", "coerce", "plain", "SchemaError",
-           "Constraint", "type_name"]
+__all__ = [
+    "option",
+    "build_options",
+    "check_schema",
+    "to_dict",
+    "describe_fields",
+    "coerce",
+    "plain",
+    "SchemaError",
+    "Constraint",
+    "type_name",
+]

@@ -133,7 +133,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if (path / WEIGHTS).is_file():
         return path
     if not path.exists():
-        raise CheckpointError(f"checkpoint {str(path)!r} not found; give a run folder or its checkpoints/<name> folder")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} not found; give a run folder or its checkpoints/<name> folder"
+        )
     raise CheckpointError(f"{str(path)!r} holds no {WEIGHTS}; give a run folder or a checkpoint folder")
 
 
@@ -154,7 +156,9 @@ def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise CheckpointError(f"{file}: missing; the checkpoint is incomplete") from None
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{file}: not a readable safetensors file ({exc}); the checkpoint is damaged") from None
+        raise CheckpointError(
+            f"{file}: not a readable safetensors file ({exc}); the checkpoint is damaged"
+        ) from None
 
 
 def _load_module(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, file: Path) -> None:
@@ -162,20 +166,24 @@ def _load_module(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: st
 
     Loading goes through ``load_state_dict`` itself, so modules that rename keys of older
     layouts (the fusion heads) or resize lazy buffers (combiners) get to do so first."""
-    sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    sub = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     what = prefix.rstrip(".")
     advice = "use the spec the run was trained with (its config.yaml)"
     try:
         result = module.load_state_dict(sub, strict=False)
     except RuntimeError:  # shapes differ
         _, _, shapes = mismatch(module.state_dict(), sub)
-        raise CheckpointError(f"{file}: does not match the {what} built from this spec "
-                              f"({describe_mismatch([], [], [(prefix + k, g, o) for k, g, o in shapes])}); "
-                              f"{advice}") from None
+        raise CheckpointError(
+            f"{file}: does not match the {what} built from this spec "
+            f"({describe_mismatch([], [], [(prefix + k, g, o) for k, g, o in shapes])}); "
+            f"{advice}"
+        ) from None
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing or result.unexpected_keys:
-        raise CheckpointError(f"{file}: does not match the {what} built from this spec "
-                              f"({describe_mismatch(missing, list(result.unexpected_keys), [])}); {advice}")
+        raise CheckpointError(
+            f"{file}: does not match the {what} built from this spec "
+            f"({describe_mismatch(missing, list(result.unexpected_keys), [])}); {advice}"
+        )
 
 
 def load_weights(path: str | Path, model: nn.Module, combiner: nn.Module | None = None) -> Path:
@@ -188,7 +196,9 @@ def load_weights(path: str | Path, model: nn.Module, combiner: nn.Module | None 
     return folder
 
 
-def load_training_state(path: str | Path, optimizer: torch.optim.Optimizer, scheduler: Any = None) -> dict[str, Any]:
+def load_training_state(
+    path: str | Path, optimizer: torch.optim.Optimizer, scheduler: Any = None
+) -> dict[str, Any]:
     """Restore optimizer, scheduler and RNG states; return the JSON state."""
     folder = resolve_checkpoint(path)
     state = read_state(folder)
@@ -201,9 +211,13 @@ def load_training_state(path: str | Path, optimizer: torch.optim.Optimizer, sche
         for pid, scalars in state["optimizer"]["scalars"].items():
             opt_state.setdefault(int(pid), {}).update(scalars)
         try:
-            optimizer.load_state_dict({"state": opt_state, "param_groups": state["optimizer"]["param_groups"]})
+            optimizer.load_state_dict(
+                {"state": opt_state, "param_groups": state["optimizer"]["param_groups"]}
+            )
         except (ValueError, KeyError) as exc:
-            raise CheckpointError(f"{folder / OPTIMIZER}: does not match this model's optimizer ({exc})") from None
+            raise CheckpointError(
+                f"{folder / OPTIMIZER}: does not match this model's optimizer ({exc})"
+            ) from None
     if scheduler is not None and "scheduler" in state:
         scheduler.load_state_dict(state["scheduler"])
     if "rng" in state:

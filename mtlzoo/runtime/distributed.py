@@ -1,6 +1,6 @@
 """Distributed training on torch.distributed, started by ``torchrun``.
 
-``torchrun --nproc_per_node=N -m mtlzoo.cli train SPEC`` sets ``RANK``/``WORLD_SIZE``;
+``torchrun --nproc_per_node=N -m mtlzoo train SPEC`` sets ``RANK``/``WORLD_SIZE``;
 :func:`setup` then joins the process group (gloo on CPU, nccl on CUDA). Each rank reads a
 disjoint share of every batch; rank 0 alone writes logs and checkpoints. The collectives
 combiners use live in :mod:`mtlzoo.contract.dist` (re-exported here for the trainer).
@@ -48,7 +48,9 @@ def local_device(requested: str) -> torch.device:
     device = torch.device(requested)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("train.device: CUDA was asked for but is not available here; use device: auto or cpu")
+            raise ConfigError(
+                "train.device: CUDA was asked for but is not available here; use device: auto or cpu"
+            )
         torch.cuda.set_device(device)
     return device
 
@@ -71,8 +73,16 @@ class ShardedSampler(Sampler[int]):
     augmentation from them, so augmentation does not depend on workers or resumes.
     """
 
-    def __init__(self, length: int, seed: int = 0, shuffle: bool = True, drop_last: bool = True,
-                 rank_: int | None = None, world: int | None = None, keyed: bool = False):
+    def __init__(
+        self,
+        length: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        rank_: int | None = None,
+        world: int | None = None,
+        keyed: bool = False,
+    ):
         self.keyed = keyed
         self.length = length
         self.seed = seed
@@ -107,5 +117,17 @@ class ShardedSampler(Sampler[int]):
         return len(range(self.rank, self.length, self.world))
 
 
-__all__ = ["setup", "local_device", "cleanup", "env_world_size", "ShardedSampler", "is_distributed", "rank",
-           "world_size", "is_main", "all_reduce_sum", "barrier", "broadcast_module"]
+__all__ = [
+    "setup",
+    "local_device",
+    "cleanup",
+    "env_world_size",
+    "ShardedSampler",
+    "is_distributed",
+    "rank",
+    "world_size",
+    "is_main",
+    "all_reduce_sum",
+    "barrier",
+    "broadcast_module",
+]

@@ -70,7 +70,9 @@ def unique_derived(derived: list[Derived]) -> list[Derived]:
     out: dict[str, Derived] = {}
     for d in derived:
         if d.key in out and not _same(out[d.key], d):
-            raise ConfigError(f"two tasks derive target {d.key!r} differently; give one of them another `target` key")
+            raise ConfigError(
+                f"two tasks derive target {d.key!r} differently; give one of them another `target` key"
+            )
         out.setdefault(d.key, d)
     return list(out.values())
 
@@ -81,11 +83,15 @@ def derived_info(info: DatasetInfo, derived: list[Derived]) -> DatasetInfo:
     for d in derived:
         if d.source not in info.targets:
             have = ", ".join(sorted(info.targets)) or "none"
-            raise ConfigError(f"`from: {d.source}` (deriving {d.key!r}): dataset {info.name!r} has no target "
-                              f"{d.source!r}; its targets are: {have}")
+            raise ConfigError(
+                f"`from: {d.source}` (deriving {d.key!r}): dataset {info.name!r} has no target "
+                f"{d.source!r}; its targets are: {have}"
+            )
         if d.key == d.source or any(x.source == d.key for x in derived):
-            raise ConfigError(f"deriving {d.key!r} would overwrite the target it is computed from; give the task "
-                              f"another `target` key")
+            raise ConfigError(
+                f"deriving {d.key!r} would overwrite the target it is computed from; give the task "
+                f"another `target` key"
+            )
         targets[d.key] = d.info
     return dataclasses.replace(info, targets=targets)
 
@@ -109,8 +115,15 @@ class PipelineDataset(torch.utils.data.Dataset):
         :class:`TargetKind`, derived targets included), train (random augmentation on), seed.
     """
 
-    def __init__(self, base: Any, split: str, augment: Mapping[str, Any], derived: list[Derived],
-                 kinds: Mapping[str, TargetKind], seed: int = 0):
+    def __init__(
+        self,
+        base: Any,
+        split: str,
+        augment: Mapping[str, Any],
+        derived: list[Derived],
+        kinds: Mapping[str, TargetKind],
+        seed: int = 0,
+    ):
         self.base = base
         self.split = split
         self.augment = dict(augment)
@@ -126,8 +139,10 @@ class PipelineDataset(torch.utils.data.Dataset):
         return len(self.base)
 
     def __repr__(self) -> str:
-        return (f"PipelineDataset({self.base!r}, split={self.split!r}, augment={self.augment}, "
-                f"derived={[d.key for d in self.derived]})")
+        return (
+            f"PipelineDataset({self.base!r}, split={self.split!r}, augment={self.augment}, "
+            f"derived={[d.key for d in self.derived]})"
+        )
 
     def check(self) -> list[str]:
         """The wrapped dataset's own file check, if it has one."""
@@ -151,8 +166,10 @@ class PipelineDataset(torch.utils.data.Dataset):
     def _getitem(self, epoch: int, index: int) -> dict[str, Tensor]:
         sample = self.base[index]
         if not isinstance(sample, Mapping) or "image" not in sample:
-            raise DataError(f"{self.info.name} {self.split}[{index}]: a sample must be a dict with an 'image' "
-                            f"key (`mtlzoo data check SPEC` checks every sample)")
+            raise DataError(
+                f"{self.info.name} {self.split}[{index}]: a sample must be a dict with an 'image' "
+                f"key (`mtlzoo data check SPEC` checks every sample)"
+            )
         image = sample["image"]
         hw = tuple(image.shape[-2:])
         dense = {"image": image}
@@ -162,8 +179,10 @@ class PipelineDataset(torch.utils.data.Dataset):
                 continue
             if key in self._fills:
                 if tuple(value.shape[-2:]) != hw:
-                    raise DataError(f"{self.info.name} {self.split}[{index}]: target {key!r} is "
-                                    f"{tuple(value.shape[-2:])} but the image is {hw} (H, W)")
+                    raise DataError(
+                        f"{self.info.name} {self.split}[{index}]: target {key!r} is "
+                        f"{tuple(value.shape[-2:])} but the image is {hw} (H, W)"
+                    )
                 dense[key] = value
             else:
                 out[key] = value
@@ -217,7 +236,7 @@ class PipelineDataset(torch.utils.data.Dataset):
             left = int(torch.randint(0, w - cw + 1, (), generator=g))
         else:  # torchvision's center-crop anchor
             top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
-        return {k: v[..., top:top + ch, left:left + cw].contiguous() for k, v in dense.items()}
+        return {k: v[..., top : top + ch, left : left + cw].contiguous() for k, v in dense.items()}
 
     def _hflip(self, dense: dict[str, Tensor]) -> dict[str, Tensor]:
         out = {}
@@ -241,8 +260,14 @@ def _color_jitter(image: Tensor, strength: float, g: torch.Generator) -> Tensor:
     return image
 
 
-def build_pipeline(dataset: Any, split: str, augment: Mapping[str, Any] | None, derived: list[Derived],
-                   kinds: Mapping[str, TargetKind], seed: int = 0) -> PipelineDataset:
+def build_pipeline(
+    dataset: Any,
+    split: str,
+    augment: Mapping[str, Any] | None,
+    derived: list[Derived],
+    kinds: Mapping[str, TargetKind],
+    seed: int = 0,
+) -> PipelineDataset:
     """Wrap ``dataset`` (one split of a dataset plugin) in the pipeline.
 
     Random augmentation runs on ``split == "train"`` only; every split gets ``resize`` and a

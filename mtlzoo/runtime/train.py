@@ -54,7 +54,9 @@ def build_optimizer(cfg: DictConfig, params: list[nn.Parameter]) -> torch.optim.
     o = cfg.train.optimizer
     if o.name == "adamw":
         return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
-    return torch.optim.SGD(params, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum, nesterov=o.nesterov)
+    return torch.optim.SGD(
+        params, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum, nesterov=o.nesterov
+    )
 
 
 def lr_factor(cfg: DictConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
@@ -107,10 +109,10 @@ def new_run_dir(out_dir: str | Path, name: str) -> Path:
 
 
 class Trainer:
-    """Trains a built :class:`~mtlzoo.builder.Experiment`.
+    """Trains a built :class:`~mtlzoo.runtime.experiment.Experiment`.
 
     Args:
-        exp: what :func:`mtlzoo.builder.build` returned.
+        exp: what :meth:`mtlzoo.Zoo.build` returned.
         run_dir: the run folder (created by the CLI); ``None`` writes nothing.
         resume: a checkpoint (folder) to continue from: model, combiner, optimizer,
             scheduler, RNG states and the epoch counter are restored.
@@ -176,12 +178,20 @@ class Trainer:
     # -- set-up ---------------------------------------------------------------------------
     def _loader(self, dataset: Any, train: bool) -> DataLoader:
         t = self.cfg.train
-        sampler = D.ShardedSampler(len(dataset), seed=int(self.cfg.seed), shuffle=train, drop_last=train, keyed=train)
+        sampler = D.ShardedSampler(
+            len(dataset), seed=int(self.cfg.seed), shuffle=train, drop_last=train, keyed=train
+        )
         pin = t.pin_memory if t.pin_memory is not None else self.device.type == "cuda"
         batch = t.batch_size if train else (t.eval_batch_size or t.batch_size)
         return DataLoader(
-            dataset, batch_size=batch, sampler=sampler, num_workers=t.num_workers, pin_memory=pin,
-            persistent_workers=t.num_workers > 0, worker_init_fn=_worker_init, drop_last=False,
+            dataset,
+            batch_size=batch,
+            sampler=sampler,
+            num_workers=t.num_workers,
+            pin_memory=pin,
+            persistent_workers=t.num_workers > 0,
+            worker_init_fn=_worker_init,
+            drop_last=False,
             generator=torch.Generator().manual_seed(int(self.cfg.seed)),
         )
 
@@ -195,7 +205,9 @@ class Trainer:
         task, _, key = select.partition(".")
         if task not in self.tasks or (key not in self.tasks[task].metrics and key != "loss"):
             options = [f"{n}.{k}" for n, tk in self.tasks.items() for k in [*tk.metrics, "loss"]]
-            raise ConfigError(f"train.select: {select!r} is not a task metric; choose one of {', '.join(options)}")
+            raise ConfigError(
+                f"train.select: {select!r} is not a task metric; choose one of {', '.join(options)}"
+            )
         return task, key
 
     def _resume(self, path: str | Path) -> None:
@@ -216,7 +228,9 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def compute_losses(self, batch: dict[str, Tensor]) -> tuple[list[Tensor], dict[str, Tensor], dict[str, Tensor]]:
+    def compute_losses(
+        self, batch: dict[str, Tensor]
+    ) -> tuple[list[Tensor], dict[str, Tensor], dict[str, Tensor]]:
         """Forward one batch: shared features, predictions and per-task losses."""
         images = batch["image"]
         with self._autocast():
@@ -225,12 +239,16 @@ class Trainer:
         losses = {}
         for name, task in self.tasks.items():
             if task.target not in batch:
-                raise DataError(f"tasks.{name}: the batch has no target {task.target!r} (keys: {sorted(batch)})")
+                raise DataError(
+                    f"tasks.{name}: the batch has no target {task.target!r} (keys: {sorted(batch)})"
+                )
             loss = task.loss(preds[name].float(), batch[task.target])
             if not (torch.is_tensor(loss) and loss.dim() == 0):
                 shape = list(loss.shape) if torch.is_tensor(loss) else type(loss).__name__
-                raise PluginError(f"tasks.{name}.loss: {task.labels.get('loss', 'the loss')} returned {shape}; a "
-                                  f"loss returns a scalar tensor")
+                raise PluginError(
+                    f"tasks.{name}.loss: {task.labels.get('loss', 'the loss')} returned {shape}; a "
+                    f"loss returns a scalar tensor"
+                )
             losses[name] = loss
         return features, preds, losses
 
@@ -248,9 +266,12 @@ class Trainer:
                     f"or check the targets of {self.tasks[name].target!r}"
                 )
         step = Step(
-            losses, features, self.model.shared_parameters(),
+            losses,
+            features,
+            self.model.shared_parameters(),
             {t: self.model.task_parameters(t) for t in self.tasks},
-            step=self.global_step, epoch=self.epoch,
+            step=self.global_step,
+            epoch=self.epoch,
         )
         logs = self.combiner.backward(losses, step) or {}
         if not self._checked_gradients:
@@ -273,7 +294,9 @@ class Trainer:
 
     def _check_gradients(self) -> None:
         """After the first step: every trainable shared parameter got a gradient."""
-        checks.shared_gradients(self.model.named_shared_parameters(), f"combiner: {self.exp.labels.get('combiner', '?')}")
+        checks.shared_gradients(
+            self.model.named_shared_parameters(), f"combiner: {self.exp.labels.get('combiner', '?')}"
+        )
         self._checked_gradients = True
 
     def fit(self, until_epoch: int | None = None) -> dict[str, Any]:
@@ -324,8 +347,10 @@ class Trainer:
                 bar.update(1)
         if bar is not None:
             bar.close()
-        out: dict[str, Any] = {"loss": {k: v / max(n, 1) for k, v in sums.items()},
-                               "lr": self.optimizer.param_groups[0]["lr"]}
+        out: dict[str, Any] = {
+            "loss": {k: v / max(n, 1) for k, v in sums.items()},
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
         if logs_sum:
             out["combiner"] = {k: v / max(n, 1) for k, v in logs_sum.items()}
         return out
@@ -338,7 +363,9 @@ class Trainer:
         return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
     @torch.no_grad()
-    def evaluate(self, split: str | None = None, loader: Iterable | None = None) -> dict[str, dict[str, float]]:
+    def evaluate(
+        self, split: str | None = None, loader: Iterable | None = None
+    ) -> dict[str, dict[str, float]]:
         """Metrics of every task over a whole split (exact, reduced over ranks), plus its mean loss."""
         split = split or self.cfg.train.eval_split
         if loader is None:
@@ -372,20 +399,38 @@ class Trainer:
 
     def _update_best(self, epoch: int, results: dict[str, dict[str, float]]) -> None:
         value = results[self.select_task][self.select_key]
-        higher = self.select_key != "loss" and self.tasks[self.select_task].metrics[self.select_key].higher_is_better
+        higher = (
+            self.select_key != "loss"
+            and self.tasks[self.select_task].metrics[self.select_key].higher_is_better
+        )
         better = not self.best or (value > self.best["value"] if higher else value < self.best["value"])
         if better:
-            self.best = {"epoch": epoch, "metric": f"{self.select_task}.{self.select_key}", "value": value,
-                         "results": results}
+            self.best = {
+                "epoch": epoch,
+                "metric": f"{self.select_task}.{self.select_key}",
+                "value": value,
+                "results": results,
+            }
             self._save("best")
 
     def _save(self, name: str) -> None:
         if self.run_dir is None or not self.main:
             return
-        state = {"epoch": self.epoch, "step": self.global_step, "best": self.best, "history": self.history,
-                 "config_name": self.cfg.name}
-        ckpt.save_checkpoint(self.run_dir / "checkpoints" / name, self.model, self.combiner, self.optimizer,
-                             self.scheduler, state)
+        state = {
+            "epoch": self.epoch,
+            "step": self.global_step,
+            "best": self.best,
+            "history": self.history,
+            "config_name": self.cfg.name,
+        }
+        ckpt.save_checkpoint(
+            self.run_dir / "checkpoints" / name,
+            self.model,
+            self.combiner,
+            self.optimizer,
+            self.scheduler,
+            state,
+        )
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.run_dir is None or not self.main:
@@ -418,7 +463,9 @@ class Trainer:
         return summary
 
 
-def format_table(results: dict[str, dict[str, float]], directions: dict[str, dict[str, bool]] | None = None) -> str:
+def format_table(
+    results: dict[str, dict[str, float]], directions: dict[str, dict[str, bool]] | None = None
+) -> str:
     """A per-task metrics table (markdown-compatible) for the terminal."""
     rows = [("task", "metric", "value")]
     for task, metrics in results.items():

@@ -43,8 +43,9 @@ def read_state_dict(path: str | Path, option: str = "model.backbone.weights") ->
     user sets to name the file, quoted in the hint for a missing one."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise CheckpointError(f"weights file {p} does not exist; point {option} at a local "
-                              f".safetensors or .pth file")
+        raise CheckpointError(
+            f"weights file {p} does not exist; point {option} at a local .safetensors or .pth file"
+        )
     suffix = p.suffix.lower()
     try:
         if suffix == ".safetensors":
@@ -54,14 +55,16 @@ def read_state_dict(path: str | Path, option: str = "model.backbone.weights") ->
         elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
             obj = torch.load(p, map_location="cpu", weights_only=True)
         else:
-            raise CheckpointError(f"weights file {p}: unknown format {suffix or '(no suffix)'!r}; "
-                                  f"use .safetensors, .pth or .pt")
+            raise CheckpointError(
+                f"weights file {p}: unknown format {suffix or '(no suffix)'!r}; use .safetensors, .pth or .pt"
+            )
     except CheckpointError:
         raise
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"cannot read weights file {p}: not a PyTorch state dict file, or it holds "
-                              f"objects that torch.load(weights_only=True) refuses; save a plain state_dict"
-                              ) from exc
+        raise CheckpointError(
+            f"cannot read weights file {p}: not a PyTorch state dict file, or it holds "
+            f"objects that torch.load(weights_only=True) refuses; save a plain state_dict"
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - corrupt files raise anything
         raise CheckpointError(f"cannot read weights file {p}: {one_line(exc)}") from exc
     if isinstance(obj, dict):
@@ -73,12 +76,13 @@ def read_state_dict(path: str | Path, option: str = "model.backbone.weights") ->
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
         raise CheckpointError(f"weights file {p} holds no state dict (a mapping of names to tensors)")
     if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj
 
 
-def mismatch(own: Mapping[str, Tensor], given: Mapping[str, Tensor]
-             ) -> tuple[list[str], list[str], list[WrongShape]]:
+def mismatch(
+    own: Mapping[str, Tensor], given: Mapping[str, Tensor]
+) -> tuple[list[str], list[str], list[WrongShape]]:
     """How the state dict ``given`` differs from ``own`` (a module's ``state_dict()``).
 
     Returns ``(missing, unexpected, wrong_shapes)``: keys of ``own`` absent from ``given``
@@ -87,8 +91,11 @@ def mismatch(own: Mapping[str, Tensor], given: Mapping[str, Tensor]
     both whose shapes differ. All three empty: ``given`` loads into the module."""
     missing = [k for k in own if k not in given and not k.endswith(_COUNTER)]
     unexpected = [k for k in given if k not in own]
-    wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in given.items()
-             if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    wrong = [
+        (k, tuple(v.shape), tuple(own[k].shape))
+        for k, v in given.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
     return missing, unexpected, wrong
 
 
@@ -99,14 +106,21 @@ def describe_mismatch(missing: list[str], unexpected: list[str], wrong_shapes: l
     Empty when nothing differs."""
     parts = []
     if missing or unexpected:
-        parts.append(f"{_count(len(missing), 'key')} missing"
-                     + (f" ({_sample([repr(k) for k in missing])})" if missing else ""))
-        parts.append(f"{len(unexpected)} unexpected"
-                     + (f" ({_sample([repr(k) for k in unexpected])})" if unexpected else ""))
+        parts.append(
+            f"{_count(len(missing), 'key')} missing"
+            + (f" ({_sample([repr(k) for k in missing])})" if missing else "")
+        )
+        parts.append(
+            f"{len(unexpected)} unexpected"
+            + (f" ({_sample([repr(k) for k in unexpected])})" if unexpected else "")
+        )
     if wrong_shapes:
         shown = "; ".join(f"{k} {g} vs {o}" for k, g, o in wrong_shapes[:3])
-        parts.append(f"{_count(len(wrong_shapes), 'tensor')} of the wrong shape ({shown}"
-                     + ("; ..." if len(wrong_shapes) > 3 else "") + ")")
+        parts.append(
+            f"{_count(len(wrong_shapes), 'tensor')} of the wrong shape ({shown}"
+            + ("; ..." if len(wrong_shapes) > 3 else "")
+            + ")"
+        )
     return ", ".join(parts)
 
 
@@ -116,8 +130,10 @@ def check_fit(own: Mapping[str, Tensor], given: Mapping[str, Tensor], path: str 
     ``path``, the ``target`` it was meant for, and what differs."""
     problem = describe_mismatch(*mismatch(own, given))
     if problem:
-        raise CheckpointError(f"weights file {path} does not fit {target}: {problem}; check that the file "
-                              f"was saved from the same architecture")
+        raise CheckpointError(
+            f"weights file {path} does not fit {target}: {problem}; check that the file "
+            f"was saved from the same architecture"
+        )
 
 
 def load_strict(module: nn.Module, given: Mapping[str, Tensor], path: str | Path, target: str) -> None:
@@ -127,8 +143,9 @@ def load_strict(module: nn.Module, given: Mapping[str, Tensor], path: str | Path
     module.load_state_dict(given, strict=False)
 
 
-def fit_prefix(own: Mapping[str, Tensor], given: dict[str, Tensor],
-               prefixes: tuple[str, ...]) -> dict[str, Tensor]:
+def fit_prefix(
+    own: Mapping[str, Tensor], given: dict[str, Tensor], prefixes: tuple[str, ...]
+) -> dict[str, Tensor]:
     """``given`` with one of ``prefixes`` stripped from (or added to) every key when that turns
     its keys into ``own``'s; ``given`` unchanged otherwise.
 
@@ -138,7 +155,7 @@ def fit_prefix(own: Mapping[str, Tensor], given: dict[str, Tensor],
         return given
     for pre in prefixes:
         if all(k.startswith(pre) for k in given):
-            stripped = {k[len(pre):]: v for k, v in given.items()}
+            stripped = {k[len(pre) :]: v for k, v in given.items()}
             if set(stripped) == set(own):
                 return stripped
         added = {pre + k: v for k, v in given.items()}
@@ -147,5 +164,12 @@ def fit_prefix(own: Mapping[str, Tensor], given: dict[str, Tensor],
     return given
 
 
-__all__ = ["read_state_dict", "mismatch", "describe_mismatch", "check_fit", "load_strict", "fit_prefix",
-           "WrongShape"]
+__all__ = [
+    "read_state_dict",
+    "mismatch",
+    "describe_mismatch",
+    "check_fit",
+    "load_strict",
+    "fit_prefix",
+    "WrongShape",
+]

@@ -83,10 +83,14 @@ class Report:
 
 def format_report(report: Report) -> str:
     """Human-readable report: one line per part and contract."""
-    lines = [f"{report.plugin}: {'ok' if report.ok else 'FAILED'} ({len(report.results)} checks, "
-             f"{len(report.failures())} failed)"]
+    lines = [
+        f"{report.plugin}: {'ok' if report.ok else 'FAILED'} ({len(report.results)} checks, "
+        f"{len(report.failures())} failed)"
+    ]
     for r in report.results:
-        lines.append(f"  {'ok  ' if r.ok else 'FAIL'} {r.part}: {r.contract}" + (f": {r.message}" if r.message else ""))
+        lines.append(
+            f"  {'ok  ' if r.ok else 'FAIL'} {r.part}: {r.contract}" + (f": {r.message}" if r.message else "")
+        )
     return "\n".join(lines)
 
 
@@ -209,15 +213,26 @@ def check_head(zoo: Any, entry: Entry, folder: Path) -> list[Result]:
                 h.train()
                 for size in ((64, 64), (96, 160)):
                     g = torch.Generator().manual_seed(size[1])
-                    maps = [torch.randn(2, f.channels, -(-size[0] // f.stride), -(-size[1] // f.stride), generator=g,
-                                        requires_grad=True) for f in fi]
+                    maps = [
+                        torch.randn(
+                            2,
+                            f.channels,
+                            -(-size[0] // f.stride),
+                            -(-size[1] // f.stride),
+                            generator=g,
+                            requires_grad=True,
+                        )
+                        for f in fi
+                    ]
                     pred = h(maps, size)
                     shapes = {True: (2, 3, *size), False: (2, 3)}
                     allowed = [shapes[d] for d in dense]
                     if not torch.is_tensor(pred) or tuple(pred.shape) not in allowed:
                         got = list(pred.shape) if torch.is_tensor(pred) else type(pred).__name__
-                        raise AssertionError(f"output {got} for size {size}, expected "
-                                             f"{' or '.join(str(list(s)) for s in allowed)} (out_channels 3)")
+                        raise AssertionError(
+                            f"output {got} for size {size}, expected "
+                            f"{' or '.join(str(list(s)) for s in allowed)} (out_channels 3)"
+                        )
                     if not pred.is_floating_point():
                         raise AssertionError(f"output dtype {pred.dtype} is not floating point")
                 pred.float().square().mean().backward()
@@ -260,7 +275,9 @@ def _batch(kind: Any, tinfo: Any, channels: int, n: int, seed: int) -> tuple[Any
     g = torch.Generator().manual_seed(seed)
     h, w = 12, 16
     if kind.example is None:
-        raise AssertionError(f"target kind {kind.name!r} has no example(); the kit cannot make targets for it")
+        raise AssertionError(
+            f"target kind {kind.name!r} has no example(); the kit cannot make targets for it"
+        )
     target = torch.stack([kind.example(tinfo, h, w, g) for _ in range(n)])
     shape = (n, channels, h, w) if kind.dense else (n, channels)
     return torch.randn(*shape, generator=g), target
@@ -282,7 +299,9 @@ def check_loss(zoo: Any, entry: Entry, folder: Path) -> list[Result]:
                 pred.requires_grad_(True)
                 value = fn(pred, target)
                 if not (torch.is_tensor(value) and value.dim() == 0):
-                    raise AssertionError(f"returned {getattr(value, 'shape', type(value).__name__)}, not a scalar")
+                    raise AssertionError(
+                        f"returned {getattr(value, 'shape', type(value).__name__)}, not a scalar"
+                    )
                 if not bool(torch.isfinite(value)):
                     raise AssertionError(f"value {float(value)} is not finite")
                 value.backward()
@@ -300,7 +319,10 @@ def check_metric(zoo: Any, entry: Entry, folder: Path) -> list[Result]:
     setups = c.run("targets", lambda: _task_setups(zoo, entry)) or []
     for values in c.run("examples", lambda: _option_sets(entry, folder)) or []:
         for tinfo, kind, channels in setups:
-            make = (lambda v=values, t=tinfo: _build(zoo, entry, v, t))
+
+            def make(v=values, t=tinfo):
+                return _build(zoo, entry, v, t)
+
             metric = c.run("factory", make)
             if metric is None:
                 continue
@@ -319,8 +341,10 @@ def check_metric(zoo: Any, entry: Entry, folder: Path) -> list[Result]:
                     split.update(p[lo:hi], t[lo:hi])
                 a, b = float(whole.compute()), float(split.compute())
                 if not torch.isclose(torch.tensor(a), torch.tensor(b), rtol=1e-5, atol=1e-6):
-                    raise AssertionError(f"{a} over one batch of 6 but {b} over batches of 1, 2 and 3: states must be "
-                                         f"exact sums, not averages of batch averages")
+                    raise AssertionError(
+                        f"{a} over one batch of 6 but {b} over batches of 1, 2 and 3: states must be "
+                        f"exact sums, not averages of batch averages"
+                    )
 
             def merged(mk: Any = make, p: Any = pred, t: Any = target) -> None:
                 whole, left, right = mk(), mk(), mk()
@@ -353,8 +377,12 @@ def _toy(seed: int) -> tuple[Any, Any, list[Any]]:
     torch = _torch()
     nn = torch.nn
     torch.manual_seed(seed)
-    backbone = nn.ModuleList([nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU()),
-                              nn.Sequential(nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU())])
+    backbone = nn.ModuleList(
+        [
+            nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU()),
+            nn.Sequential(nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU()),
+        ]
+    )
     heads = nn.ModuleList([nn.Conv2d(8, 1, 1), nn.Conv2d(8, 2, 1), nn.Linear(8, 3)])
     images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
     return backbone, heads, [images]
@@ -420,8 +448,10 @@ def _state_round_trip(make: Callable[[], Any], names: list[str]) -> None:
     torch = _torch()
     first = make()
     backbone, heads, (images,) = _toy(1)
-    opt = torch.optim.SGD([*backbone.parameters(), *heads.parameters(),
-                           *[p for p in first.parameters() if p.requires_grad]], lr=0.01)
+    opt = torch.optim.SGD(
+        [*backbone.parameters(), *heads.parameters(), *[p for p in first.parameters() if p.requires_grad]],
+        lr=0.01,
+    )
     for i in range(2):
         opt.zero_grad()
         losses, step = _step(backbone, heads, images, names, i)
@@ -473,8 +503,11 @@ def check_dataset(zoo: Any, entry: Entry, folder: Path) -> list[Result]:
                 continue
             except ConfigError as exc:
                 if "needs a value" in str(exc) and entry.examples is None:
-                    c.fail("examples", f"{exc}; register the dataset with examples= (a function writing a tiny "
-                                       f"copy of its layout) so it can be checked")
+                    c.fail(
+                        "examples",
+                        f"{exc}; register the dataset with examples= (a function writing a tiny "
+                        f"copy of its layout) so it can be checked",
+                    )
                     break
                 c.fail(f"factory[{split}]", str(exc))
                 continue
@@ -512,6 +545,7 @@ def check_task(zoo: Any, entry: Entry, folder: Path) -> list[Result]:
 
     c = _Checks(entry.label)
     for values in c.run("examples", lambda: _option_sets(entry, folder)) or []:
+
         def make(v: dict[str, Any] = values) -> Any:
             ttype = _build(zoo, entry, v)
             if not isinstance(ttype, TaskType):
@@ -530,8 +564,9 @@ def check_task(zoo: Any, entry: Entry, folder: Path) -> list[Result]:
                 resolved = resolve_node(node, zoo.registries, part, f"default {part}")
                 e = zoo.entry(part, resolved["name"])
                 if not any(e.accepts(zoo.target_kind(k)) for k in t.target_kinds):
-                    raise AssertionError(f"default {part} {e.name!r} works on {e.targets}, not on the type's "
-                                         f"{t.target_kinds}")
+                    raise AssertionError(
+                        f"default {part} {e.name!r} works on {e.targets}, not on the type's {t.target_kinds}"
+                    )
 
         c.run("task.defaults", defaults)
         if ttype.derive is None:
@@ -550,7 +585,9 @@ def check_task(zoo: Any, entry: Entry, folder: Path) -> list[Result]:
                 value = kind.example(src, 12, 16, torch.Generator().manual_seed(0))
                 sample = {"image": torch.zeros(3, 12, 16), "derived": d.fn(value)}
                 info = DatasetInfo("kit", {"derived": d.info})
-                problems = sample_problems(sample, info, {d.info.kind: zoo.target_kind(d.info.kind)}, "derived")
+                problems = sample_problems(
+                    sample, info, {d.info.kind: zoo.target_kind(d.info.kind)}, "derived"
+                )
                 if problems:
                     raise AssertionError("; ".join(problems))
 
@@ -574,7 +611,10 @@ def check_target_kind(zoo: Any, entry: Entry, folder: Path) -> list[Result]:
         torch = _torch()
         if kind.example is None:
             raise AssertionError("no example(): losses and metrics for it cannot be checked")
-        sample = {"image": torch.rand(3, 12, 16), "t": kind.example(info, 12, 16, torch.Generator().manual_seed(0))}
+        sample = {
+            "image": torch.rand(3, 12, 16),
+            "t": kind.example(info, 12, 16, torch.Generator().manual_seed(0)),
+        }
         problems = sample_problems(sample, DatasetInfo("kit", {"t": info}), {kind.name: kind}, "example")
         if problems:
             raise AssertionError("; ".join(problems))
@@ -635,7 +675,9 @@ def check_plugin(zoo: Any, plugin: str, kinds: Iterable[str] | None = None) -> R
     records = [r for r in zoo.records if r.name == plugin]
     if not records:
         known = ", ".join(sorted(r.name for r in zoo.records))
-        report.results.append(Result(plugin, "loaded", False, f"no plugin named {plugin!r} (installed: {known})"))
+        report.results.append(
+            Result(plugin, "loaded", False, f"no plugin named {plugin!r} (installed: {known})")
+        )
         return report
     record = records[0]
     if record.status != "loaded":
@@ -666,6 +708,20 @@ def assert_conforms(zoo: Any, plugin: str, kinds: Iterable[str] | None = None) -
     return report
 
 
-__all__ = ["check_plugin", "check_entry", "assert_conforms", "format_report", "Report", "Result", "CHECKS",
-           "check_backbone", "check_head", "check_loss", "check_metric", "check_combiner", "check_dataset",
-           "check_task", "check_target_kind"]
+__all__ = [
+    "check_plugin",
+    "check_entry",
+    "assert_conforms",
+    "format_report",
+    "Report",
+    "Result",
+    "CHECKS",
+    "check_backbone",
+    "check_head",
+    "check_loss",
+    "check_metric",
+    "check_combiner",
+    "check_dataset",
+    "check_task",
+    "check_target_kind",
+]

@@ -36,8 +36,10 @@ def base_dataset(zoo: Any, cfg: DictConfig, split: str) -> Any:
     entry = zoo.entry("dataset", cfg.data.name)
     info = getattr(dataset, "info", None)
     if not isinstance(info, DatasetInfo):
-        raise PluginError(f"data: {entry.label} has no `info: DatasetInfo` attribute (got {type(info).__name__}); "
-                          f"datasets describe their targets with a DatasetInfo")
+        raise PluginError(
+            f"data: {entry.label} has no `info: DatasetInfo` attribute (got {type(info).__name__}); "
+            f"datasets describe their targets with a DatasetInfo"
+        )
     for key, tinfo in info.targets.items():
         if not isinstance(tinfo, TargetInfo):
             raise PluginError(f"data: {entry.label}: info.targets[{key!r}] is not a TargetInfo")
@@ -45,7 +47,9 @@ def base_dataset(zoo: Any, cfg: DictConfig, split: str) -> Any:
     return dataset
 
 
-def resolve_targets(zoo: Any, cfg: DictConfig, info: DatasetInfo) -> tuple[dict[str, TaskInfo], list[Derived]]:
+def resolve_targets(
+    zoo: Any, cfg: DictConfig, info: DatasetInfo
+) -> tuple[dict[str, TaskInfo], list[Derived]]:
     """Match every task to a target of the dataset (or derive it); work out its head's channels."""
     infos: dict[str, TaskInfo] = {}
     derived: list[Derived] = []
@@ -58,14 +62,19 @@ def resolve_targets(zoo: Any, cfg: DictConfig, info: DatasetInfo) -> tuple[dict[
             src = info.targets.get(source)
             if src is None:
                 have = ", ".join(sorted(info.targets)) or "none"
-                raise ConfigError(f"{path}.from: dataset {info.name!r} has no target {source!r} (it has: {have})")
+                raise ConfigError(
+                    f"{path}.from: dataset {info.name!r} has no target {source!r} (it has: {have})"
+                )
             if ttype.derive_from and src.kind not in ttype.derive_from:
-                raise ConfigError(f"{path}.from: a {entry.name!r} target is derived from a "
-                                  f"{'/'.join(ttype.derive_from)} target, but {source!r} is {src.kind!r}")
+                raise ConfigError(
+                    f"{path}.from: a {entry.name!r} target is derived from a "
+                    f"{'/'.join(ttype.derive_from)} target, but {source!r} is {src.kind!r}"
+                )
             derivation = ttype.derive(src)  # type: ignore[misc]
             if not isinstance(derivation, Derivation):
-                raise PluginError(f"{path}: {entry.label}: derive() returned {type(derivation).__name__}, "
-                                  f"not a Derivation")
+                raise PluginError(
+                    f"{path}: {entry.label}: derive() returned {type(derivation).__name__}, not a Derivation"
+                )
             tinfo = derivation.info
             zoo.target_kind(tinfo.kind, f"{path}: {entry.label} derives")
             derived.append(Derived(target, source, derivation.fn, tinfo))
@@ -73,12 +82,16 @@ def resolve_targets(zoo: Any, cfg: DictConfig, info: DatasetInfo) -> tuple[dict[
             if target not in info.targets:
                 have = ", ".join(sorted(info.targets)) or "none"
                 hint = f", or derive it with {path}.from: <key>" if ttype.derive is not None else ""
-                raise ConfigError(f"{path}.target: dataset {info.name!r} has no target {target!r} (it has: {have}); "
-                                  f"set {path}.target to one of those{hint}")
+                raise ConfigError(
+                    f"{path}.target: dataset {info.name!r} has no target {target!r} (it has: {have}); "
+                    f"set {path}.target to one of those{hint}"
+                )
             tinfo = info.targets[target]
         if ttype.target_kinds and tinfo.kind not in ttype.target_kinds:
-            raise ConfigError(f"{path}: a {entry.name!r} task needs a target of kind {'/'.join(ttype.target_kinds)}, "
-                              f"but {target!r} is {tinfo.kind!r}; pick another task type or target")
+            raise ConfigError(
+                f"{path}: a {entry.name!r} task needs a target of kind {'/'.join(ttype.target_kinds)}, "
+                f"but {target!r} is {tinfo.kind!r}; pick another task type or target"
+            )
         kind = zoo.target_kind(tinfo.kind)
         for part, pnode in (("head", t["head"]), ("loss", t["loss"])):
             _check_kind(zoo.entry(part, pnode["name"]), kind, f"{path}.{part}")
@@ -94,8 +107,10 @@ def resolve_targets(zoo: Any, cfg: DictConfig, info: DatasetInfo) -> tuple[dict[
 
 def _check_kind(entry: Any, kind: Any, path: str) -> None:
     if not entry.accepts(kind):
-        raise ConfigError(f"{path}: {entry.kind} {entry.name!r} works on {', '.join(entry.targets)} targets, not "
-                          f"{kind.name!r}; pick another {entry.kind} (`mtlzoo list {entry.kind}`)")
+        raise ConfigError(
+            f"{path}: {entry.kind} {entry.name!r} works on {', '.join(entry.targets)} targets, not "
+            f"{kind.name!r}; pick another {entry.kind} (`mtlzoo list {entry.kind}`)"
+        )
 
 
 def normalization(cfg: DictConfig, backbone: Any, info: DatasetInfo, label: str) -> tuple[list, list] | None:
@@ -109,13 +124,16 @@ def normalization(cfg: DictConfig, backbone: Any, info: DatasetInfo, label: str)
         chosen = (IMAGENET_MEAN, IMAGENET_STD)
     elif mode == "backbone":
         if own[0] is None:
-            raise ConfigError(f"model.normalize: {label} declares no input statistics (random init); use auto, "
-                              f"dataset or imagenet")
+            raise ConfigError(
+                f"model.normalize: {label} declares no input statistics (random init); use auto, "
+                f"dataset or imagenet"
+            )
         chosen = own
     elif mode == "dataset":
         if data[0] is None:
-            raise ConfigError(f"model.normalize: dataset {info.name!r} declares no image mean/std; use auto or "
-                              f"imagenet")
+            raise ConfigError(
+                f"model.normalize: dataset {info.name!r} declares no image mean/std; use auto or imagenet"
+            )
         chosen = data
     else:  # auto
         chosen = own if own[0] is not None else data if data[0] is not None else (IMAGENET_MEAN, IMAGENET_STD)
@@ -150,9 +168,11 @@ def build_experiment(zoo: Any, cfg: DictConfig, split: str = "train") -> Experim
     base = base_dataset(zoo, cfg, split)
     infos, derived = resolve_targets(zoo, cfg, base.info)
     dataset = _pipeline(zoo, cfg, split, derived, base)
-    labels = {"backbone": zoo.entry("backbone", cfg.model.backbone.name).label,
-              "combiner": zoo.entry("combiner", cfg.combiner.name).label,
-              "dataset": zoo.entry("dataset", cfg.data.name).label}
+    labels = {
+        "backbone": zoo.entry("backbone", cfg.model.backbone.name).label,
+        "combiner": zoo.entry("combiner", cfg.combiner.name).label,
+        "dataset": zoo.entry("dataset", cfg.data.name).label,
+    }
     torch.manual_seed(int(cfg.seed))  # model init depends only on the seed
     backbone = zoo.make("backbone", cfg.model.backbone, path="model.backbone")
     feature_info = checks.backbone_attributes(backbone, f"model.backbone: {labels['backbone']}")
@@ -160,19 +180,39 @@ def build_experiment(zoo: Any, cfg: DictConfig, split: str = "train") -> Experim
     for name, tinfo in infos.items():
         hnode = cfg.tasks[name].head
         labels[name] = zoo.entry("head", hnode.name).label
-        heads[name] = zoo.make("head", hnode, list(feature_info), tinfo.out_channels, path=f"tasks.{name}.head")
+        heads[name] = zoo.make(
+            "head", hnode, list(feature_info), tinfo.out_channels, path=f"tasks.{name}.head"
+        )
         if not isinstance(heads[name], torch.nn.Module):
-            raise PluginError(f"tasks.{name}.head: {labels[name]} built {type(heads[name]).__name__}, not an nn.Module")
+            raise PluginError(
+                f"tasks.{name}.head: {labels[name]} built {type(heads[name]).__name__}, not an nn.Module"
+            )
     norm = normalization(cfg, backbone, base.info, labels["backbone"])
     model = MultiTaskModel(backbone, heads, Normalize(*norm) if norm is not None else None)
     tasks = build_tasks(zoo, cfg, infos)
     size = _probe_size(dataset, int(getattr(backbone, "size_divisor", 1)))
-    checks.dry_forward(model, feature_info, tasks, size,
-                       {"backbone": f"model.backbone: {labels['backbone']}",
-                        **{n: f"tasks.{n}.head: {labels[n]}" for n in tasks}})
+    checks.dry_forward(
+        model,
+        feature_info,
+        tasks,
+        size,
+        {
+            "backbone": f"model.backbone: {labels['backbone']}",
+            **{n: f"tasks.{n}.head: {labels[n]}" for n in tasks},
+        },
+    )
     combiner = build_combiner(zoo, cfg, list(tasks))
-    return Experiment(cfg, model, tasks, combiner, dataset.info, {split: dataset},
-                      lambda s: _pipeline(zoo, cfg, s, derived), labels, norm)
+    return Experiment(
+        cfg,
+        model,
+        tasks,
+        combiner,
+        dataset.info,
+        {split: dataset},
+        lambda s: _pipeline(zoo, cfg, s, derived),
+        labels,
+        norm,
+    )
 
 
 def build_tasks(zoo: Any, cfg: DictConfig, infos: dict[str, TaskInfo]) -> dict[str, Task]:
@@ -183,7 +223,9 @@ def build_tasks(zoo: Any, cfg: DictConfig, infos: dict[str, TaskInfo]) -> dict[s
         labels = {"loss": zoo.entry("loss", t.loss.name).label}
         loss = zoo.make("loss", t.loss, info, path=f"tasks.{name}.loss")
         if not callable(loss):
-            raise PluginError(f"tasks.{name}.loss: {labels['loss']} built {type(loss).__name__}, which is not callable")
+            raise PluginError(
+                f"tasks.{name}.loss: {labels['loss']} built {type(loss).__name__}, which is not callable"
+            )
         metrics = {}
         for i, mnode in enumerate(t.metrics):
             path = f"tasks.{name}.metrics[{i}]"
@@ -210,5 +252,12 @@ def build_combiner(zoo: Any, cfg: DictConfig, task_names: list[str]) -> Combiner
     return combiner
 
 
-__all__ = ["build_experiment", "base_dataset", "build_pipeline_for", "resolve_targets", "normalization", "build_tasks", "build_combiner"]
-
+__all__ = [
+    "build_experiment",
+    "base_dataset",
+    "build_pipeline_for",
+    "resolve_targets",
+    "normalization",
+    "build_tasks",
+    "build_combiner",
+]

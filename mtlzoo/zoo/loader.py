@@ -54,13 +54,23 @@ class PluginRecord:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready view."""
-        return {"name": self.name, "distribution": self.distribution, "version": self.version,
-                "module": self.module, "builtin": self.builtin, "status": self.status, "error": self.error,
-                "registered": self.registered, "refused": self.refused}
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "module": self.module,
+            "builtin": self.builtin,
+            "status": self.status,
+            "error": self.error,
+            "registered": self.registered,
+            "refused": self.refused,
+        }
 
     def problems(self) -> list[str]:
         """One line per failure or refused entry of this plugin."""
-        out = [f"plugin {self.name!r} ({self.distribution} {self.version}) {self.error}"] if self.error else []
+        out = (
+            [f"plugin {self.name!r} ({self.distribution} {self.version}) {self.error}"] if self.error else []
+        )
         out += [f"plugin {self.name!r}: {r}" for r in self.refused]
         return out
 
@@ -119,11 +129,18 @@ class Loader:
                 continue
             self._register(module, record)
 
-    def add_plugin(self, plugin: object, name: str, distribution: str = "<in-process>", version: str = "",
-                   builtin: bool = False) -> PluginRecord:
+    def add_plugin(
+        self,
+        plugin: object,
+        name: str,
+        distribution: str = "<in-process>",
+        version: str = "",
+        builtin: bool = False,
+    ) -> PluginRecord:
         """Register a plugin object directly (tests and embedding), with the same isolation."""
-        record = PluginRecord(name, distribution, version, getattr(plugin, "__name__", type(plugin).__name__),
-                              builtin=builtin)
+        record = PluginRecord(
+            name, distribution, version, getattr(plugin, "__name__", type(plugin).__name__), builtin=builtin
+        )
         self.records.append(record)
         if name in self.blocked:
             record.status = "blocked"
@@ -154,19 +171,38 @@ class Loader:
         self._staged.extend((record, e) for e in staged)
 
     def _register_callback(self, kind: str, record: PluginRecord, staged: list[Entry]) -> Callable[..., None]:
-        def register(name: str, factory: Callable[..., Any] | str, options: type | None = None, help: str = "",
-                     *, targets: Iterable[str] | None = None, examples: Callable[..., list] | None = None,
-                     variants: Callable[[], list[str]] | None = None) -> None:
+        def register(
+            name: str,
+            factory: Callable[..., Any] | str,
+            options: type | None = None,
+            help: str = "",
+            *,
+            targets: Iterable[str] | None = None,
+            examples: Callable[..., list] | None = None,
+            variants: Callable[[], list[str]] | None = None,
+        ) -> None:
             label = f"{kind} {name!r}"
             if not valid_name(name):
-                record.refused.append(f"{label}: a name is letters, digits and _ . + - (no spaces or slashes)")
+                record.refused.append(
+                    f"{label}: a name is letters, digits and _ . + - (no spaces or slashes)"
+                )
                 return
             if any(e.kind == kind and e.name == name for e in staged):
                 record.refused.append(f"{label}: registered twice by this plugin")
                 return
             text = help.strip().splitlines()[0] if isinstance(help, str) and help.strip() else ""
-            entry = Entry(kind, name, factory, options, text, record.name, record.builtin,
-                          tuple(targets) if targets is not None else None, examples, variants)
+            entry = Entry(
+                kind,
+                name,
+                factory,
+                options,
+                text,
+                record.name,
+                record.builtin,
+                tuple(targets) if targets is not None else None,
+                examples,
+                variants,
+            )
             try:
                 entry.validate()
             except PluginError as exc:
@@ -174,8 +210,10 @@ class Loader:
                 return
             staged.append(entry)
 
-        register.__doc__ = (f"Register a {kind}: register(name, factory, options=None, help='', *, targets=None, "
-                            f"examples=None, variants=None).")
+        register.__doc__ = (
+            f"Register a {kind}: register(name, factory, options=None, help='', *, targets=None, "
+            f"examples=None, variants=None)."
+        )
         return register
 
     def _fail(self, record: PluginRecord, message: str, exc: BaseException) -> None:
@@ -199,7 +237,8 @@ class Loader:
                     if record is not winner[0]:
                         record.refused.append(
                             f"{kind} {name!r} is a built-in name (plugin {winner[0].name}); register yours under "
-                            f"another name")
+                            f"another name"
+                        )
             elif len(claims) == 1:
                 winner = claims[0]
             else:
@@ -209,7 +248,8 @@ class Loader:
                     others = ",".join(r.name for r, _ in claims if r is not record)
                     record.refused.append(
                         f"{kind} {name!r} is registered by plugins {owners}: both entries refused; block one "
-                        f"of them ({BLOCK_ENV}={others} or plugins.block in the spec) to use the other")
+                        f"of them ({BLOCK_ENV}={others} or plugins.block in the spec) to use the other"
+                    )
             if winner is not None:
                 record, entry = winner
                 registries[kind].add(entry)
@@ -218,8 +258,10 @@ class Loader:
             problems = [p for r in self.records for p in r.problems()]
             if problems:
                 raise PluginError(
-                    f"{len(problems)} plugin problem(s): " + " | ".join(problems)
-                    + f"; unset {STRICT_ENV} to skip broken plugins, or block them with {BLOCK_ENV}=name")
+                    f"{len(problems)} plugin problem(s): "
+                    + " | ".join(problems)
+                    + f"; unset {STRICT_ENV} to skip broken plugins, or block them with {BLOCK_ENV}=name"
+                )
         return registries
 
     def unknown_blocks(self) -> list[str]:

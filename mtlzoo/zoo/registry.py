@@ -46,8 +46,10 @@ def check_factory_signature(factory: Callable[..., Any], kind: str, has_options:
         if p.kind is p.VAR_POSITIONAL:
             continue
         if p.default is not p.empty and value in KINDS[kind].args:
-            return (f"its parameter {name!r} has a default but receives the {value!r} argument: a {kind} "
-                    f"factory is called as {call}")
+            return (
+                f"its parameter {name!r} has a default but receives the {value!r} argument: a {kind} "
+                f"factory is called as {call}"
+            )
     return None
 
 
@@ -93,7 +95,9 @@ class Entry:
         :class:`PluginError` naming the plugin and the part."""
         if self.options is not None:
             try:
-                check_schema(self.options, self.options.__name__ if isinstance(self.options, type) else "options")
+                check_schema(
+                    self.options, self.options.__name__ if isinstance(self.options, type) else "options"
+                )
             except TypeError as exc:
                 raise PluginError(f"{self.label}: options {exc}") from None
         if isinstance(self.factory, str):
@@ -101,12 +105,15 @@ class Entry:
                 raise PluginError(f"{self.label}: factory {self.factory!r} is not 'package.module:attribute'")
             return
         if not callable(self.factory):
-            raise PluginError(f"{self.label}: factory must be callable or 'module:attribute', "
-                              f"got {type(self.factory).__name__}")
+            raise PluginError(
+                f"{self.label}: factory must be callable or 'module:attribute', "
+                f"got {type(self.factory).__name__}"
+            )
         problem = check_factory_signature(self.factory, self.kind, self.options is not None)
         if problem:
-            raise PluginError(f"{self.label}: factory {getattr(self.factory, '__qualname__', self.factory)}: "
-                              f"{problem}")
+            raise PluginError(
+                f"{self.label}: factory {getattr(self.factory, '__qualname__', self.factory)}: {problem}"
+            )
 
     def load(self) -> Callable[..., Any]:
         """The factory, importing it on first use for a lazy reference (whose signature is
@@ -121,7 +128,9 @@ class Entry:
                 for part in attr.split("."):
                     obj = getattr(obj, part)
             except Exception as exc:  # noqa: BLE001 - a plugin module may raise anything on import
-                raise PluginError(f"{self.label}: cannot import its factory {factory!r}: {one_line(exc)}") from exc
+                raise PluginError(
+                    f"{self.label}: cannot import its factory {factory!r}: {one_line(exc)}"
+                ) from exc
             if not callable(obj):
                 raise PluginError(f"{self.label}: {factory!r} is not callable")
             problem = check_factory_signature(obj, self.kind, self.options is not None)
@@ -164,7 +173,9 @@ class Registry:
     def add(self, entry: Entry) -> Entry:
         """Add an entry whose name is free (the loader resolves conflicts before this)."""
         if entry.name in self._entries:
-            raise ValueError(f"{self.kind} {entry.name!r} is already registered by {self._entries[entry.name].plugin}")
+            raise ValueError(
+                f"{self.kind} {entry.name!r} is already registered by {self._entries[entry.name].plugin}"
+            )
         self._entries[entry.name] = entry
         return entry
 

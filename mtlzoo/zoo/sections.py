@@ -17,9 +17,13 @@ RUN_NAME = re.compile(r"[^/\\\x00\s][^/\\\x00]*")
 
 def check_file_name(value: str | None, key: str) -> None:
     """Run names become folder names: one path component (no separators, not ``.`` or ``..``)."""
-    if value is not None and (not RUN_NAME.fullmatch(value) or value in (".", "..") or value != value.strip()):
-        raise ValueError(f"{key}: {value!r} must be a plain folder name (one path component: no slashes, not "
-                         f"'..'), so the run stays inside train.out_dir")
+    if value is not None and (
+        not RUN_NAME.fullmatch(value) or value in (".", "..") or value != value.strip()
+    ):
+        raise ValueError(
+            f"{key}: {value!r} must be a plain folder name (one path component: no slashes, not "
+            f"'..'), so the run stays inside train.out_dir"
+        )
 
 
 @dataclass
@@ -137,7 +141,7 @@ class ModelConfig:
     """``model``.
 
     Attributes:
-        backbone: the shared backbone (a plugin node); empty: ``{name: timm, arch: resnet18}``.
+        backbone: the shared backbone (a plugin node, required).
         normalize: how the model normalises its input images (its first operation):
             ``auto`` (the backbone's expected statistics when it declares them, e.g. for
             pretrained weights, else the dataset's, else ImageNet's), ``backbone``,
@@ -158,14 +162,15 @@ class PluginsConfig:
 
 @dataclass
 class ExperimentConfig:
-    """The whole spec. ``tasks``, ``combiner`` and ``data`` hold plugin nodes, validated
-    against the options of the part each names."""
+    """The whole spec. ``model.backbone``, ``tasks``, ``combiner`` and ``data`` hold plugin
+    nodes, validated against the options of the part each names; all four are required (the
+    core has no favourite parts)."""
 
     name: str = "experiment"
     seed: int = option(0, ge=0, lt=2**63)
     model: ModelConfig = field(default_factory=ModelConfig)
     tasks: dict[str, Any] = field(default_factory=dict)
-    combiner: Any = field(default_factory=lambda: {"name": "sum"})
+    combiner: Any = None
     data: dict[str, Any] = field(default_factory=dict)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -177,10 +182,19 @@ class ExperimentConfig:
 
 
 #: keys that moved: a spec that still uses one gets a line naming the new place
-MOVED = {"augment.normalize": "model.normalize (the model normalises its input, from the backbone's or the "
-                              "dataset's statistics)"}
+MOVED = {
+    "augment.normalize": "model.normalize (the model normalises its input, from the backbone's or the "
+    "dataset's statistics)"
+}
 
-DEFAULT_BACKBONE = {"name": "timm", "arch": "resnet18"}
-
-__all__ = ["ExperimentConfig", "TrainConfig", "OptimizerConfig", "SchedulerConfig", "AugmentConfig", "ModelConfig",
-           "PluginsConfig", "MOVED", "DEFAULT_BACKBONE", "check_file_name"]
+__all__ = [
+    "ExperimentConfig",
+    "TrainConfig",
+    "OptimizerConfig",
+    "SchedulerConfig",
+    "AugmentConfig",
+    "ModelConfig",
+    "PluginsConfig",
+    "MOVED",
+    "check_file_name",
+]

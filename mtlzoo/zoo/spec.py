@@ -30,7 +30,7 @@ from ..contract.errors import ConfigError, PluginError, did_you_mean, one_line
 from ..contract.options import build_options, plain, to_dict
 from ..contract.tasks import TaskType
 from .registry import Entry, Registries
-from .sections import DEFAULT_BACKBONE, MOVED, ExperimentConfig
+from .sections import MOVED, ExperimentConfig
 
 ALLOWED_RESOLVERS = frozenset({"oc.env", "oc.select", "oc.dict.keys", "oc.dict.values", "oc.decode"})
 #: keys of a task node besides its task type's own options
@@ -68,8 +68,10 @@ class _Loader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
             if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise ConfigError(f"line {line}: duplicate key {key!r} (first at line {seen[key]}); YAML keeps only "
-                                  f"the last one, so remove or rename one of them")
+                raise ConfigError(
+                    f"line {line}: duplicate key {key!r} (first at line {seen[key]}); YAML keeps only "
+                    f"the last one, so remove or rename one of them"
+                )
             if isinstance(key, (str, int, float, bool)):
                 seen[key] = line
         return super().construct_mapping(node, deep=deep)
@@ -83,8 +85,10 @@ def _bounded(value: Any, where: str) -> None:
         node, depth = stack.pop()
         count += 1
         if count > MAX_VALUES:
-            raise ConfigError(f"{where}: more than {MAX_VALUES} values once YAML aliases are expanded; a spec is "
-                              f"small (an alias bomb?)")
+            raise ConfigError(
+                f"{where}: more than {MAX_VALUES} values once YAML aliases are expanded; a spec is "
+                f"small (an alias bomb?)"
+            )
         if depth > MAX_DEPTH:
             raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep; a spec is shallow")
         if isinstance(node, Mapping):
@@ -121,8 +125,10 @@ def check_interpolations(node: Any, path: str = "") -> None:
     elif isinstance(node, str) and "${" in node:
         for name in _INTERPOLATION.findall(node):
             if name not in ALLOWED_RESOLVERS:
-                raise ConfigError(f"{path}: resolver {name!r} is not allowed in mtlzoo configs (configs are data); "
-                                  f"allowed: {', '.join(sorted(ALLOWED_RESOLVERS))}")
+                raise ConfigError(
+                    f"{path}: resolver {name!r} is not allowed in mtlzoo configs (configs are data); "
+                    f"allowed: {', '.join(sorted(ALLOWED_RESOLVERS))}"
+                )
 
 
 def _join(path: str, key: Any) -> str:
@@ -131,14 +137,18 @@ def _join(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
-def read_spec(spec: str | Path | Mapping | DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+def read_spec(
+    spec: str | Path | Mapping | DictConfig, overrides: list[str] | tuple[str, ...] = ()
+) -> DictConfig:
     """Read a YAML spec (a path, a mapping or a DictConfig) and apply dot-list overrides,
     without validating it."""
     if isinstance(spec, (str, Path)):
         path = Path(spec)
         if not path.is_file():
-            raise ConfigError(f"spec file {str(path)!r} not found (give the path of a YAML spec, "
-                              f"e.g. configs/quickstart.yaml)")
+            raise ConfigError(
+                f"spec file {str(path)!r} not found (give the path of a YAML spec, "
+                f"e.g. configs/quickstart.yaml)"
+            )
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
@@ -147,7 +157,9 @@ def read_spec(spec: str | Path | Mapping | DictConfig, overrides: list[str] | tu
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a spec must be a YAML mapping at the top level, got {type(raw).__name__}")
+            raise ConfigError(
+                f"{path}: a spec must be a YAML mapping at the top level, got {type(raw).__name__}"
+            )
     elif isinstance(spec, DictConfig):
         raw = OmegaConf.to_container(spec, resolve=False)
     elif isinstance(spec, Mapping):
@@ -258,8 +270,10 @@ def task_type(registries: Registries, node: Mapping[str, Any], path: str) -> tup
     for key in node:
         if key not in TASK_KEYS and key not in option_names:
             valid = [*TASK_KEYS, *option_names]
-            raise ConfigError(f"{_join(path, key)}: unknown key of a {entry.name!r} task{did_you_mean(str(key), valid)}; "
-                              f"valid keys: {', '.join(valid)}")
+            raise ConfigError(
+                f"{_join(path, key)}: unknown key of a {entry.name!r} task{did_you_mean(str(key), valid)}; "
+                f"valid keys: {', '.join(valid)}"
+            )
     options = entry.build_options({k: v for k, v in node.items() if k in option_names}, path)
     try:
         ttype = entry.call(options=options)
@@ -275,9 +289,11 @@ def task_type(registries: Registries, node: Mapping[str, Any], path: str) -> tup
 def _check_targets(entry: Entry, kinds: list[Any], path: str, task: str) -> None:
     if not kinds or any(entry.accepts(k) for k in kinds):
         return
-    raise ConfigError(f"{path}: {entry.kind} {entry.name!r} works on {', '.join(entry.targets or ())} targets, but a "
-                      f"{task!r} task learns {', '.join(k.name for k in kinds)}; pick a {entry.kind} for that kind "
-                      f"(`mtlzoo list {entry.kind}`)")
+    raise ConfigError(
+        f"{path}: {entry.kind} {entry.name!r} works on {', '.join(entry.targets or ())} targets, but a "
+        f"{task!r} task learns {', '.join(k.name for k in kinds)}; pick a {entry.kind} for that kind "
+        f"(`mtlzoo list {entry.kind}`)"
+    )
 
 
 def target_kinds(registries: Registries, names: tuple[str, ...], path: str) -> list[Any]:
@@ -301,8 +317,9 @@ def resolve_task(name: Any, node: Any, registries: Registries) -> dict[str, Any]
     if not isinstance(node, Mapping):
         raise ConfigError(f"{path}: expected a mapping such as {{type: segmentation}}, got {node!r}")
     if "type" not in node:
-        raise ConfigError(f"{path}.type: missing; give the task type, e.g. {{type: segmentation}} "
-                          f"(`mtlzoo list task`)")
+        raise ConfigError(
+            f"{path}.type: missing; give the task type, e.g. {{type: segmentation}} (`mtlzoo list task`)"
+        )
     entry, options, ttype = task_type(registries, node, path)
     out: dict[str, Any] = {"type": entry.name}
     target = node.get("target") or ttype.target
@@ -314,8 +331,10 @@ def resolve_task(name: Any, node: Any, registries: Registries) -> dict[str, Any]
         if not isinstance(source, str):
             raise ConfigError(f"{path}.from: give the key of the target to derive from, got {source!r}")
         if ttype.derive is None:
-            raise ConfigError(f"{path}.from: a {entry.name!r} target cannot be derived (its task type has no "
-                              f"derivation); remove `from` and let the dataset provide {target!r}")
+            raise ConfigError(
+                f"{path}.from: a {entry.name!r} target cannot be derived (its task type has no "
+                f"derivation); remove `from` and let the dataset provide {target!r}"
+            )
     out["from"] = source
     out.update(plain(options) if options is not None else {})
     head = resolve_node(_with_default(node.get("head"), ttype.head), registries, "head", f"{path}.head")
@@ -324,7 +343,9 @@ def resolve_task(name: Any, node: Any, registries: Registries) -> dict[str, Any]
     if not isinstance(metrics, (list, tuple)):
         raise ConfigError(f"{path}.metrics: expected a list of metrics, got {metrics!r}")
     out["head"], out["loss"] = head, loss
-    out["metrics"] = [resolve_node(m, registries, "metric", f"{path}.metrics[{i}]") for i, m in enumerate(metrics)]
+    out["metrics"] = [
+        resolve_node(m, registries, "metric", f"{path}.metrics[{i}]") for i, m in enumerate(metrics)
+    ]
     kinds = target_kinds(registries, tuple(ttype.target_kinds), f"{path}.type")
     _check_targets(registries["head"].get(head["name"]), kinds, f"{path}.head", entry.name)
     _check_targets(registries["loss"].get(loss["name"]), kinds, f"{path}.loss", entry.name)
@@ -348,15 +369,31 @@ def validate(container: Mapping[str, Any], registries: Registries) -> dict[str, 
     top = build_options(ExperimentConfig, container, "", "the spec")
     out: dict[str, Any] = {"name": top.name, "seed": top.seed}
     model = plain(top.model)
-    backbone = model["backbone"] or dict(DEFAULT_BACKBONE)
-    out["model"] = {"backbone": resolve_node(backbone, registries, "backbone", "model.backbone"),
-                    "normalize": model["normalize"]}
+    backbone = model["backbone"]
+    if not backbone:
+        raise ConfigError(
+            "model.backbone: missing; name the shared backbone, e.g. model: {backbone: {name: ...}} "
+            "(`mtlzoo list backbone` shows them)"
+        )
+    out["model"] = {
+        "backbone": resolve_node(backbone, registries, "backbone", "model.backbone"),
+        "normalize": model["normalize"],
+    }
     if not top.tasks:
-        raise ConfigError("tasks: no tasks given; add at least one, e.g. tasks: {semseg: {type: segmentation}}")
+        raise ConfigError(
+            "tasks: no tasks given; add at least one, e.g. tasks: {semseg: {type: segmentation}}"
+        )
     out["tasks"] = {name: resolve_task(name, node, registries) for name, node in top.tasks.items()}
+    if not top.combiner:
+        raise ConfigError(
+            "combiner: missing; say how the task losses become one update, e.g. combiner: "
+            "{name: ...} (`mtlzoo list combiner` shows them)"
+        )
     out["combiner"] = resolve_node(top.combiner, registries, "combiner", "combiner")
     if not top.data:
-        raise ConfigError("data: no dataset given; add e.g. data: {name: shapes} (`mtlzoo list dataset` shows all)")
+        raise ConfigError(
+            "data: no dataset given; add e.g. data: {name: shapes} (`mtlzoo list dataset` shows all)"
+        )
     out["data"] = resolve_node(top.data, registries, "dataset", "data")
     out["augment"] = plain(top.augment)
     out["train"] = plain(top.train)
@@ -364,5 +401,17 @@ def validate(container: Mapping[str, Any], registries: Registries) -> dict[str, 
     return out
 
 
-__all__ = ["read_spec", "apply_override", "resolve", "validate", "resolve_node", "resolve_task", "split_node",
-           "lookup", "parse_yaml", "check_interpolations", "TASK_KEYS", "ALLOWED_RESOLVERS"]
+__all__ = [
+    "read_spec",
+    "apply_override",
+    "resolve",
+    "validate",
+    "resolve_node",
+    "resolve_task",
+    "split_node",
+    "lookup",
+    "parse_yaml",
+    "check_interpolations",
+    "TASK_KEYS",
+    "ALLOWED_RESOLVERS",
+]

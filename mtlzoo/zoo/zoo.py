@@ -19,8 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..contract.data import TargetKind
 from ..contract.errors import ConfigError, MtlzooError, PluginError, UnknownNameError, one_line
-from .loader import Loader, PluginRecord, env_blocked, env_flag
 from .loader import STRICT_ENV as _STRICT_ENV
+from .loader import Loader, PluginRecord, env_blocked, env_flag
 from .registry import Entry, Registries
 from .spec import read_spec, resolve, split_node, validate
 
@@ -35,8 +35,14 @@ class Zoo:
     ``blocked`` (plugin names not loaded), ``warnings`` (lines to show a user).
     """
 
-    def __init__(self, registries: Registries, records: list[PluginRecord], strict: bool, blocked: set[str],
-                 warnings: list[str]):
+    def __init__(
+        self,
+        registries: Registries,
+        records: list[PluginRecord],
+        strict: bool,
+        blocked: set[str],
+        warnings: list[str],
+    ):
         self.registries = registries
         self.records = records
         self.strict = strict
@@ -46,8 +52,14 @@ class Zoo:
 
     # -- making a zoo ------------------------------------------------------------------------------
     @classmethod
-    def load(cls, *, strict: bool | None = None, block: Iterable[str] = (),
-             plugins: Iterable[tuple[str, object]] = (), entry_points: bool = True) -> Zoo:
+    def load(
+        cls,
+        *,
+        strict: bool | None = None,
+        block: Iterable[str] = (),
+        plugins: Iterable[tuple[str, object]] = (),
+        entry_points: bool = True,
+    ) -> Zoo:
         """Load every plugin once.
 
         Args:
@@ -66,15 +78,24 @@ class Zoo:
         for name, obj in plugins:
             loader.add_plugin(obj, name)
         registries = loader.finish()
-        warnings = [f"plugin block list names {n!r}, which is no installed plugin (`mtlzoo plugins` lists them)"
-                    for n in loader.unknown_blocks()]
+        warnings = [
+            f"plugin block list names {n!r}, which is no installed plugin (`mtlzoo plugins` lists them)"
+            for n in loader.unknown_blocks()
+        ]
         for record in loader.records:
             warnings += [f"{p}; `mtlzoo plugins` has details" for p in record.problems()]
         return cls(registries, loader.records, strict, blocked, warnings)
 
     @classmethod
-    def for_spec(cls, spec: SpecLike, overrides: Iterable[str] = (), *, strict: bool | None = None,
-                 block: Iterable[str] = (), plugins: Iterable[tuple[str, object]] = ()) -> tuple[Zoo, DictConfig]:
+    def for_spec(
+        cls,
+        spec: SpecLike,
+        overrides: Iterable[str] = (),
+        *,
+        strict: bool | None = None,
+        block: Iterable[str] = (),
+        plugins: Iterable[tuple[str, object]] = (),
+    ) -> tuple[Zoo, DictConfig]:
         """Read a spec, load the zoo its ``plugins`` section asks for (blocks and strictness
         added to the arguments), and return both: ``zoo, raw`` where ``raw`` is the spec
         as read, for :meth:`spec` or :meth:`build`."""
@@ -88,7 +109,9 @@ class Zoo:
         spec_strict = section.get("strict")
         if spec_strict not in (None, True, False):
             raise ConfigError(f"plugins.strict: expected true or false, got {spec_strict!r}")
-        zoo = cls.load(strict=True if (spec_strict or strict) else strict, block=[*block, *names], plugins=plugins)
+        zoo = cls.load(
+            strict=True if (spec_strict or strict) else strict, block=[*block, *names], plugins=plugins
+        )
         return zoo, raw
 
     # -- specs ---------------------------------------------------------------------------------------
@@ -98,8 +121,10 @@ class Zoo:
         out = validate(resolve(read_spec(spec, list(overrides))), self.registries)
         missing = sorted(set(out["plugins"]["block"]) - self.blocked)
         if missing:
-            raise ConfigError(f"plugins.block: this zoo loaded {', '.join(map(repr, missing))}; make it with "
-                              f"Zoo.for_spec(spec) or Zoo.load(block=[...]) so the spec's blocks apply")
+            raise ConfigError(
+                f"plugins.block: this zoo loaded {', '.join(map(repr, missing))}; make it with "
+                f"Zoo.for_spec(spec) or Zoo.load(block=[...]) so the spec's blocks apply"
+            )
         if out["plugins"]["strict"] and not self.strict:
             problems = [p for r in self.records for p in r.problems()]
             if problems:
@@ -128,8 +153,9 @@ class Zoo:
         validated (errors carry ``path``), factory called as its kind's contract says.
         Anything the factory raises that is not an :class:`MtlzooError` is reported as
         ``<path>: building <kind> '<name>' (plugin <p>) failed: ...``."""
-        name, values = split_node(OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig)
-                                  else node, path)
+        name, values = split_node(
+            OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node, path
+        )
         try:
             entry = self.entry(kind, name)
         except UnknownNameError as exc:
@@ -161,8 +187,10 @@ class Zoo:
                 raise ConfigError(f"{path + ': ' if path else ''}{exc}") from None
             kind = self.call(entry, path=path or f"target kind {name!r}")
             if not isinstance(kind, TargetKind) or kind.name != name:
-                raise PluginError(f"{entry.label} built {kind!r}; a target kind factory returns a TargetKind "
-                                  f"whose name is its registered name")
+                raise PluginError(
+                    f"{entry.label} built {kind!r}; a target kind factory returns a TargetKind "
+                    f"whose name is its registered name"
+                )
             self._kinds[name] = kind
         return self._kinds[name]
 

@@ -22,9 +22,13 @@ def cmd_bench(args: Any) -> int:
 
 def add_bench_command(sub: Any, common: Any) -> None:
     """Add ``mtlzoo bench`` to the CLI."""
-    p = sub.add_parser("bench", parents=[common], help="run a benchmark grid and write tables",
-                       description="Run every cell of a bench spec (grid x seeds + single-task baselines), "
-                                   "skipping finished cells, then write markdown/csv tables with delta-m.")
+    p = sub.add_parser(
+        "bench",
+        parents=[common],
+        help="run a benchmark grid and write tables",
+        description="Run every cell of a bench spec (grid x seeds + single-task baselines), "
+        "skipping finished cells, then write markdown/csv tables with delta-m.",
+    )
     p.add_argument("spec", help="bench spec (YAML)")
     p.add_argument("overrides", nargs="*", help="dot-list overrides of the bench spec (e.g. seeds=[0])")
     p.add_argument("--plan", action="store_true", help="list the cells and their overrides, run nothing")

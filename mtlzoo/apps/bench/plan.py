@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from .spec import BenchSpec
 
 
@@ -51,7 +53,9 @@ def plan(spec: BenchSpec, base_cfg: Any) -> list[Cell]:
     cells: list[Cell] = []
     for combo in itertools.product(*(spec.grid[k] for k in keys)) if keys else [()]:
         assignment = dict(zip(keys, combo))
-        method = _value_label(assignment.get("combiner", base_cfg.get("combiner", {"name": "sum"})))
+        method = _value_label(
+            assignment.get("combiner", OmegaConf.to_container(base_cfg.combiner, resolve=True))
+        )
         setting = ", ".join(f"{k}={_value_label(assignment[k])}" for k in settings_keys)
         overrides = [_override(k, v) for k, v in assignment.items()]
         for seed in spec.seeds:
@@ -63,25 +67,36 @@ def plan(spec: BenchSpec, base_cfg: Any) -> list[Cell]:
             setting = ", ".join(f"{k}={_value_label(v)}" for k, v in assignment.items())
             for task in base_cfg.tasks:
                 others = [f"~tasks.{t}" for t in base_cfg.tasks if t != task]
-                overrides = [*(_override(k, v) for k, v in assignment.items()), *others,
-                             'combiner={"name": "sum"}']
+                overrides = [
+                    *(_override(k, v) for k, v in assignment.items()),
+                    *others,
+                    'combiner={"name": "sum"}',
+                ]
                 for seed in spec.seeds:
                     label = "__".join(_slug(f"{k}={_value_label(v)}") for k, v in assignment.items())
                     cid = f"single_{task}{'__' + label if label else ''}__seed{seed}"
-                    cells.append(Cell(cid, f"single-task ({task})", overrides, seed, baseline_task=task,
-                                      setting=setting))
+                    cells.append(
+                        Cell(
+                            cid, f"single-task ({task})", overrides, seed, baseline_task=task, setting=setting
+                        )
+                    )
     return cells
 
 
 def cell_overrides(spec: BenchSpec, cell: Cell, run_dir: Path) -> list[str]:
-    out = [*spec.overrides, *cell.overrides, f"seed={cell.seed}", f"train.out_dir={run_dir.parent}",
-           f"train.run_name={run_dir.name}", "train.progress=false"]
+    out = [
+        *spec.overrides,
+        *cell.overrides,
+        f"seed={cell.seed}",
+        f"train.out_dir={run_dir.parent}",
+        f"train.run_name={run_dir.name}",
+        "train.progress=false",
+    ]
     if spec.split != "val":
         out.append(f"train.test_split={spec.split}")
     if spec.select and (cell.baseline_task is None or spec.select.startswith(cell.baseline_task + ".")):
         out.append(f"train.select={spec.select}")
     return out
-
 
 
 __all__ = ["Cell", "plan", "cell_overrides"]

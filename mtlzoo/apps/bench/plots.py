@@ -34,8 +34,14 @@ def write_plots(spec: BenchSpec, summary: dict[str, Any], results_dir: Path) -> 
                 means.append(ms[0])
                 baseline = row["method"].startswith("single-task")
                 # points, not bars from zero: the differences between methods are what the reader looks for
-                ax.errorbar(len(means) - 1, ms[0], yerr=ms[1], fmt="o", capsize=3,
-                            color="tab:orange" if baseline else "tab:blue")
+                ax.errorbar(
+                    len(means) - 1,
+                    ms[0],
+                    yerr=ms[1],
+                    fmt="o",
+                    capsize=3,
+                    color="tab:orange" if baseline else "tab:blue",
+                )
                 if baseline:
                     ax.axhline(ms[0], color="tab:orange", lw=0.6, ls="--")
         ax.margins(x=0.15)
@@ -67,7 +73,6 @@ def write_plots(spec: BenchSpec, summary: dict[str, Any], results_dir: Path) -> 
         plt.close(fig)
         out.append(pareto)
     return out
-
 
 
 __all__ = ["write_plots"]

@@ -28,8 +28,9 @@ def cell_metrics(summary: dict[str, Any], split: str) -> dict[str, dict[str, flo
     return summary["test"]
 
 
-def delta_m(mt: dict[str, dict[str, float]], st: dict[str, dict[str, float]],
-            directions: dict[str, dict[str, bool]]) -> tuple[float, dict[str, float]]:
+def delta_m(
+    mt: dict[str, dict[str, float]], st: dict[str, dict[str, float]], directions: dict[str, dict[str, bool]]
+) -> tuple[float, dict[str, float]]:
     """delta-m in percent (see the module docstring) and the per-task averages behind it."""
     per_task: dict[str, float] = {}
     for task, metrics in mt.items():
@@ -64,8 +65,9 @@ def _fmt(mean: float, std: float, n: int) -> str:
     return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
 
 
-def summarise(spec: BenchSpec, cells: list[Cell], results: dict[str, dict[str, Any]],
-              failures: dict[str, str]) -> dict[str, Any]:
+def summarise(
+    spec: BenchSpec, cells: list[Cell], results: dict[str, dict[str, Any]], failures: dict[str, str]
+) -> dict[str, Any]:
     """Aggregate cell summaries into rows: per method/setting, mean and std over seeds."""
     directions: dict[str, dict[str, bool]] = {}
     for s in results.values():
@@ -86,8 +88,13 @@ def summarise(spec: BenchSpec, cells: list[Cell], results: dict[str, dict[str, A
         groups.setdefault((c.method, c.setting), []).append(c)
     for (method, setting), members in groups.items():
         done = [c for c in members if c.id in metrics]
-        row: dict[str, Any] = {"method": method, "setting": setting, "seeds": len(done),
-                               "failed": [c.id for c in members if c.id in failures], "metrics": {}}
+        row: dict[str, Any] = {
+            "method": method,
+            "setting": setting,
+            "seeds": len(done),
+            "failed": [c.id for c in members if c.id in failures],
+            "metrics": {},
+        }
         per_seed: dict[str, dict[str, list[float]]] = {}
         for c in done:
             for task, vals in metrics[c.id].items():
@@ -110,28 +117,48 @@ def summarise(spec: BenchSpec, cells: list[Cell], results: dict[str, dict[str, A
     return {"rows": rows, "directions": directions, "baselines": baselines}
 
 
-def write_tables(spec: BenchSpec, summary: dict[str, Any], results_dir: Path, command: str,
-                 seconds: float, budget: str) -> list[Path]:
+def write_tables(
+    spec: BenchSpec, summary: dict[str, Any], results_dir: Path, command: str, seconds: float, budget: str
+) -> list[Path]:
     """Write ``<name>.md`` and ``<name>.csv`` (and plots when matplotlib is installed)."""
     results_dir.mkdir(parents=True, exist_ok=True)
     rows = summary["rows"]
     directions = summary["directions"]
     columns = [(t, k) for t in directions for k in directions[t]]
-    md = [f"# Benchmark `{spec.name}`", "",
-          f"Command: `{command}`  ", f"Reported split: **{spec.split}** (epoch/checkpoint chosen on val).  ",
-          f"Budget: {budget}  ", f"Seeds: {spec.seeds}; training time of all cells together {seconds / 60:.1f} min.", "",
-          f"Δm: `{DELTA_M_FORMULA}`", "", "Values: mean ± std over seeds. ↑ higher is better, ↓ lower is better.", ""]
-    header = ["method", "setting", "seeds", "Δm %"] + [f"{t}.{k} {'↑' if directions[t][k] else '↓'}"
-                                                      for t, k in columns]
+    md = [
+        f"# Benchmark `{spec.name}`",
+        "",
+        f"Command: `{command}`  ",
+        f"Reported split: **{spec.split}** (epoch/checkpoint chosen on val).  ",
+        f"Budget: {budget}  ",
+        f"Seeds: {spec.seeds}; training time of all cells together {seconds / 60:.1f} min.",
+        "",
+        f"Δm: `{DELTA_M_FORMULA}`",
+        "",
+        "Values: mean ± std over seeds. ↑ higher is better, ↓ lower is better.",
+        "",
+    ]
+    header = ["method", "setting", "seeds", "Δm %"] + [
+        f"{t}.{k} {'↑' if directions[t][k] else '↓'}" for t, k in columns
+    ]
     md.append("| " + " | ".join(header) + " |")
     md.append("|" + "---|" * len(header))
     csv_rows = []
     for row in rows:
         dm = row.get("delta_m")
-        cells = [row["method"], row["setting"] or "-", str(row["seeds"]),
-                 _fmt(*dm, row["seeds"]) if dm else "(baseline)" if row["method"].startswith("single") else "-"]
-        flat = {"method": row["method"], "setting": row["setting"], "seeds": row["seeds"],
-                "delta_m_mean": dm[0] if dm else "", "delta_m_std": dm[1] if dm else ""}
+        cells = [
+            row["method"],
+            row["setting"] or "-",
+            str(row["seeds"]),
+            _fmt(*dm, row["seeds"]) if dm else "(baseline)" if row["method"].startswith("single") else "-",
+        ]
+        flat = {
+            "method": row["method"],
+            "setting": row["setting"],
+            "seeds": row["seeds"],
+            "delta_m_mean": dm[0] if dm else "",
+            "delta_m_std": dm[1] if dm else "",
+        }
         for t, k in columns:
             ms = row["metrics"].get(t, {}).get(k)
             cells.append(_fmt(*ms, row["seeds"]) if ms else "")
@@ -149,16 +176,20 @@ def write_tables(spec: BenchSpec, summary: dict[str, Any], results_dir: Path, co
     md.append("|" + "---|" * (len(tasks) + 2))
     for row in rows:
         if row.get("delta_m_tasks"):
-            md.append(f"| {row['method']} | {row['setting'] or '-'} | "
-                      + " | ".join(_fmt(*row["delta_m_tasks"].get(t, (math.nan, 0)), row["seeds"]) for t in tasks)
-                      + " |")
+            md.append(
+                f"| {row['method']} | {row['setting'] or '-'} | "
+                + " | ".join(_fmt(*row["delta_m_tasks"].get(t, (math.nan, 0)), row["seeds"]) for t in tasks)
+                + " |"
+            )
     failed = [f for r in rows for f in r["failed"]]
     if failed:
         md += ["", f"Failed cells ({len(failed)}): " + ", ".join(failed)]
     md_path = results_dir / f"{spec.name}.md"
     md_path.write_text("\n".join(md) + "\n")
     csv_path = results_dir / f"{spec.name}.csv"
-    keys = sorted({k for r in csv_rows for k in r}, key=lambda k: (k not in ("method", "setting", "seeds"), k))
+    keys = sorted(
+        {k for r in csv_rows for k in r}, key=lambda k: (k not in ("method", "setting", "seeds"), k)
+    )
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
@@ -175,16 +206,20 @@ def budget_text(cfg: Any, results: dict[str, dict[str, Any]]) -> str:
     t = cfg.train
     steps = sorted({int(r["steps"]) for r in results.values() if "steps" in r})
     devices = sorted({f"{r.get('device', '?')} x{r.get('world_size', 1)}" for r in results.values()})
-    backbone = {k: v for k, v in dict(cfg.model.backbone).items()
-                if v is not None and not (type(v) is float and v == 0.0)}  # keeps pretrained=False
+    backbone = {
+        k: v
+        for k, v in dict(cfg.model.backbone).items()
+        if v is not None and not (type(v) is float and v == 0.0)
+    }  # keeps pretrained=False
     crop = cfg.augment.crop
-    return (f"{t.epochs} epochs x batch {t.batch_size}"
-            + (f" ({'-'.join(map(str, steps))} optimizer steps per run)" if steps else "")
-            + f", {t.optimizer.name} lr {t.optimizer.lr}, {t.scheduler.name} schedule, amp {t.amp}; "
-            f"backbone {backbone}; data {dict(cfg.data)}"
-            + (f", crop {list(crop)}" if crop else "")
-            + (f"; ran on {', '.join(devices)}" if devices else ""))
-
+    return (
+        f"{t.epochs} epochs x batch {t.batch_size}"
+        + (f" ({'-'.join(map(str, steps))} optimizer steps per run)" if steps else "")
+        + f", {t.optimizer.name} lr {t.optimizer.lr}, {t.scheduler.name} schedule, amp {t.amp}; "
+        f"backbone {backbone}; data {dict(cfg.data)}"
+        + (f", crop {list(crop)}" if crop else "")
+        + (f"; ran on {', '.join(devices)}" if devices else "")
+    )
 
 
 __all__ = ["cell_metrics", "delta_m", "summarise", "write_tables", "budget_text", "DELTA_M_FORMULA"]

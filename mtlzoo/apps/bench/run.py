@@ -36,16 +36,20 @@ def _check_same_config(cfg: Any, run_dir: Path) -> None:
     try:
         saved = _flatten(yaml.safe_load(saved_file.read_text()) or {})
     except yaml.YAMLError as exc:
-        raise MtlzooError(f"{saved_file}: unreadable ({str(exc).splitlines()[0]}); "
-                          f"delete {run_dir} to run this cell again") from None
+        raise MtlzooError(
+            f"{saved_file}: unreadable ({str(exc).splitlines()[0]}); delete {run_dir} to run this cell again"
+        ) from None
     now = _flatten(yaml.safe_load(spec_yaml(cfg)))
     changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k, "<unset>") != now.get(k, "<unset>"))
     if changed:
-        shown = "; ".join(f"{k}: {saved.get(k, '<unset>')!r} in the run, {now.get(k, '<unset>')!r} now"
-                          for k in changed[:3])
+        shown = "; ".join(
+            f"{k}: {saved.get(k, '<unset>')!r} in the run, {now.get(k, '<unset>')!r} now" for k in changed[:3]
+        )
         more = f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
-        raise MtlzooError(f"cell {run_dir.name}: its run folder was made with a different config ({shown}{more}); "
-                          f"delete {run_dir} to run it again with the current spec, or restore the spec")
+        raise MtlzooError(
+            f"cell {run_dir.name}: its run folder was made with a different config ({shown}{more}); "
+            f"delete {run_dir} to run it again with the current spec, or restore the spec"
+        )
 
 
 def run_cell(zoo: Zoo, spec: BenchSpec, base: Path, cell: Cell, out_dir: Path) -> dict[str, Any]:
@@ -70,8 +74,13 @@ def run_cell(zoo: Zoo, spec: BenchSpec, base: Path, cell: Cell, out_dir: Path) -
     return trainer.fit()
 
 
-def run_bench(path: str | Path, extra: list[str] | tuple[str, ...] = (), log: Any = print,
-              only_plan: bool = False, zoo: Zoo | None = None) -> dict[str, Any]:
+def run_bench(
+    path: str | Path,
+    extra: list[str] | tuple[str, ...] = (),
+    log: Any = print,
+    only_plan: bool = False,
+    zoo: Zoo | None = None,
+) -> dict[str, Any]:
     """Run (or resume) every cell of a bench spec and write its tables; return the summary.
 
     ``zoo``: the plugins to build with (default: the zoo the base spec's ``plugins`` section
@@ -103,12 +112,15 @@ def run_bench(path: str | Path, extra: list[str] | tuple[str, ...] = (), log: An
     total = sum(float(r.get("seconds", 0)) for r in results.values())
     paths: list[Path] = []
     if results:
-        paths = write_tables(spec, summary, Path(spec.results_dir), command, total, budget_text(base_cfg, results))
+        paths = write_tables(
+            spec, summary, Path(spec.results_dir), command, total, budget_text(base_cfg, results)
+        )
     else:  # never replace an existing table by an empty one
         log(f"no cell finished: {spec.results_dir}/{spec.name}.* left as they were")
     summary["failures"] = failures
     summary["files"] = [str(p) for p in paths]
     (out_dir / "bench_summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
+
 
 __all__ = ["run_cell", "run_bench"]

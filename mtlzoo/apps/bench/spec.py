@@ -43,5 +43,4 @@ def load_bench(path: str | Path, extra: list[str] | tuple[str, ...] = ()) -> tup
     return spec, base
 
 
-
 __all__ = ["BenchSpec", "load_bench"]

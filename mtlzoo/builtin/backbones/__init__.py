@@ -29,14 +29,13 @@ imported); the modules live in :mod:`.timm`, :mod:`.smp` and :mod:`.cnn`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Optional
 
 from ...contract.hooks import hookimpl
-from ...contract.options import option
 from ...contract.layers import Norm
+from ...contract.options import option
 
-NO_DOWNLOAD = ("mtlzoo never downloads weights: download them yourself and set "
-               "model.backbone.weights: /path")
+NO_DOWNLOAD = "mtlzoo never downloads weights: download them yourself and set model.backbone.weights: /path"
 
 #: normalisation layers (:func:`mtlzoo.contract.layers.make_norm`)
 
@@ -123,15 +122,35 @@ class CNNOptions:
 @hookimpl
 def register_backbones(register):
     """Register ``timm``, ``smp`` and ``cnn``."""
-    register("timm", "mtlzoo.builtin.backbones.timm:TimmBackbone", TimmOptions,
-             "Any timm model as a feature extractor (features_only); arch: resnet18, convnext_atto ...",
-             variants=timm_names)
-    register("smp", "mtlzoo.builtin.backbones.smp:SmpBackbone", SmpOptions,
-             "Any segmentation-models-pytorch encoder (or tu-<timm name>); arch: resnet18 ...",
-             variants=smp_names)
-    register("cnn", "mtlzoo.builtin.backbones.cnn:CNNBackbone", CNNOptions,
-             "Small plain CNN (conv3x3 s2 + conv3x3 per stage) for tests and quick demos")
+    register(
+        "timm",
+        "mtlzoo.builtin.backbones.timm:TimmBackbone",
+        TimmOptions,
+        "Any timm model as a feature extractor (features_only); arch: resnet18, convnext_atto ...",
+        variants=timm_names,
+    )
+    register(
+        "smp",
+        "mtlzoo.builtin.backbones.smp:SmpBackbone",
+        SmpOptions,
+        "Any segmentation-models-pytorch encoder (or tu-<timm name>); arch: resnet18 ...",
+        variants=smp_names,
+    )
+    register(
+        "cnn",
+        "mtlzoo.builtin.backbones.cnn:CNNBackbone",
+        CNNOptions,
+        "Small plain CNN (conv3x3 s2 + conv3x3 per stage) for tests and quick demos",
+    )
 
 
-__all__ = ["TimmOptions", "SmpOptions", "CNNOptions", "NO_DOWNLOAD", "Norm", "timm_names", "smp_names",
-           "register_backbones"]
+__all__ = [
+    "TimmOptions",
+    "SmpOptions",
+    "CNNOptions",
+    "NO_DOWNLOAD",
+    "Norm",
+    "timm_names",
+    "smp_names",
+    "register_backbones",
+]

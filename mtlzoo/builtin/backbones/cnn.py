@@ -26,12 +26,16 @@ class CNNBackbone(Backbone):
         stages = []
         cin = 3
         for c in options.channels:
-            stages.append(nn.Sequential(
-                nn.Conv2d(cin, c, 3, stride=2, padding=1, bias=bias), make_norm(norm, c),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(c, c, 3, padding=1, bias=bias), make_norm(norm, c),
-                nn.ReLU(inplace=True),
-            ))
+            stages.append(
+                nn.Sequential(
+                    nn.Conv2d(cin, c, 3, stride=2, padding=1, bias=bias),
+                    make_norm(norm, c),
+                    nn.ReLU(inplace=True),
+                    nn.Conv2d(c, c, 3, padding=1, bias=bias),
+                    make_norm(norm, c),
+                    nn.ReLU(inplace=True),
+                )
+            )
             cin = c
         self.stages = nn.ModuleList(stages)
         self.feature_info = [FeatureInfo(c, 2 ** (i + 1)) for i, c in enumerate(options.channels)]

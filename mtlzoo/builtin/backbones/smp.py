@@ -48,11 +48,12 @@ class SmpBackbone(Backbone):
                 warnings.simplefilter("ignore", DeprecationWarning)  # smp's timm- names
                 self.encoder = get_encoder(arch, in_channels=3, depth=depth, weights=None)
         except Exception as exc:  # noqa: BLE001
-            raise ConfigError(f"smp cannot build encoder {arch!r} with depth {depth}: "
-                              f"{one_line(exc)}") from exc
+            raise ConfigError(
+                f"smp cannot build encoder {arch!r} with depth {depth}: {one_line(exc)}"
+            ) from exc
         channels = list(self.encoder.out_channels)
         self._keep = [i for i in range(1, len(channels)) if channels[i] > 0]
-        self.feature_info = [FeatureInfo(int(channels[i]), 2 ** i) for i in self._keep]
+        self.feature_info = [FeatureInfo(int(channels[i]), 2**i) for i in self._keep]
         self.size_divisor = max(fi.stride for fi in self.feature_info)
         if weights:
             own = self.encoder.state_dict()
@@ -76,8 +77,9 @@ class SmpBackbone(Backbone):
                 return
         hits = close_matches(arch, choices)
         hint = f"; closest: {', '.join(repr(h) for h in hits)}" if hits else ""
-        raise UnknownNameError(f"unknown smp encoder {arch!r}{hint} "
-                               f"(search them with `mtlzoo list backbone 'smp:*pattern*'`)")
+        raise UnknownNameError(
+            f"unknown smp encoder {arch!r}{hint} (search them with `mtlzoo list backbone 'smp:*pattern*'`)"
+        )
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """Learned feature maps of ``images [B,3,H,W]``, fine to coarse."""

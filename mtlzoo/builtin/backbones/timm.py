@@ -72,8 +72,10 @@ class TimmBackbone(Backbone):
         try:
             model = timm.create_model(arch, pretrained=False, features_only=True, **kwargs)
         except Exception as exc:  # noqa: BLE001 - timm raises many kinds for bad options
-            raise ConfigError(f"timm cannot build {arch!r} as a feature extractor with "
-                              f"{kwargs or 'defaults'}: {one_line(exc)}") from exc
+            raise ConfigError(
+                f"timm cannot build {arch!r} as a feature extractor with "
+                f"{kwargs or 'defaults'}: {one_line(exc)}"
+            ) from exc
         if not weights:
             return model
         sd = read_state_dict(weights)
@@ -93,11 +95,13 @@ class TimmBackbone(Backbone):
             check_fit(own, fitted, weights, f"timm {arch!r} features")  # closer to a features state dict
         check_fit(full, body, weights, f"timm {arch!r}")
         try:
-            return timm.create_model(arch, pretrained=True, features_only=True,
-                                     pretrained_cfg_overlay={"state_dict": sd}, **kwargs)
+            return timm.create_model(
+                arch, pretrained=True, features_only=True, pretrained_cfg_overlay={"state_dict": sd}, **kwargs
+            )
         except Exception as exc:  # noqa: BLE001 - shape mismatch and the like
-            raise CheckpointError(f"weights file {weights} does not fit timm {arch!r}: "
-                                  f"{one_line(exc)}") from exc
+            raise CheckpointError(
+                f"weights file {weights} does not fit timm {arch!r}: {one_line(exc)}"
+            ) from exc
 
     @staticmethod
     def _classifier_keys(arch: str, kwargs: dict[str, Any]) -> tuple[dict[str, Tensor], tuple[str, ...]]:

@@ -261,46 +261,121 @@ def register_combiners(register):
     the gradient-level ones."""
     basic, loss, grad = f"{_PKG}.basic", f"{_PKG}.loss_level", f"{_PKG}.gradient_level"
     register("sum", f"{basic}:SumCombiner", None, "Equal weighting: L = sum_t L_t")
-    register("weighted", f"{basic}:WeightedCombiner", WeightedOptions,
-             "Static per-task weights: L = sum_t w_t L_t")
+    register(
+        "weighted", f"{basic}:WeightedCombiner", WeightedOptions, "Static per-task weights: L = sum_t w_t L_t"
+    )
 
-    register("uncertainty", f"{loss}:UncertaintyCombiner", UncertaintyOptions,
-             "Uncertainty weighting, learnable log-variances (Kendall et al. 2018)")
-    register("dwa", f"{loss}:DWACombiner", DWAOptions,
-             "Dynamic Weight Average from epoch loss ratios (Liu et al. 2019)")
-    register("rlw", f"{loss}:RLWCombiner", RLWOptions,
-             "Random loss weighting, softmax of normal draws (Lin et al. 2021)")
+    register(
+        "uncertainty",
+        f"{loss}:UncertaintyCombiner",
+        UncertaintyOptions,
+        "Uncertainty weighting, learnable log-variances (Kendall et al. 2018)",
+    )
+    register(
+        "dwa",
+        f"{loss}:DWACombiner",
+        DWAOptions,
+        "Dynamic Weight Average from epoch loss ratios (Liu et al. 2019)",
+    )
+    register(
+        "rlw",
+        f"{loss}:RLWCombiner",
+        RLWOptions,
+        "Random loss weighting, softmax of normal draws (Lin et al. 2021)",
+    )
     register("gls", f"{loss}:GLSCombiner", None, "Geometric mean of the losses (Chennupati et al. 2019)")
-    register("imtl_l", f"{loss}:IMTLLCombiner", None,
-             "IMTL-L learnable loss scales exp(s) L - s (Liu et al. 2021)")
-    register("famo", f"{loss}:FAMOCombiner", FAMOOptions,
-             "Fast Adaptive Multitask Optimization, one backward (Liu et al. 2023)")
-    register("gradnorm", f"{loss}:GradNormCombiner", GradNormOptions,
-             "GradNorm learnable weights balancing gradient norms (Chen et al. 2018)")
+    register(
+        "imtl_l", f"{loss}:IMTLLCombiner", None, "IMTL-L learnable loss scales exp(s) L - s (Liu et al. 2021)"
+    )
+    register(
+        "famo",
+        f"{loss}:FAMOCombiner",
+        FAMOOptions,
+        "Fast Adaptive Multitask Optimization, one backward (Liu et al. 2023)",
+    )
+    register(
+        "gradnorm",
+        f"{loss}:GradNormCombiner",
+        GradNormOptions,
+        "GradNorm learnable weights balancing gradient norms (Chen et al. 2018)",
+    )
 
-    register("mgda", f"{grad}:MGDACombiner", MGDAOptions,
-             "MGDA min-norm point of the task gradients (Sener & Koltun 2018)")
-    register("pcgrad", f"{grad}:PCGradCombiner", PCGradOptions,
-             "PCGrad projection of conflicting gradients (Yu et al. 2020)")
-    register("cagrad", f"{grad}:CAGradCombiner", CAGradOptions,
-             "CAGrad conflict-averse gradient descent (Liu et al. 2021)")
-    register("nash_mtl", f"{grad}:NashMTLCombiner", NashMTLOptions,
-             "Nash-MTL bargaining weights G a = 1/a (Navon et al. 2022)")
-    register("imtl_g", f"{grad}:IMTLGCombiner", WrtOptions,
-             "IMTL-G equal projections on unit gradients (Liu et al. 2021)")
-    register("aligned_mtl", f"{grad}:AlignedMTLCombiner", AlignedMTLOptions,
-             "Aligned-MTL eigen-aligned task gradients (Senushkin et al. 2023)")
-    register("gradvac", f"{grad}:GradVacCombiner", GradVacOptions,
-             "GradVac cosine-similarity targets (Wang et al. 2021)")
-    register("graddrop", f"{grad}:GradDropCombiner", GradDropOptions,
-             "GradDrop gradient sign dropout (Chen et al. 2020)")
-    register("upgrad", f"{grad}:UPGradCombiner", WrtOptions,
-             "UPGrad dual-cone projections (Quinton & Rey 2024)")
+    register(
+        "mgda",
+        f"{grad}:MGDACombiner",
+        MGDAOptions,
+        "MGDA min-norm point of the task gradients (Sener & Koltun 2018)",
+    )
+    register(
+        "pcgrad",
+        f"{grad}:PCGradCombiner",
+        PCGradOptions,
+        "PCGrad projection of conflicting gradients (Yu et al. 2020)",
+    )
+    register(
+        "cagrad",
+        f"{grad}:CAGradCombiner",
+        CAGradOptions,
+        "CAGrad conflict-averse gradient descent (Liu et al. 2021)",
+    )
+    register(
+        "nash_mtl",
+        f"{grad}:NashMTLCombiner",
+        NashMTLOptions,
+        "Nash-MTL bargaining weights G a = 1/a (Navon et al. 2022)",
+    )
+    register(
+        "imtl_g",
+        f"{grad}:IMTLGCombiner",
+        WrtOptions,
+        "IMTL-G equal projections on unit gradients (Liu et al. 2021)",
+    )
+    register(
+        "aligned_mtl",
+        f"{grad}:AlignedMTLCombiner",
+        AlignedMTLOptions,
+        "Aligned-MTL eigen-aligned task gradients (Senushkin et al. 2023)",
+    )
+    register(
+        "gradvac",
+        f"{grad}:GradVacCombiner",
+        GradVacOptions,
+        "GradVac cosine-similarity targets (Wang et al. 2021)",
+    )
+    register(
+        "graddrop",
+        f"{grad}:GradDropCombiner",
+        GradDropOptions,
+        "GradDrop gradient sign dropout (Chen et al. 2020)",
+    )
+    register(
+        "upgrad", f"{grad}:UPGradCombiner", WrtOptions, "UPGrad dual-cone projections (Quinton & Rey 2024)"
+    )
     register("config", f"{grad}:ConFIGCombiner", WrtOptions, "ConFIG conflict-free update (Liu et al. 2024)")
-    register("db_mtl", f"{grad}:DBMTLCombiner", DBMTLOptions,
-             "DB-MTL log-loss and gradient-magnitude balancing (Lin et al. 2023)")
+    register(
+        "db_mtl",
+        f"{grad}:DBMTLCombiner",
+        DBMTLOptions,
+        "DB-MTL log-loss and gradient-magnitude balancing (Lin et al. 2023)",
+    )
 
 
-__all__ = ["Wrt", "WeightedOptions", "UncertaintyOptions", "DWAOptions", "RLWOptions", "FAMOOptions",
-           "GradNormOptions", "WrtOptions", "MGDAOptions", "PCGradOptions", "CAGradOptions", "NashMTLOptions",
-           "AlignedMTLOptions", "GradVacOptions", "GradDropOptions", "DBMTLOptions", "register_combiners"]
+__all__ = [
+    "Wrt",
+    "WeightedOptions",
+    "UncertaintyOptions",
+    "DWAOptions",
+    "RLWOptions",
+    "FAMOOptions",
+    "GradNormOptions",
+    "WrtOptions",
+    "MGDAOptions",
+    "PCGradOptions",
+    "CAGradOptions",
+    "NashMTLOptions",
+    "AlignedMTLOptions",
+    "GradVacOptions",
+    "GradDropOptions",
+    "DBMTLOptions",
+    "register_combiners",
+]

@@ -284,4 +284,3 @@ class DBMTLCombiner(GradientCombiner):
         direction = alpha.to(self.grad_buffer) @ self.grad_buffer
         step.set_shared_gradient(direction, self.wrt, head_weights=(1.0 / L).tolist())
         return weight_logs(self.task_names, alpha)
-

@@ -211,9 +211,14 @@ def cagrad_weights(G: Tensor, c: float = 0.5, rescale: int = 1) -> Tensor:
     def objective(x):
         return float(x @ Ab + radius * math.sqrt(max(float(x @ Gn @ x), 0.0) + 1e-16))
 
-    res = minimize(objective, b, method="SLSQP", bounds=[(0.0, 1.0)] * T,
-                   constraints=({"type": "eq", "fun": lambda x: 1.0 - x.sum()},),
-                   options={"ftol": 1e-12, "maxiter": 500})
+    res = minimize(
+        objective,
+        b,
+        method="SLSQP",
+        bounds=[(0.0, 1.0)] * T,
+        constraints=({"type": "eq", "fun": lambda x: 1.0 - x.sum()},),
+        options={"ftol": 1e-12, "maxiter": 500},
+    )
     w = np.clip(res.x, 0.0, None)
     gw_norm = math.sqrt(max(float(w @ Gn @ w), 0.0))
     lam = radius / gw_norm if gw_norm > 1e-12 else 0.0
@@ -260,8 +265,9 @@ def nash_mtl_weights(G: Tensor, init: Tensor | None = None, max_iter: int = 100,
     return a
 
 
-def gradvac_weights(G: Tensor, phi_hat: Tensor, beta: float, generator: torch.Generator | None = None,
-                    eps: float = 1e-8) -> tuple[Tensor, Tensor]:
+def gradvac_weights(
+    G: Tensor, phi_hat: Tensor, beta: float, generator: torch.Generator | None = None, eps: float = 1e-8
+) -> tuple[Tensor, Tensor]:
     """GradVac (Wang et al. 2021) as weights, and the updated EMA targets ``phi_hat``.
 
     For each task ``i`` and each other task ``j`` (random order): when the cosine

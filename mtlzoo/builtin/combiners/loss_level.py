@@ -283,4 +283,3 @@ class GradNormCombiner(Combiner):
         out = weight_logs(self.task_names, w)
         out["gradnorm_loss"] = float((gw - target).abs().sum().detach())
         return out
-

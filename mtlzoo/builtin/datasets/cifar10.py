@@ -28,10 +28,17 @@ class _BatchUnpickler(pickle.Unpickler):
     """Unpickles CIFAR batches only: numpy arrays, lists, dicts; no other global is allowed,
     so a tampered batch file cannot run code."""
 
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-                ("numpy._core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"),
-                ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self._ALLOWED:
@@ -73,10 +80,12 @@ class Cifar10Dataset(Dataset):
         names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
-            raise DataError(f"cifar10: no CIFAR-10 batches in {folder.resolve()} "
-                            f"(missing {', '.join(missing)}); "
-                            f"download cifar-10-python.tar.gz from {CIFAR10_URL} and extract it into "
-                            f"{base.resolve()} (it creates {CIFAR10_FOLDER}/); mtlzoo never downloads data")
+            raise DataError(
+                f"cifar10: no CIFAR-10 batches in {folder.resolve()} "
+                f"(missing {', '.join(missing)}); "
+                f"download cifar-10-python.tar.gz from {CIFAR10_URL} and extract it into "
+                f"{base.resolve()} (it creates {CIFAR10_FOLDER}/); mtlzoo never downloads data"
+            )
         self.root = folder
         use_test = split == "test" or (split == "val" and val_size == 0)
         files = ["test_batch"] if use_test else names[:5]
@@ -85,17 +94,22 @@ class Cifar10Dataset(Dataset):
         self.labels = np.concatenate(labels)
         if not use_test and val_size:
             if val_size >= len(self.labels):
-                raise ConfigError(f"cifar10: val_size {val_size} leaves no training images (the batches in "
-                                  f"{folder} hold {len(self.labels)})")
+                raise ConfigError(
+                    f"cifar10: val_size {val_size} leaves no training images (the batches in "
+                    f"{folder} hold {len(self.labels)})"
+                )
             cut = len(self.labels) - val_size
             sl = slice(cut, None) if split == "val" else slice(0, cut)
             self.images, self.labels = self.images[sl], self.labels[sl]
         if not len(self.labels):
             raise DataError(f"cifar10 {split}: no images (empty split)")
-        self.info = DatasetInfo("cifar10", {
-            "class": TargetInfo("class", 10, CIFAR10_CLASSES),
-            "vehicle": TargetInfo("class", 2, ("animal", "vehicle")),
-        })
+        self.info = DatasetInfo(
+            "cifar10",
+            {
+                "class": TargetInfo("class", 10, CIFAR10_CLASSES),
+                "vehicle": TargetInfo("class", 2, ("animal", "vehicle")),
+            },
+        )
         self._vehicle = torch.zeros(10, dtype=torch.int64)
         self._vehicle[list(CIFAR10_VEHICLES)] = 1
 
@@ -107,8 +121,10 @@ class Cifar10Dataset(Dataset):
             raise DataError(f"{path}: not a CIFAR-10 python batch (no 'data' array and 'labels' list)")
         labels = np.asarray(labels, dtype=np.int64)
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
-            raise DataError(f"{path}: 'data' must be uint8 N x 3072 with one label per row, "
-                            f"got {data.dtype} {data.shape} and {len(labels)} labels")
+            raise DataError(
+                f"{path}: 'data' must be uint8 N x 3072 with one label per row, "
+                f"got {data.dtype} {data.shape} and {len(labels)} labels"
+            )
         bad = bad_values(labels, 10, ())
         if bad:
             raise DataError(f"{path}: label values {bad} outside the classes 0..9")
@@ -122,8 +138,11 @@ class Cifar10Dataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         label = torch.tensor(int(self.labels[index]), dtype=torch.int64)
-        return {"image": torch.from_numpy(self.images[index]).float().div_(255.0), "class": label,
-                "vehicle": self._vehicle[label]}
+        return {
+            "image": torch.from_numpy(self.images[index]).float().div_(255.0),
+            "class": label,
+            "vehicle": self._vehicle[label],
+        }
 
     def check(self) -> list[str]:
         """Nothing left to check: the batches were fully read and validated when built."""

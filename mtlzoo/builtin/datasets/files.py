@@ -31,8 +31,10 @@ def data_root(root: str, what: str, layout: str) -> Path:
     is no folder."""
     path = Path(os.path.expanduser(str(root)))
     if not path.is_dir():
-        raise DataError(f"{what}: data root {str(root)!r} ({path.resolve()}) is not a folder; "
-                        f"set data.root to a folder holding {layout}")
+        raise DataError(
+            f"{what}: data root {str(root)!r} ({path.resolve()}) is not a folder; "
+            f"set data.root to a folder holding {layout}"
+        )
     return path
 
 
@@ -71,8 +73,9 @@ def read_single_channel(path: Path, what: str = "mask") -> np.ndarray:
     """A single-channel image file (8/16-bit grey, palette indices, float) as a 2-D array."""
     im = decode_image(path)
     if im.mode not in SINGLE_CHANNEL_MODES:
-        raise DataError(f"{path}: a {what} must be a single-channel image (grey or palette indices), "
-                        f"got mode {im.mode}")
+        raise DataError(
+            f"{path}: a {what} must be a single-channel image (grey or palette indices), got mode {im.mode}"
+        )
     return np.array(im)
 
 
@@ -104,8 +107,10 @@ def listing(folder: Path, cache: dict[Path, set[str]]) -> set[str]:
 
 def split_error(name: str, split: str, splits: tuple[str, ...], note: str = "") -> SplitNotFound:
     """The error of a split the dataset ``name`` does not have (``splits``: those it has)."""
-    return SplitNotFound(f"{name} has no split {split!r}{did_you_mean(str(split), splits)}; "
-                         f"its splits are {', '.join(splits)}{note}")
+    return SplitNotFound(
+        f"{name} has no split {split!r}{did_you_mean(str(split), splits)}; "
+        f"its splits are {', '.join(splits)}{note}"
+    )
 
 
 def resize_sample(sample: dict[str, Tensor], size: tuple[int, int]) -> dict[str, Tensor]:

@@ -15,8 +15,17 @@ from torch.utils.data import Dataset
 from ...contract.data import DatasetInfo, TargetInfo
 from ...contract.errors import DataError, SplitNotFound, raise_problems
 from . import ImageFolderOptions
-from .files import (IMAGE_EXTENSIONS, bad_values, data_root, decode_image, header_hw, hw_text, read_image,
-                    read_single_channel, resize_sample)
+from .files import (
+    IMAGE_EXTENSIONS,
+    bad_values,
+    data_root,
+    decode_image,
+    header_hw,
+    hw_text,
+    read_image,
+    read_single_channel,
+    resize_sample,
+)
 
 
 def stem_index(folder: Path, exts: tuple[str, ...]) -> tuple[dict[str, Path], list[str]]:
@@ -55,14 +64,24 @@ class ImageFolderDataset(Dataset):
         self.depth_scale = float(options.depth_scale)
         self.size = tuple(options.size) if options.size is not None else None
         images = options.images
-        layout = (f"{images}/ and one folder per target "
-                  f"({', '.join(f'{f}/' for f in self.targets.values()) or 'none'}), "
-                  f"either inside split folders <split>/ or next to split files <split>.txt")
+        layout = (
+            f"{images}/ and one folder per target "
+            f"({', '.join(f'{f}/' for f in self.targets.values()) or 'none'}), "
+            f"either inside split folders <split>/ or next to split files <split>.txt"
+        )
         self.root = data_root(options.root, "image_folder", layout)
         self.base, stems = self._split_layout(split, self.root, images)
-        self.info = DatasetInfo("image_folder", {
-            key: (TargetInfo("segmentation", len(self.classes), self.classes, self.ignore_index)
-                  if kind == "segmentation" else TargetInfo(kind)) for key, kind in self.kinds.items()})
+        self.info = DatasetInfo(
+            "image_folder",
+            {
+                key: (
+                    TargetInfo("segmentation", len(self.classes), self.classes, self.ignore_index)
+                    if kind == "segmentation"
+                    else TargetInfo(kind)
+                )
+                for key, kind in self.kinds.items()
+            },
+        )
         self.samples = self._match(images, stems)
         if options.scan:
             self._scan()
@@ -79,11 +98,14 @@ class ImageFolderDataset(Dataset):
                     stem, ext = os.path.splitext(Path(name).name)
                     stems.append(stem if ext.lower() in IMAGE_EXTENSIONS else Path(name).name)
             if not stems:
-                raise DataError(f"image_folder {split}: {root / f'{split}.txt'} lists no samples "
-                                f"(empty split)")
+                raise DataError(
+                    f"image_folder {split}: {root / f'{split}.txt'} lists no samples (empty split)"
+                )
         else:
-            raise SplitNotFound(f"image_folder has no split {split!r} in {root}: expected a folder "
-                                f"{root / split}/ or a split file {root / f'{split}.txt'}")
+            raise SplitNotFound(
+                f"image_folder has no split {split!r} in {root}: expected a folder "
+                f"{root / split}/ or a split file {root / f'{split}.txt'}"
+            )
         for folder in [images, *self.targets.values()]:
             if not (base / folder).is_dir():
                 raise DataError(f"image_folder {split}: folder {base / folder} is missing")
@@ -106,8 +128,9 @@ class ImageFolderDataset(Dataset):
             for key, folder in self.targets.items():
                 sample[key] = tgt_index[key].get(stem)
                 if sample[key] is None:
-                    problems.append(f"{self.base / folder / stem}.png: {key} target of image {stem!r} "
-                                    f"not found")
+                    problems.append(
+                        f"{self.base / folder / stem}.png: {key} target of image {stem!r} not found"
+                    )
             samples.append(sample)
         raise_problems(f"image_folder {self.split}", problems)
         if not samples:
@@ -122,8 +145,10 @@ class ImageFolderDataset(Dataset):
                 for key in self.targets:
                     th = header_hw(s[key])
                     if th != hw:
-                        problems.append(f"{s[key]}: {key} is {hw_text(th)} but its image "
-                                        f"{s['image'].name} is {hw_text(hw)} (HxW)")
+                        problems.append(
+                            f"{s[key]}: {key} is {hw_text(th)} but its image "
+                            f"{s['image'].name} is {hw_text(hw)} (HxW)"
+                        )
             except DataError as exc:
                 problems.append(str(exc))
         raise_problems(f"image_folder {self.split}", problems, self)
@@ -132,8 +157,10 @@ class ImageFolderDataset(Dataset):
         return len(self.samples)
 
     def __repr__(self) -> str:
-        return (f"ImageFolderDataset(split={self.split!r}, base={str(self.base)!r}, len={len(self)}, "
-                f"targets={self.kinds})")
+        return (
+            f"ImageFolderDataset(split={self.split!r}, base={str(self.base)!r}, len={len(self)}, "
+            f"targets={self.kinds})"
+        )
 
     def _read_target(self, key: str, path: Path) -> Tensor:
         kind = self.kinds[key]
@@ -141,8 +168,10 @@ class ImageFolderDataset(Dataset):
             a = read_single_channel(path, "segmentation mask")
             bad = bad_values(a, len(self.classes), (self.ignore_index,))
             if bad:
-                raise DataError(f"{path}: label values {bad} outside the classes 0..{len(self.classes) - 1} "
-                                f"and the ignore value {self.ignore_index}")
+                raise DataError(
+                    f"{path}: label values {bad} outside the classes 0..{len(self.classes) - 1} "
+                    f"and the ignore value {self.ignore_index}"
+                )
             return torch.from_numpy(a.astype(np.int64))
         if kind == "depth":
             a = read_single_channel(path, "depth map")
@@ -166,8 +195,10 @@ class ImageFolderDataset(Dataset):
         for key in self.targets:
             t = self._read_target(key, s[key])
             if tuple(t.shape[-2:]) != tuple(image.shape[-2:]):
-                raise DataError(f"{s[key]}: {key} is {hw_text(t.shape[-2:])} but its image "
-                                f"{s['image'].name} is {hw_text(image.shape[-2:])} (HxW)")
+                raise DataError(
+                    f"{s[key]}: {key} is {hw_text(t.shape[-2:])} but its image "
+                    f"{s['image'].name} is {hw_text(image.shape[-2:])} (HxW)"
+                )
             out[key] = t
         return resize_sample(out, self.size) if self.size else out
 
@@ -194,5 +225,7 @@ class ImageFolderDataset(Dataset):
         t = self._read_target(key, s[key])
         hw = header_hw(s["image"])
         if tuple(t.shape[-2:]) != hw:
-            raise DataError(f"{s[key]}: {key} is {hw_text(t.shape[-2:])} but its image {s['image'].name} is "
-                            f"{hw_text(hw)} (HxW)")
+            raise DataError(
+                f"{s[key]}: {key} is {hw_text(t.shape[-2:])} but its image {s['image'].name} is "
+                f"{hw_text(hw)} (HxW)"
+            )

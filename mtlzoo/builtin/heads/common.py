@@ -40,8 +40,11 @@ def resize(x: Tensor, size: Sequence[int]) -> Tensor:
 
 def conv_norm_relu(cin: int, cout: int, norm: str, kernel: int = 3) -> nn.Sequential:
     """``conv kxk -> norm -> ReLU`` (conv bias only when there is no norm)."""
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=norm == "none"),
-                         make_norm(norm, cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=norm == "none"),
+        make_norm(norm, cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 def convert_norm(module: nn.Module, norm: str) -> nn.Module:

@@ -33,8 +33,12 @@ class DeepLabV3PlusHead(nn.Module):
         # smp reads channels [-1] (ASPP input) and [2] (high-res skip) of its encoder list
         decoder = DeepLabV3PlusDecoder(
             encoder_channels=[0, 0, infos[self.high].channels, infos[-1].channels],
-            encoder_depth=3, out_channels=options.channels, atrous_rates=options.atrous_rates,
-            output_stride=16, aspp_separable=True, aspp_dropout=options.dropout,
+            encoder_depth=3,
+            out_channels=options.channels,
+            atrous_rates=options.atrous_rates,
+            output_stride=16,
+            aspp_separable=True,
+            aspp_dropout=options.dropout,
         )
         # its fixed-factor upsampling assumes a dilated encoder: resize to the skip instead
         del decoder.up

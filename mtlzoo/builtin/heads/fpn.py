@@ -22,12 +22,16 @@ class FPNHead(nn.Module):
         super().__init__()
         infos = feature_infos(feature_info, out_channels, "fpn")
         if len(infos) < 4:
-            raise ConfigError(f"head 'fpn' needs at least 4 feature maps, the backbone gives {len(infos)}; "
-                              f"use head 'unet' or 'fcn', or a deeper backbone")
+            raise ConfigError(
+                f"head 'fpn' needs at least 4 feature maps, the backbone gives {len(infos)}; "
+                f"use head 'unet' or 'fcn', or a deeper backbone"
+            )
         last4 = infos[-4:]
         if any(b.stride != 2 * a.stride for a, b in zip(last4, last4[1:])):
-            raise ConfigError(f"head 'fpn' needs its 4 coarsest maps at strides s, 2s, 4s, 8s; got "
-                              f"{[fi.stride for fi in last4]}")
+            raise ConfigError(
+                f"head 'fpn' needs its 4 coarsest maps at strides s, 2s, 4s, 8s; got "
+                f"{[fi.stride for fi in last4]}"
+            )
         self.decoder = FPNDecoder(
             encoder_channels=[fi.channels for fi in last4],
             encoder_depth=3,  # only the 4 maps above are read

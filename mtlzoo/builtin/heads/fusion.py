@@ -42,8 +42,14 @@ def _unit(x: Tensor) -> Tensor:
 
 
 #: the output transforms: the dense activations, and ``unit`` (per-pixel unit vectors)
-OUTPUTS = {"none": _identity, "relu": F.relu, "softplus": F.softplus, "sigmoid": torch.sigmoid,
-           "exp": torch.exp, "unit": _unit}
+OUTPUTS = {
+    "none": _identity,
+    "relu": F.relu,
+    "softplus": F.softplus,
+    "sigmoid": torch.sigmoid,
+    "exp": torch.exp,
+    "unit": _unit,
+}
 
 # parameter names of the classes FusionHead replaced: FCNHead's 1x1 conv was "classifier"
 # (DenseHead's and NormalsHead's "out"); their single block was "conv.<layer>",
@@ -55,7 +61,7 @@ _OLD_BLOCK = re.compile(r"conv\.(\d+\..+)")
 def _renamed(key: str) -> str | None:
     """The current name of a parameter saved under an old layout's ``key``, or ``None``."""
     if key.startswith("classifier."):
-        return "out." + key[len("classifier."):]
+        return "out." + key[len("classifier.") :]
     m = _OLD_BLOCKS.fullmatch(key)
     if m:
         return "convs." + m.group(1)
@@ -76,11 +82,11 @@ class Fusion(nn.Module):
         strides = [fi.stride for fi in feature_info]
         # keep at least the coarsest map, whatever min_stride says
         self.first = next((i for i, st in enumerate(strides) if st >= min_stride), len(strides) - 1)
-        self.proj = nn.ModuleList(nn.Conv2d(fi.channels, channels, 1) for fi in feature_info[self.first:])
+        self.proj = nn.ModuleList(nn.Conv2d(fi.channels, channels, 1) for fi in feature_info[self.first :])
 
     def forward(self, features: Sequence[Tensor]) -> Tensor:
         """Fuse ``features`` (as many as ``feature_info`` had, fine to coarse)."""
-        features = features[self.first:]
+        features = features[self.first :]
         target = features[0].shape[-2:]
         out = self.proj[0](features[0])
         for proj, x in zip(self.proj[1:], features[1:]):
@@ -107,15 +113,26 @@ class FusionHead(nn.Module):
     keys are renamed on load.
     """
 
-    def __init__(self, name: str, feature_info: Sequence, out_channels: int, *, channels: int,
-                 min_stride: int | None, convs: int, norm: str, output: str):
+    def __init__(
+        self,
+        name: str,
+        feature_info: Sequence,
+        out_channels: int,
+        *,
+        channels: int,
+        min_stride: int | None,
+        convs: int,
+        norm: str,
+        output: str,
+    ):
         super().__init__()
         infos = feature_infos(feature_info, out_channels, name)
         self.output = output
         self.fuse = Fusion(infos, channels, min_stride) if min_stride is not None else None
         cin = channels if self.fuse is not None else infos[-1].channels
-        self.convs = nn.Sequential(*(conv_norm_relu(cin if i == 0 else channels, channels, norm)
-                                     for i in range(convs)))
+        self.convs = nn.Sequential(
+            *(conv_norm_relu(cin if i == 0 else channels, channels, norm) for i in range(convs))
+        )
         self.out = nn.Conv2d(channels, out_channels, 1)
 
     def forward(self, features: Sequence[Tensor], size: Sequence[int]) -> Tensor:
@@ -126,7 +143,7 @@ class FusionHead(nn.Module):
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         """Rename the keys of an old layout (see the class docstring), then load as usual."""
         for key in [k for k in state_dict if k.startswith(prefix)]:
-            new = _renamed(key[len(prefix):])
+            new = _renamed(key[len(prefix) :])
             if new is not None:
                 state_dict[prefix + new] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args)
@@ -135,9 +152,16 @@ class FusionHead(nn.Module):
 def make_fcn(feature_info: Sequence, out_channels: int, options: FCNOptions) -> FusionHead:
     """The ``fcn`` head: raw scores from the coarsest map (``use: last``) or from the fusion
     of the maps of stride >= ``min_stride`` (``use: all``), through one hidden conv."""
-    return FusionHead("fcn", feature_info, out_channels, channels=options.channels,
-                      min_stride=options.min_stride if options.use == "all" else None, convs=1,
-                      norm=options.norm, output="none")
+    return FusionHead(
+        "fcn",
+        feature_info,
+        out_channels,
+        channels=options.channels,
+        min_stride=options.min_stride if options.use == "all" else None,
+        convs=1,
+        norm=options.norm,
+        output="none",
+    )
 
 
 def make_dense(feature_info: Sequence, out_channels: int, options: DenseOptions) -> FusionHead:
@@ -147,8 +171,16 @@ def make_dense(feature_info: Sequence, out_channels: int, options: DenseOptions)
     Unlike the other dense heads it returns the prediction itself, not raw scores. Its
     default ``softplus`` keeps depth strictly positive while its gradient never vanishes
     (``relu`` can die at 0, ``exp`` can overflow early in training)."""
-    return FusionHead("dense", feature_info, out_channels, channels=options.channels,
-                      min_stride=options.min_stride, convs=1, norm=options.norm, output=options.activation)
+    return FusionHead(
+        "dense",
+        feature_info,
+        out_channels,
+        channels=options.channels,
+        min_stride=options.min_stride,
+        convs=1,
+        norm=options.norm,
+        output=options.activation,
+    )
 
 
 def make_normals(feature_info: Sequence, out_channels: int, options: NormalsOptions) -> FusionHead:
@@ -156,10 +188,19 @@ def make_normals(feature_info: Sequence, out_channels: int, options: NormalsOpti
     upsampling, so every output pixel is a unit vector (x right, y down, z towards the
     camera, as in :mod:`mtlzoo.contract.data`). ``out_channels`` must be 3."""
     if out_channels != 3:
-        raise ConfigError(f"head 'normals' predicts unit 3-vectors: out_channels must be 3, "
-                          f"got {out_channels}")
-    return FusionHead("normals", feature_info, 3, channels=options.channels, min_stride=options.min_stride,
-                      convs=1, norm=options.norm, output="unit")
+        raise ConfigError(
+            f"head 'normals' predicts unit 3-vectors: out_channels must be 3, got {out_channels}"
+        )
+    return FusionHead(
+        "normals",
+        feature_info,
+        3,
+        channels=options.channels,
+        min_stride=options.min_stride,
+        convs=1,
+        norm=options.norm,
+        output="unit",
+    )
 
 
 def make_boundary(feature_info: Sequence, out_channels: int, options: BoundaryOptions) -> FusionHead:
@@ -167,5 +208,13 @@ def make_boundary(feature_info: Sequence, out_channels: int, options: BoundaryOp
     map's resolution (the finest map enters at full weight, coarser ones add context), then
     two hidden convs give raw logits (one channel for binary boundaries; the loss applies
     the sigmoid)."""
-    return FusionHead("boundary", feature_info, out_channels, channels=options.channels,
-                      min_stride=options.min_stride, convs=2, norm=options.norm, output="none")
+    return FusionHead(
+        "boundary",
+        feature_info,
+        out_channels,
+        channels=options.channels,
+        min_stride=options.min_stride,
+        convs=2,
+        norm=options.norm,
+        output="none",
+    )

@@ -26,18 +26,23 @@ class UnetHead(nn.Module):
         infos = feature_infos(feature_info, out_channels, "unet")
         channels = list(options.decoder_channels)
         if len(channels) < len(infos):
-            raise ConfigError(f"head 'unet': decoder_channels needs {len(infos)} positive widths (one per "
-                              f"feature map), got {channels}")
+            raise ConfigError(
+                f"head 'unet': decoder_channels needs {len(infos)} positive widths (one per "
+                f"feature map), got {channels}"
+            )
         channels = channels[: len(infos)]
         # smp's decoder drops the first of its encoder maps (the stride-1 input) and only
         # reads its size: a 0-channel placeholder of the output size plays that part
-        self.decoder = convert_norm(UnetDecoder(
-            encoder_channels=[0] + [fi.channels for fi in infos],
-            decoder_channels=channels,
-            n_blocks=len(channels),
-            use_norm="batchnorm",
-            attention_type=options.attention,
-        ), options.norm)
+        self.decoder = convert_norm(
+            UnetDecoder(
+                encoder_channels=[0] + [fi.channels for fi in infos],
+                decoder_channels=channels,
+                n_blocks=len(channels),
+                use_norm="batchnorm",
+                attention_type=options.attention,
+            ),
+            options.norm,
+        )
         self.classifier = nn.Conv2d(channels[-1], out_channels, 3, padding=1)
 
     def forward(self, features: Sequence[Tensor], size: Sequence[int]) -> Tensor:

@@ -78,22 +78,55 @@ class BCEOptions:
 @hookimpl
 def register_losses(register):
     """Register the built-in losses."""
-    register("ce", f"{_IMPL}:make_ce", CrossEntropyOptions,
-             "Cross-entropy for segmentation or single-label classes (ignore_index, class weights)",
-             targets=("segmentation", "class"))
-    register("weighted_bce", f"{_IMPL}:make_weighted_bce", WeightedBCEOptions,
-             "Class-balanced BCE on logits for boundary maps (HED), ignored pixels skipped",
-             targets=("boundary",))
-    register("bce", f"{_IMPL}:make_bce", BCEOptions, "BCE on logits for multi-label image labels",
-             targets=("labels",))
-    register("l1", f"{_IMPL}:make_l1", None, "Mean absolute error over valid depth pixels (target > 0)",
-             targets=("depth",))
-    register("l2", f"{_IMPL}:make_l2", None, "Mean squared error over valid depth pixels (target > 0)",
-             targets=("depth",))
-    register("berhu", f"{_IMPL}:make_berhu", None, "Reverse Huber loss over valid depth pixels (target > 0)",
-             targets=("depth",))
-    register("cosine", f"{_IMPL}:make_cosine", None, "1 - cosine similarity over valid surface-normal pixels",
-             targets=("normals",))
+    register(
+        "ce",
+        f"{_IMPL}:make_ce",
+        CrossEntropyOptions,
+        "Cross-entropy for segmentation or single-label classes (ignore_index, class weights)",
+        targets=("segmentation", "class"),
+    )
+    register(
+        "weighted_bce",
+        f"{_IMPL}:make_weighted_bce",
+        WeightedBCEOptions,
+        "Class-balanced BCE on logits for boundary maps (HED), ignored pixels skipped",
+        targets=("boundary",),
+    )
+    register(
+        "bce",
+        f"{_IMPL}:make_bce",
+        BCEOptions,
+        "BCE on logits for multi-label image labels",
+        targets=("labels",),
+    )
+    register(
+        "l1",
+        f"{_IMPL}:make_l1",
+        None,
+        "Mean absolute error over valid depth pixels (target > 0)",
+        targets=("depth",),
+    )
+    register(
+        "l2",
+        f"{_IMPL}:make_l2",
+        None,
+        "Mean squared error over valid depth pixels (target > 0)",
+        targets=("depth",),
+    )
+    register(
+        "berhu",
+        f"{_IMPL}:make_berhu",
+        None,
+        "Reverse Huber loss over valid depth pixels (target > 0)",
+        targets=("depth",),
+    )
+    register(
+        "cosine",
+        f"{_IMPL}:make_cosine",
+        None,
+        "1 - cosine similarity over valid surface-normal pixels",
+        targets=("normals",),
+    )
 
 
 __all__ = ["CrossEntropyOptions", "WeightedBCEOptions", "BCEOptions", "register_losses"]

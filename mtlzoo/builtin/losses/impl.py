@@ -68,8 +68,14 @@ class CrossEntropyLoss(nn.Module):
             )
         pred = pred.float()
         weight = None if self.weight is None else self.weight.to(pred.device)
-        total = F.cross_entropy(pred, target, weight=weight, ignore_index=self.ignore_index,
-                                reduction="sum", label_smoothing=self.label_smoothing)
+        total = F.cross_entropy(
+            pred,
+            target,
+            weight=weight,
+            ignore_index=self.ignore_index,
+            reduction="sum",
+            label_smoothing=self.label_smoothing,
+        )
         # sum / (weighted) count equals PyTorch's mean, but is 0 instead of NaN when all are ignored
         valid = target != self.ignore_index
         if weight is None:
@@ -264,5 +270,19 @@ def make_cosine(task: TaskInfo) -> CosineLoss:
     return CosineLoss()
 
 
-__all__ = ["CrossEntropyLoss", "WeightedBCELoss", "BCELoss", "L1Loss", "L2Loss", "BerHuLoss", "CosineLoss",
-           "make_ce", "make_weighted_bce", "make_bce", "make_l1", "make_l2", "make_berhu", "make_cosine"]
+__all__ = [
+    "CrossEntropyLoss",
+    "WeightedBCELoss",
+    "BCELoss",
+    "L1Loss",
+    "L2Loss",
+    "BerHuLoss",
+    "CosineLoss",
+    "make_ce",
+    "make_weighted_bce",
+    "make_bce",
+    "make_l1",
+    "make_l2",
+    "make_berhu",
+    "make_cosine",
+]

@@ -84,27 +84,76 @@ class AccuracyOptions:
 @hookimpl
 def register_metrics(register):
     """Register the built-in metrics."""
-    register("miou", f"{_IMPL}:make_miou", None,
-             "Mean IoU over classes present in target or prediction (void ignored)",
-             targets=("segmentation",))
-    register("pixel_acc", f"{_IMPL}:make_pixel_acc", None, "Pixel accuracy over non-void pixels",
-             targets=("segmentation",))
-    register("boundary_f1", f"{_IMPL}:make_boundary_f1", BoundaryF1Options,
-             "Boundary F1 at a pixel tolerance", targets=("boundary",))
-    register("depth_abs_err", f"{_IMPL}:make_depth_abs_err", None,
-             "Mean absolute depth error over valid pixels", targets=("depth",))
-    register("depth_rel_err", f"{_IMPL}:make_depth_rel_err", None,
-             "Mean absolute relative depth error over valid pixels", targets=("depth",))
-    register("normal_mean_angle", f"{_IMPL}:make_normal_mean_angle", None,
-             "Mean angular error of normals (degrees)", targets=("normals",))
-    register("normal_median_angle", f"{_IMPL}:make_normal_median_angle", None,
-             "Exact median angular error of normals (degrees)", targets=("normals",))
-    register("normal_within", f"{_IMPL}:make_normal_within", NormalWithinOptions,
-             "Percentage of normal pixels with an angular error below a threshold", targets=("normals",))
-    register("accuracy", f"{_IMPL}:make_accuracy", AccuracyOptions,
-             "Top-1 accuracy (class) or exact-match accuracy (labels)", targets=("class", "labels"))
-    register("map", f"{_IMPL}:make_map", None,
-             "Multi-label mean average precision (macro over classes with a positive)", targets=("labels",))
+    register(
+        "miou",
+        f"{_IMPL}:make_miou",
+        None,
+        "Mean IoU over classes present in target or prediction (void ignored)",
+        targets=("segmentation",),
+    )
+    register(
+        "pixel_acc",
+        f"{_IMPL}:make_pixel_acc",
+        None,
+        "Pixel accuracy over non-void pixels",
+        targets=("segmentation",),
+    )
+    register(
+        "boundary_f1",
+        f"{_IMPL}:make_boundary_f1",
+        BoundaryF1Options,
+        "Boundary F1 at a pixel tolerance",
+        targets=("boundary",),
+    )
+    register(
+        "depth_abs_err",
+        f"{_IMPL}:make_depth_abs_err",
+        None,
+        "Mean absolute depth error over valid pixels",
+        targets=("depth",),
+    )
+    register(
+        "depth_rel_err",
+        f"{_IMPL}:make_depth_rel_err",
+        None,
+        "Mean absolute relative depth error over valid pixels",
+        targets=("depth",),
+    )
+    register(
+        "normal_mean_angle",
+        f"{_IMPL}:make_normal_mean_angle",
+        None,
+        "Mean angular error of normals (degrees)",
+        targets=("normals",),
+    )
+    register(
+        "normal_median_angle",
+        f"{_IMPL}:make_normal_median_angle",
+        None,
+        "Exact median angular error of normals (degrees)",
+        targets=("normals",),
+    )
+    register(
+        "normal_within",
+        f"{_IMPL}:make_normal_within",
+        NormalWithinOptions,
+        "Percentage of normal pixels with an angular error below a threshold",
+        targets=("normals",),
+    )
+    register(
+        "accuracy",
+        f"{_IMPL}:make_accuracy",
+        AccuracyOptions,
+        "Top-1 accuracy (class) or exact-match accuracy (labels)",
+        targets=("class", "labels"),
+    )
+    register(
+        "map",
+        f"{_IMPL}:make_map",
+        None,
+        "Multi-label mean average precision (macro over classes with a positive)",
+        targets=("labels",),
+    )
 
 
 __all__ = ["BoundaryF1Options", "NormalWithinOptions", "AccuracyOptions", "register_metrics"]

@@ -78,8 +78,9 @@ class ConfusionMatrixMetric(MtlMetric):
     Pixels whose target is ``ignore_index`` (void) or outside ``[0, C)`` are not counted.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int | None = None, key: str = "confmat",
-                 **kwargs: Any):
+    def __init__(
+        self, num_classes: int, ignore_index: int | None = None, key: str = "confmat", **kwargs: Any
+    ):
         super().__init__(key, **kwargs)
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
@@ -162,8 +163,14 @@ class BoundaryF1(MtlMetric):
 
     higher_is_better = True
 
-    def __init__(self, ignore_index: int | None, tolerance: int, threshold: float, key: str = "boundary_f1",
-                 **kwargs: Any):
+    def __init__(
+        self,
+        ignore_index: int | None,
+        tolerance: int,
+        threshold: float,
+        key: str = "boundary_f1",
+        **kwargs: Any,
+    ):
         super().__init__(key, **kwargs)
         self.ignore_index = ignore_index
         self.tolerance = int(tolerance)
@@ -463,8 +470,11 @@ class MeanAveragePrecision(MtlMetric):
             scores, targets = torch.cat(scores), torch.cat(targets)
         scores = scores.reshape(-1, self.num_classes)
         targets = targets.reshape(-1, self.num_classes)
-        aps = [average_precision(scores[:, c], targets[:, c]) for c in range(self.num_classes)
-               if bool(targets[:, c].any())]
+        aps = [
+            average_precision(scores[:, c], targets[:, c])
+            for c in range(self.num_classes)
+            if bool(targets[:, c].any())
+        ]
         if not aps:
             return torch.tensor(0.0, device=scores.device)
         return torch.stack(aps).mean().float()
@@ -475,8 +485,29 @@ def make_map(task: TaskInfo) -> MeanAveragePrecision:
     return MeanAveragePrecision(_num_classes(task, "map"))
 
 
-__all__ = ["MtlMetric", "ConfusionMatrixMetric", "MeanIoU", "PixelAccuracy", "BoundaryF1", "DepthError",
-           "NormalMeanAngle", "NormalMedianAngle", "NormalWithin", "Accuracy", "MeanAveragePrecision",
-           "normal_angle_map", "normal_angles", "average_precision", "make_miou", "make_pixel_acc",
-           "make_boundary_f1", "make_depth_abs_err", "make_depth_rel_err", "make_normal_mean_angle",
-           "make_normal_median_angle", "make_normal_within", "make_accuracy", "make_map"]
+__all__ = [
+    "MtlMetric",
+    "ConfusionMatrixMetric",
+    "MeanIoU",
+    "PixelAccuracy",
+    "BoundaryF1",
+    "DepthError",
+    "NormalMeanAngle",
+    "NormalMedianAngle",
+    "NormalWithin",
+    "Accuracy",
+    "MeanAveragePrecision",
+    "normal_angle_map",
+    "normal_angles",
+    "average_precision",
+    "make_miou",
+    "make_pixel_acc",
+    "make_boundary_f1",
+    "make_depth_abs_err",
+    "make_depth_rel_err",
+    "make_normal_mean_angle",
+    "make_normal_median_angle",
+    "make_normal_within",
+    "make_accuracy",
+    "make_map",
+]

@@ -124,11 +124,14 @@ class BadSamples(torch.utils.data.Dataset):
     """Depth as [H,W], a float mask, and a declared target it never yields."""
 
     def __init__(self, split):
-        self.info = DatasetInfo("bad_samples", {
-            "semseg": TargetInfo("segmentation", 3, ("a", "b", "c"), 255),
-            "depth": TargetInfo("depth"),
-            "labels": TargetInfo("labels", 3, ("a", "b", "c")),
-        })
+        self.info = DatasetInfo(
+            "bad_samples",
+            {
+                "semseg": TargetInfo("segmentation", 3, ("a", "b", "c"), 255),
+                "depth": TargetInfo("depth"),
+                "labels": TargetInfo("labels", 3, ("a", "b", "c")),
+            },
+        )
 
     def __len__(self):
         return 4
@@ -144,14 +147,23 @@ def bad_derivation_task():
     def derive(source):
         return Derivation(TargetInfo("depth"), lambda mask: mask.float())  # [H,W], depth needs [1,H,W]
 
-    return TaskType(name="bad_derivation", target_kinds=("depth",), target="depth", head={"name": "dense"},
-                    loss={"name": "l1"}, metrics=[{"name": "depth_abs_err"}], derive=derive,
-                    derive_from=("segmentation",))
+    return TaskType(
+        name="bad_derivation",
+        target_kinds=("depth",),
+        target="depth",
+        head={"name": "dense"},
+        loss={"name": "l1"},
+        metrics=[{"name": "depth_abs_err"}],
+        derive=derive,
+        derive_from=("segmentation",),
+    )
 
 
 def bad_example_kind():
     """A target kind whose example does not have its declared shape."""
-    return TargetKind("bad_example", (1, "H", "W"), "float32", example=lambda info, h, w, g: torch.zeros(h, w))
+    return TargetKind(
+        "bad_example", (1, "H", "W"), "float32", example=lambda info, h, w, g: torch.zeros(h, w)
+    )
 
 
 @hookimpl

@@ -54,7 +54,9 @@ class TinyHead(nn.Module):
     def __init__(self, feature_info, out_channels: int, options: TinyHeadOptions):
         super().__init__()
         cin = sum(fi.channels for fi in feature_info)
-        self.net = nn.Sequential(nn.Conv2d(cin, options.hidden, 1), nn.ReLU(), nn.Conv2d(options.hidden, out_channels, 1))
+        self.net = nn.Sequential(
+            nn.Conv2d(cin, options.hidden, 1), nn.ReLU(), nn.Conv2d(options.hidden, out_channels, 1)
+        )
 
     def forward(self, features, size):
         """Scores ``[B, out_channels, *size]``."""
@@ -130,8 +132,8 @@ class Stripes(torch.utils.data.Dataset):
         h, w = self.size
         cuts = sorted(torch.randint(1, w, (2,), generator=g).tolist())
         mask = torch.zeros(h, w, dtype=torch.long)
-        mask[:, cuts[0]:cuts[1]] = 1
-        mask[:, cuts[1]:] = 2
+        mask[:, cuts[0] : cuts[1]] = 1
+        mask[:, cuts[1] :] = 2
         image = F.one_hot(mask, 3).permute(2, 0, 1).float() * 0.8 + 0.1 * torch.rand(3, h, w, generator=g)
         return {"image": image, "semseg": mask}
 
@@ -166,6 +168,14 @@ def saliency_task(options: SaliencyTaskOptions) -> TaskType:
         fn = functools.partial(foreground, background=options.background, ignore_index=source.ignore_index)
         return Derivation(TargetInfo("saliency"), fn)
 
-    return TaskType(name="saliency", target_kinds=("saliency",), target="saliency", head={"name": "tiny_head"},
-                    loss={"name": "soft_dice"}, metrics=[{"name": "saliency_mae"}], out_channels=lambda info: 1,
-                    derive=derive, derive_from=("segmentation",))
+    return TaskType(
+        name="saliency",
+        target_kinds=("saliency",),
+        target="saliency",
+        head={"name": "tiny_head"},
+        loss={"name": "soft_dice"},
+        metrics=[{"name": "saliency_mae"}],
+        out_channels=lambda info: 1,
+        derive=derive,
+        derive_from=("segmentation",),
+    )

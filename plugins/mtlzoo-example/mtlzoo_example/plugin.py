@@ -76,28 +76,45 @@ class SaliencyTaskOptions:
 @hookimpl
 def register_backbones(register):
     """Register ``tiny_convnet``."""
-    register("tiny_convnet", f"{PARTS}:TinyConvNet", TinyConvNetOptions, "Three-stage CNN from mtlzoo-example")
+    register(
+        "tiny_convnet", f"{PARTS}:TinyConvNet", TinyConvNetOptions, "Three-stage CNN from mtlzoo-example"
+    )
 
 
 @hookimpl
 def register_heads(register):
     """Register ``tiny_head``."""
-    register("tiny_head", f"{PARTS}:TinyHead", TinyHeadOptions, "1x1-conv head from mtlzoo-example",
-             targets=("segmentation", "saliency"))
+    register(
+        "tiny_head",
+        f"{PARTS}:TinyHead",
+        TinyHeadOptions,
+        "1x1-conv head from mtlzoo-example",
+        targets=("segmentation", "saliency"),
+    )
 
 
 @hookimpl
 def register_losses(register):
     """Register ``soft_dice``."""
-    register("soft_dice", f"{PARTS}:SoftDiceLoss", SoftDiceOptions, "Soft Dice loss on saliency logits",
-             targets=("saliency",))
+    register(
+        "soft_dice",
+        f"{PARTS}:SoftDiceLoss",
+        SoftDiceOptions,
+        "Soft Dice loss on saliency logits",
+        targets=("saliency",),
+    )
 
 
 @hookimpl
 def register_metrics(register):
     """Register ``saliency_mae``."""
-    register("saliency_mae", f"{PARTS}:SaliencyMAE", None, "Mean absolute error of saliency probabilities",
-             targets=("saliency",))
+    register(
+        "saliency_mae",
+        f"{PARTS}:SaliencyMAE",
+        None,
+        "Mean absolute error of saliency probabilities",
+        targets=("saliency",),
+    )
 
 
 @hookimpl
@@ -109,14 +126,20 @@ def register_combiners(register):
 @hookimpl
 def register_datasets(register):
     """Register ``stripes``."""
-    register("stripes", f"{PARTS}:Stripes", StripesOptions, "Coloured stripes (segmentation) from mtlzoo-example")
+    register(
+        "stripes", f"{PARTS}:Stripes", StripesOptions, "Coloured stripes (segmentation) from mtlzoo-example"
+    )
 
 
 @hookimpl
 def register_tasks(register):
     """Register ``saliency`` (learnable from a saliency target, or derived from a segmentation mask)."""
-    register("saliency", f"{PARTS}:saliency_task", SaliencyTaskOptions,
-             "Foreground saliency, derivable from a segmentation mask (from mtlzoo-example)")
+    register(
+        "saliency",
+        f"{PARTS}:saliency_task",
+        SaliencyTaskOptions,
+        "Foreground saliency, derivable from a segmentation mask (from mtlzoo-example)",
+    )
 
 
 @hookimpl

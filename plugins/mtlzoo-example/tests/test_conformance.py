@@ -14,8 +14,11 @@ def test_saliency_is_derived_from_a_mask(mtlzoo_zoo):
 
     from mtlzoo import TargetInfo
 
-    ttype = mtlzoo_zoo.call(mtlzoo_zoo.entry("task", "saliency"),
-                            options=mtlzoo_zoo.entry("task", "saliency").build_options({}, "t"), path="t")
+    ttype = mtlzoo_zoo.call(
+        mtlzoo_zoo.entry("task", "saliency"),
+        options=mtlzoo_zoo.entry("task", "saliency").build_options({}, "t"),
+        path="t",
+    )
     derived = ttype.derive(TargetInfo("segmentation", 3, ("a", "b", "c"), 255))
     mask = torch.tensor([[0, 1], [2, 255]])
     assert derived.fn(mask).tolist() == [[[0.0, 1.0], [1.0, 0.0]]]
