@@ -11,8 +11,8 @@ The public API, for users and plugin authors::
 Plugin authors implement hooks with :data:`hookimpl` (see :mod:`mtlzoo.contract.hooks`),
 declare options with :func:`option`, and build on the contract types exported here.
 Importing ``mtlzoo`` does not import torch; the torch-based names (``Combiner``, ``Step``,
-``Backbone``, ``mark_unused``, ``Trainer``, ``Experiment``, ``MultiTaskModel``) load on
-first use.
+``Backbone``, ``mark_unused``, ``Architecture``, ``Trainer``, ``Experiment``,
+``MultiTaskModel`` ...) load on first use.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ from .zoo.zoo import Zoo
 __version__ = "0.2.0"
 
 _LAZY = {
+    "Architecture": "mtlzoo.contract.architecture",
+    "ArchitectureOutput": "mtlzoo.contract.architecture",
+    "ArchitectureParts": "mtlzoo.contract.architecture",
     "Combiner": "mtlzoo.contract.combine",
     "Step": "mtlzoo.contract.combine",
     "Backbone": "mtlzoo.contract.backbone",

@@ -120,3 +120,16 @@ def test_bench_cli_plan_and_bad_spec(tmp_path, spec_factory, capsys):
     bad.write_text("name: x\nbase: missing.yaml\n")
     assert main(["bench", str(bad)]) == 2
     assert "base: 'missing.yaml' not found" in capsys.readouterr().err
+
+
+def test_architectures_are_a_method_axis_sharing_the_baselines(zoo, tmp_path, spec_factory):
+    path = write(
+        tmp_path, spec_factory, {"model.architecture": ["hps", {"name": "hps"}], "combiner": ["sum", "dwa"]}
+    )
+    spec, base = load_bench(path)
+    cells = plan(spec, zoo.spec(base))
+    grid_cells = [c for c in cells if c.baseline_task is None]
+    assert {c.method for c in grid_cells} == {"hps + sum", "hps + dwa"} and len(grid_cells) == 4
+    baselines = [c for c in cells if c.baseline_task]
+    assert len(baselines) == 2 and all("model.architecture=null" in c.overrides for c in baselines)
+    assert {c.setting for c in cells} == {""}

@@ -21,6 +21,7 @@ PACKAGES = {
     "builtin_datasets": "mtlzoo.builtin.datasets",
     "builtin_tasks": "mtlzoo.builtin.tasks",
     "builtin_targets": "mtlzoo.builtin.targets",
+    "builtin_architectures": "mtlzoo.builtin.architectures",
 }
 HEAVY = (
     "torch",

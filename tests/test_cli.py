@@ -120,7 +120,17 @@ def test_list_backbones_shows_timm_and_smp(capsys):
 def test_list_every_kind(capsys):
     assert main(["list", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert set(data) == {"backbone", "head", "loss", "combiner", "dataset", "metric", "task", "target_kind"}
+    assert set(data) == {
+        "backbone",
+        "head",
+        "loss",
+        "combiner",
+        "dataset",
+        "metric",
+        "task",
+        "target_kind",
+        "architecture",
+    }
     assert all(data[k] for k in data)
 
 

@@ -13,7 +13,7 @@ TESTS = Path(__file__).parent
 
 
 def test_there_is_one_hook_per_kind():
-    assert len(HOOKS) == len(hooks.KINDS) == 8
+    assert len(HOOKS) == len(hooks.KINDS) == 9
     assert sorted(spec.hook for spec in hooks.KINDS.values()) == HOOKS
 
 

@@ -86,6 +86,10 @@ def test_hook_register_target_kinds():
     _one_hook("register_target_kinds", "target_kind")
 
 
+def test_hook_register_architectures():
+    _one_hook("register_architectures", "architecture")
+
+
 def test_hook_kinds_cover_every_hookspec():
     specs = {n for n in dir(hooks) if n.startswith("register_")}
     assert specs == set(HOOK_KINDS)

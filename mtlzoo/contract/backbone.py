@@ -24,12 +24,23 @@ class Backbone(nn.Module):
             e.g. ImageNet's for pretrained weights; ``None``: no expectation (random init),
             the model normalises with the dataset's statistics instead.
         size_divisor: input height and width must be multiples of it (1: any size).
+
+    A backbone that can run stage by stage says so with :meth:`staged`.
     """
 
     feature_info: list[FeatureInfo] = []
     input_mean: tuple[float, float, float] | None = None
     input_std: tuple[float, float, float] | None = None
     size_divisor: int = 1
+
+    def staged(self) -> list[nn.Module] | None:
+        """The backbone as stages, or ``None`` when it cannot run stage by stage.
+
+        Stage ``i`` maps feature map ``i - 1`` (the normalised images for ``i = 0``) to
+        feature map ``i``, so running the stages in turn gives exactly ``forward``'s maps.
+        Architectures that act between stages (MTAN, cross-stitch ...) need them; the
+        modules are the backbone's own (no copies)."""
+        return None
 
 
 def mark_unused(params: nn.Parameter | Iterable[nn.Parameter]) -> None:

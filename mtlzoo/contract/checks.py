@@ -109,41 +109,81 @@ def head_output(
         )
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def dry_forward(
     model: nn.Module,
-    info: Sequence[FeatureInfo],
+    backbone: nn.Module,
     tasks: Mapping[str, Any],
     size: tuple[int, int],
     labels: Mapping[str, str],
 ) -> None:
     """One forward pass on a tiny random batch (eval mode, no gradients, no RNG consumed):
-    backbone maps vs ``feature_info``, every head's output vs its task."""
+    the backbone's maps vs its ``feature_info``, then every task's prediction (and
+    deep-supervision prediction) vs its task, and the shared representation the architecture
+    declares. ``labels`` name the parts (``backbone``, ``architecture``, each task's head)."""
     was_training = model.training
     model.eval()
+    info = [FeatureInfo(int(c), int(s)) for c, s in backbone.feature_info]
+    bb = f"model.backbone: {labels['backbone']}"
+    arch = f"model.architecture: {labels.get('architecture', 'the architecture')}"
     try:
-        g = torch.Generator().manual_seed(0)
-        images = torch.rand(2, 3, *size, generator=g)
+        images = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             try:
-                maps = model.encode(images)
+                maps = backbone(model.normalize(images))
             except Exception as exc:  # noqa: BLE001 - plugin code
                 raise PluginError(
-                    f"{labels['backbone']}: forward failed on a [2, 3, {size[0]}, {size[1]}] batch: "
-                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    f"{bb}: forward failed on a [2, 3, {size[0]}, {size[1]}] batch: {_first_line(exc)}"
                 ) from exc
-            feature_maps(maps, info, size, labels["backbone"])
+            feature_maps(maps, info, size, bb)
+            try:
+                out = model.forward_train(images)
+            except Exception as exc:  # noqa: BLE001
+                raise PluginError(
+                    f"{arch}: forward failed on a [2, 3, {size[0]}, {size[1]}] batch: {_first_line(exc)}"
+                ) from exc
             for name, task in tasks.items():
-                head = model.heads[name]
-                try:
-                    pred = head(maps, size)
-                except Exception as exc:  # noqa: BLE001
-                    raise PluginError(
-                        f"{labels[name]} of task {name!r} failed on the backbone's maps: "
-                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                    ) from exc
-                head_output(pred, task.kind, task.info.out_channels, 2, size, labels[name], name)
+                label = f"tasks.{name}.head: {labels.get(name, 'the head')}"
+                if name not in out.preds:
+                    raise PluginError(f"{arch}: predicts no {name!r} (it predicts {sorted(out.preds)})")
+                head_output(out.preds[name], task.kind, task.info.out_channels, 2, size, label, name)
+                for a in out.aux.get(name, []):
+                    head_output(
+                        a, task.kind, task.info.out_channels, 2, size, f"{arch} (deep supervision)", name
+                    )
+            declared = bool(getattr(model, "has_shared_representation", True))
+            if declared and not out.shared:
+                raise PluginError(f"{arch}: declares a shared representation but run() returned none")
+            if not declared and out.shared:
+                raise PluginError(
+                    f"{arch}: returned a shared representation but declares has_shared_representation False"
+                )
     finally:
         model.train(was_training)
+
+
+def parameter_groups(model: nn.Module, label: str) -> None:
+    """Every trainable parameter is shared or belongs to exactly one task, never both."""
+    owner: dict[int, str] = {}
+    for p in model.shared_parameters():
+        owner[id(p)] = "shared"
+    for task in model.task_names:
+        for p in model.task_parameters(task):
+            if id(p) in owner:
+                raise PluginError(
+                    f"{label}: a parameter is declared both {owner[id(p)]} and of task {task!r}"
+                )
+            owner[id(p)] = task
+    loose = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in owner]
+    if loose:
+        raise PluginError(
+            f"{label}: {len(loose)} trainable parameters are neither shared nor any task's "
+            f"(e.g. {loose[0]}); declare them in shared_parameters() or task_parameters()"
+        )
 
 
 def shared_gradients(named: Sequence[tuple[str, Tensor]], label: str) -> None:
@@ -159,4 +199,11 @@ def shared_gradients(named: Sequence[tuple[str, Tensor]], label: str) -> None:
         )
 
 
-__all__ = ["backbone_attributes", "feature_maps", "head_output", "dry_forward", "shared_gradients"]
+__all__ = [
+    "backbone_attributes",
+    "feature_maps",
+    "head_output",
+    "dry_forward",
+    "parameter_groups",
+    "shared_gradients",
+]

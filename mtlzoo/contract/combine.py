@@ -102,9 +102,11 @@ class Step:
             matrix and weight vector (:attr:`task_names`).
         features: the shared representation (backbone feature maps) of this batch, still
             attached to the backbone's graph. Shared parameters must reach the losses only
-            through these tensors.
-        shared_params: trainable backbone parameters.
-        task_params: each task's trainable head parameters.
+            through these tensors. ``None`` for an architecture without a shared
+            representation (cross-stitch ...): then only ``wrt="params"`` is available, and
+            the per-task passes start at the losses themselves.
+        shared_params: the parameters shared by the tasks (the architecture declares them).
+        task_params: each task's own trainable parameters.
         step: global optimisation step (0-based); epoch: current epoch (0-based).
         chunk_size: how many tasks one batched vector-Jacobian product handles in
             :meth:`task_gradients` (``None``: all at once on CUDA, one at a time on CPU,
@@ -117,7 +119,7 @@ class Step:
     def __init__(
         self,
         losses: dict[str, Tensor],
-        features: Sequence[Tensor],
+        features: Sequence[Tensor] | None,
         shared_params: Sequence[nn.Parameter],
         task_params: dict[str, Sequence[nn.Parameter]],
         step: int = 0,
@@ -125,7 +127,9 @@ class Step:
         chunk_size: int | None = None,
     ):
         self.losses = losses
-        self.features = list(features)
+        # without a shared representation the losses are the cut between task and shared parts
+        self.has_representation = features is not None
+        self.features = list(features) if features is not None else list(losses.values())
         self.shared_params = list(shared_params)
         self.task_params = {k: list(v) for k, v in task_params.items()}
         self.step = step
@@ -158,8 +162,15 @@ class Step:
     def _graph_features(self) -> list[Tensor]:
         return [f for f in self.features if f.requires_grad]
 
-    def _wrt_tensors(self, wrt: Wrt) -> list[Tensor]:
+    def _check(self, wrt: str) -> None:
         check_wrt(wrt)
+        if wrt == "features" and not self.has_representation:
+            raise ValueError(
+                "wrt='features' needs a shared representation, and this architecture has none; use wrt='params'"
+            )
+
+    def _wrt_tensors(self, wrt: Wrt) -> list[Tensor]:
+        self._check(wrt)
         return self.shared_params if wrt == "params" else self._graph_features()
 
     def num_shared(self, wrt: Wrt = "params") -> int:
@@ -210,7 +221,7 @@ class Step:
         parameters the gradient of the unweighted sum of losses, ``"weighted"`` that of the
         weighted sum (see the module docstring).
         """
-        check_wrt(wrt)
+        self._check(wrt)
         if heads not in HEADS_CHOICES:
             raise ValueError(f"heads must be one of {HEADS_CHOICES}, got {heads!r}")
         w = self._weights(weights)
@@ -242,7 +253,7 @@ class Step:
         tasks at a time); prefer :meth:`gramian` + :meth:`backward_weighted` when the update
         is a weighted sum of task gradients.
         """
-        check_wrt(wrt)
+        self._check(wrt)
         if wrt in self._jac:
             return self._jac[wrt]
         self._head_pass()
@@ -319,7 +330,7 @@ class Step:
     def gramian(self, wrt: Wrt = "params") -> Tensor:
         """The T x T Gramian ``G = J J^T`` of the per-task gradients (float64, CPU), as seen
         by every rank (see the module docstring)."""
-        check_wrt(wrt)
+        self._check(wrt)
         if wrt in self._gram:
             return self._gram[wrt]
         if wrt in self._jac or (wrt == "params" and is_distributed()):
@@ -355,7 +366,7 @@ class Step:
         through the backbone once, then averaged over ranks. Head parameters get the
         gradient of the unweighted sum of their losses, or of ``sum_t head_weights[t] L_t``.
         """
-        check_wrt(wrt)
+        self._check(wrt)
         hw = None if head_weights is None else self._weights(head_weights)
         self._head_pass()
         direction = direction.reshape(-1)
@@ -372,6 +383,9 @@ class Step:
         """One backward per task through the heads only: feature cotangents (partial
         derivatives) and head-parameter gradients."""
         if self._cot is not None:
+            return
+        if not self.has_representation:
+            self._cot, self._head = self._loss_cut_pass()
             return
         feats = self._graph_features()
         inputs = [*feats, *self._head_params]
@@ -395,6 +409,23 @@ class Step:
             for h in handles:
                 h.remove()
         self._cot, self._head = cots, heads
+
+    def _loss_cut_pass(self) -> tuple[list[list[Tensor | None]], list[tuple]]:
+        """Without a shared representation: task ``t``'s cotangent is 1 on its own loss, and
+        its own parameters' gradients come from its loss alone."""
+        losses = list(self.losses.values())
+        cots, heads = [], []
+        for t, loss in enumerate(losses):
+            cots.append(
+                [torch.ones_like(loss) if k == t and loss.requires_grad else None for k in range(len(losses))]
+            )
+            if loss.requires_grad and self._head_params:
+                heads.append(
+                    torch.autograd.grad(loss, self._head_params, retain_graph=True, allow_unused=True)
+                )
+            else:
+                heads.append((None,) * len(self._head_params))
+        return cots, heads
 
     def _weighted_cotangent(self, w: Tensor, k: int) -> Tensor | None:
         terms = [w[t].to(c[k].dtype) * c[k] for t, c in enumerate(self._cot) if c[k] is not None]

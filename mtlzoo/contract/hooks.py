@@ -76,6 +76,7 @@ KINDS: dict[str, KindSpec] = {
     "metric": KindSpec("register_metrics", ("task",)),
     "task": KindSpec("register_tasks", ()),
     "target_kind": KindSpec("register_target_kinds", ()),
+    "architecture": KindSpec("register_architectures", ("parts",)),
 }
 
 
@@ -186,6 +187,23 @@ def register_target_kinds(register):
     ``("C",)`` ...), dtype, how the pipeline resizes, pads and flips it, and a value check
     used by ``mtlzoo data check``. Dataset infos name target kinds by their registered
     name.
+    """
+
+
+@hookspec
+def register_architectures(register):
+    """Add multi-task architectures: how the backbone(s) and task heads form one model.
+
+    ``factory(parts: ArchitectureParts, options) -> Architecture`` (see
+    :mod:`mtlzoo.contract.architecture`): ``parts`` holds the built backbone (and
+    ``parts.backbone_copy()`` for one network per task, ``parts.stages()`` to run it stage
+    by stage), the heads built for its ``feature_info``, the tasks' infos, and
+    ``parts.make_head(task, feature_info)`` for heads over other maps. The model predicts
+    every task, declares its shared and per-task parameters (every trainable parameter in
+    exactly one group, checked at build), returns its shared representation when it has one
+    (``wrt: features`` combiners need it) and its deep-supervision predictions (``aux``,
+    weighted by its ``aux_weight``). A spec names it as ``model.architecture``; without one
+    the model is hard parameter sharing (``mtlzoo.MultiTaskModel``).
     """
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..contract.architecture import Architecture, ArchitectureOutput
 from ..contract.features import FeatureInfo
 
 
@@ -31,8 +32,9 @@ class Normalize(nn.Module):
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
-class MultiTaskModel(nn.Module):
-    """Input normalisation, one shared backbone and one head per task.
+class MultiTaskModel(Architecture):
+    """Hard parameter sharing (the ``hps`` architecture): input normalisation, one shared
+    backbone and one head per task.
 
     ``forward(images) -> {task: prediction}`` for raw ``[0, 1]`` images. The shared
     representation is the list of backbone feature maps (:meth:`encode`); heads consume it
@@ -42,7 +44,8 @@ class MultiTaskModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, heads: dict[str, nn.Module], normalize: Normalize | None = None):
         super().__init__()
-        self.normalize = normalize if normalize is not None else nn.Identity()
+        if normalize is not None:
+            self.normalize = normalize
         self.backbone = backbone
         self.heads = nn.ModuleDict(heads)
 
@@ -63,6 +66,11 @@ class MultiTaskModel(nn.Module):
     def decode(self, features: list[Tensor], size: tuple[int, int]) -> dict[str, Tensor]:
         """Run every head on the shared features; dense outputs have spatial ``size``."""
         return {name: head(features, size) for name, head in self.heads.items()}
+
+    def run(self, images: Tensor) -> ArchitectureOutput:
+        """Backbone maps of the normalised ``images`` (the shared representation), then every head."""
+        features = list(self.backbone(images))
+        return ArchitectureOutput(self.decode(features, tuple(images.shape[-2:])), {}, features)
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """Predict every task for a batch of images ``[B, 3, H, W]``."""

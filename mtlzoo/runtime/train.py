@@ -142,10 +142,13 @@ class Trainer:
             for m in task.metrics.values():
                 m.to(self.device)
         if t.compile:
-            # compile the modules the training step calls (encode/decode), not only forward
-            self.model.backbone.compile()
-            for head in self.model.heads.values():
-                head.compile()
+            # compile the modules the training step calls (forward_train), not only forward
+            for child in self.model.children():
+                if isinstance(child, nn.ModuleDict | nn.ModuleList):
+                    for module in child.children():
+                        module.compile()
+                else:
+                    child.compile()
         self._checked_gradients = False
         self.amp_dtype = _amp_dtype(t.amp, self.device)
         params = list(self.model.parameters()) + [p for p in self.combiner.parameters() if p.requires_grad]
@@ -228,35 +231,44 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def _task_loss(self, task: Any, pred: Tensor, target: Tensor) -> Tensor:
+        loss = task.loss(pred.float(), target)
+        if not (torch.is_tensor(loss) and loss.dim() == 0):
+            shape = list(loss.shape) if torch.is_tensor(loss) else type(loss).__name__
+            raise PluginError(
+                f"tasks.{task.name}.loss: {task.labels.get('loss', 'the loss')} returned {shape}; a "
+                f"loss returns a scalar tensor"
+            )
+        return loss
+
     def compute_losses(
         self, batch: dict[str, Tensor]
-    ) -> tuple[list[Tensor], dict[str, Tensor], dict[str, Tensor]]:
-        """Forward one batch: shared features, predictions and per-task losses."""
+    ) -> tuple[list[Tensor] | None, dict[str, Tensor], dict[str, Tensor]]:
+        """Forward one batch: the shared representation (or ``None``), predictions and per-task
+        losses (deep-supervision losses added with the architecture's ``aux_weight``)."""
         images = batch["image"]
         with self._autocast():
-            features = self.model.encode(images)
-            preds = self.model.decode(features, tuple(images.shape[-2:]))
+            out = self.model.forward_train(images)
+        aux_weight = float(getattr(self.model, "aux_weight", 0.0))
         losses = {}
         for name, task in self.tasks.items():
             if task.target not in batch:
                 raise DataError(
                     f"tasks.{name}: the batch has no target {task.target!r} (keys: {sorted(batch)})"
                 )
-            loss = task.loss(preds[name].float(), batch[task.target])
-            if not (torch.is_tensor(loss) and loss.dim() == 0):
-                shape = list(loss.shape) if torch.is_tensor(loss) else type(loss).__name__
-                raise PluginError(
-                    f"tasks.{name}.loss: {task.labels.get('loss', 'the loss')} returned {shape}; a "
-                    f"loss returns a scalar tensor"
-                )
+            target = batch[task.target]
+            loss = self._task_loss(task, out.preds[name], target)
+            aux = out.aux.get(name) or []
+            if aux and aux_weight:
+                loss = loss + aux_weight * torch.stack([self._task_loss(task, a, target) for a in aux]).mean()
             losses[name] = loss
-        return features, preds, losses
+        return out.shared, out.preds, losses
 
     def train_step(self, batch: dict[str, Tensor]) -> tuple[dict[str, float], dict[str, float]]:
         """One optimisation step; returns per-task losses and the combiner's logs."""
         self.model.train()
         batch = _to(batch, self.device, self.cfg.train.channels_last)
-        features, _, losses = self.compute_losses(batch)
+        shared, _, losses = self.compute_losses(batch)
         # one device-to-host copy for all tasks (not one sync per task): the NaN check and the log
         host = torch.stack([loss.detach().float() for loss in losses.values()]).cpu().tolist()
         for name, value in zip(losses, host):
@@ -267,7 +279,7 @@ class Trainer:
                 )
         step = Step(
             losses,
-            features,
+            shared,
             self.model.shared_parameters(),
             {t: self.model.task_parameters(t) for t in self.tasks},
             step=self.global_step,

@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..contract import checks
+from ..contract.architecture import Architecture, ArchitectureParts
 from ..contract.combine import Combiner
 from ..contract.data import DatasetInfo, TargetInfo
 from ..contract.errors import ConfigError, PluginError
@@ -173,35 +174,15 @@ def build_experiment(zoo: Any, cfg: DictConfig, split: str = "train") -> Experim
         "combiner": zoo.entry("combiner", cfg.combiner.name).label,
         "dataset": zoo.entry("dataset", cfg.data.name).label,
     }
-    torch.manual_seed(int(cfg.seed))  # model init depends only on the seed
-    backbone = zoo.make("backbone", cfg.model.backbone, path="model.backbone")
-    feature_info = checks.backbone_attributes(backbone, f"model.backbone: {labels['backbone']}")
-    heads = {}
-    for name, tinfo in infos.items():
-        hnode = cfg.tasks[name].head
-        labels[name] = zoo.entry("head", hnode.name).label
-        heads[name] = zoo.make(
-            "head", hnode, list(feature_info), tinfo.out_channels, path=f"tasks.{name}.head"
-        )
-        if not isinstance(heads[name], torch.nn.Module):
-            raise PluginError(
-                f"tasks.{name}.head: {labels[name]} built {type(heads[name]).__name__}, not an nn.Module"
-            )
-    norm = normalization(cfg, backbone, base.info, labels["backbone"])
-    model = MultiTaskModel(backbone, heads, Normalize(*norm) if norm is not None else None)
     tasks = build_tasks(zoo, cfg, infos)
-    size = _probe_size(dataset, int(getattr(backbone, "size_divisor", 1)))
-    checks.dry_forward(
-        model,
-        feature_info,
-        tasks,
-        size,
-        {
-            "backbone": f"model.backbone: {labels['backbone']}",
-            **{n: f"tasks.{n}.head: {labels[n]}" for n in tasks},
-        },
-    )
+    model, backbone, norm = build_model(zoo, cfg, infos, base.info, labels)
+    checks.dry_forward(model, backbone, tasks, _probe_size(dataset, int(backbone.size_divisor)), labels)
     combiner = build_combiner(zoo, cfg, list(tasks))
+    if cfg.combiner.get("wrt") == "features" and not model.has_shared_representation:
+        raise ConfigError(
+            f"combiner.wrt: {labels['architecture']} has no shared representation, so 'features' has nothing to "
+            f"differentiate; use wrt: params"
+        )
     return Experiment(
         cfg,
         model,
@@ -213,6 +194,51 @@ def build_experiment(zoo: Any, cfg: DictConfig, split: str = "train") -> Experim
         labels,
         norm,
     )
+
+
+def build_model(
+    zoo: Any, cfg: DictConfig, infos: dict[str, TaskInfo], info: DatasetInfo, labels: dict[str, str]
+) -> tuple[Architecture, Any, tuple[list, list] | None]:
+    """The backbone (contract attributes checked), one head per task, the architecture
+    (hard parameter sharing without one) and its input normalisation: ``(model, backbone,
+    normalisation)``. Fills ``labels``."""
+    torch.manual_seed(int(cfg.seed))  # model init depends only on the seed
+    backbone = zoo.make("backbone", cfg.model.backbone, path="model.backbone")
+    feature_info = checks.backbone_attributes(backbone, f"model.backbone: {labels['backbone']}")
+
+    def make_head(name: str, fi: Any) -> torch.nn.Module:
+        hnode = cfg.tasks[name].head
+        labels[name] = zoo.entry("head", hnode.name).label
+        head = zoo.make("head", hnode, list(fi), infos[name].out_channels, path=f"tasks.{name}.head")
+        if not isinstance(head, torch.nn.Module):
+            raise PluginError(
+                f"tasks.{name}.head: {labels[name]} built {type(head).__name__}, not an nn.Module"
+            )
+        return head
+
+    heads = {name: make_head(name, feature_info) for name in infos}
+    norm = normalization(cfg, backbone, info, labels["backbone"])
+    node = cfg.model.get("architecture")
+    if node is None:
+        labels["architecture"] = "hard parameter sharing (no model.architecture)"
+        model: Architecture = MultiTaskModel(backbone, heads)
+    else:
+        labels["architecture"] = zoo.entry("architecture", node.name).label
+        parts = ArchitectureParts(backbone, heads, dict(infos), make_head)
+        model = zoo.make("architecture", node, parts, path="model.architecture")
+        if not isinstance(model, Architecture):
+            raise PluginError(
+                f"model.architecture: {labels['architecture']} built {type(model).__name__}, not a mtlzoo Architecture"
+            )
+        if list(model.task_names) != list(infos):
+            raise PluginError(
+                f"model.architecture: {labels['architecture']} predicts tasks {list(model.task_names)}, the spec has "
+                f"{list(infos)}"
+            )
+    if norm is not None:
+        model.normalize = Normalize(*norm)
+    checks.parameter_groups(model, f"model.architecture: {labels['architecture']}")
+    return model, backbone, norm
 
 
 def build_tasks(zoo: Any, cfg: DictConfig, infos: dict[str, TaskInfo]) -> dict[str, Task]:

@@ -146,9 +146,12 @@ class ModelConfig:
             ``auto`` (the backbone's expected statistics when it declares them, e.g. for
             pretrained weights, else the dataset's, else ImageNet's), ``backbone``,
             ``dataset``, ``imagenet`` or ``none``.
+        architecture: how backbone and heads form the model (a plugin node, ``mtlzoo list
+            architecture``); ``null``: hard parameter sharing, one backbone feeding every head.
     """
 
     backbone: dict[str, Any] = field(default_factory=dict)
+    architecture: Any = None
     normalize: Literal["auto", "backbone", "dataset", "imagenet", "none"] = "auto"
 
 

@@ -375,9 +375,15 @@ def validate(container: Mapping[str, Any], registries: Registries) -> dict[str, 
             "model.backbone: missing; name the shared backbone, e.g. model: {backbone: {name: ...}} "
             "(`mtlzoo list backbone` shows them)"
         )
+    architecture = model["architecture"]
     out["model"] = {
         "backbone": resolve_node(backbone, registries, "backbone", "model.backbone"),
         "normalize": model["normalize"],
+        "architecture": (
+            resolve_node(architecture, registries, "architecture", "model.architecture")
+            if architecture
+            else None
+        ),
     }
     if not top.tasks:
         raise ConfigError(

@@ -40,22 +40,39 @@ def _slug(text: str) -> str:
     return re.sub(r"[^\w.=-]+", "_", text).strip("_")[:120]
 
 
+#: grid keys whose values are plugin nodes: a bare name means {name: <name>}
+NODE_KEYS = ("combiner", "model.backbone", "model.architecture")
+
+
 def _override(key: str, value: Any) -> str:
-    if key in ("combiner", "model.backbone") and isinstance(value, str):
+    if key in NODE_KEYS and isinstance(value, str):
         value = {"name": value}
     return f"{key}={json.dumps(value)}"
 
 
+#: grid keys that make the method of a row (the rest are settings, each with its own baselines)
+METHOD_KEYS = ("model.architecture", "combiner")
+
+
+def _method(assignment: dict[str, Any], base_cfg: Any) -> str:
+    """``sum``, or ``mtan + pcgrad`` when the grid varies the architecture too."""
+    combiner = _value_label(
+        assignment.get("combiner", OmegaConf.to_container(base_cfg.combiner, resolve=True))
+    )
+    if "model.architecture" not in assignment:
+        return combiner
+    return f"{_value_label(assignment['model.architecture'])} + {combiner}"
+
+
 def plan(spec: BenchSpec, base_cfg: Any) -> list[Cell]:
-    """Every cell of the bench: the grid x seeds, then the single-task baselines."""
+    """Every cell of the bench: the grid x seeds, then the single-task baselines (one per task
+    and setting; methods — combiners and architectures — share them)."""
     keys = list(spec.grid)
-    settings_keys = [k for k in keys if k != "combiner"]
+    settings_keys = [k for k in keys if k not in METHOD_KEYS]
     cells: list[Cell] = []
     for combo in itertools.product(*(spec.grid[k] for k in keys)) if keys else [()]:
         assignment = dict(zip(keys, combo))
-        method = _value_label(
-            assignment.get("combiner", OmegaConf.to_container(base_cfg.combiner, resolve=True))
-        )
+        method = _method(assignment, base_cfg)
         setting = ", ".join(f"{k}={_value_label(assignment[k])}" for k in settings_keys)
         overrides = [_override(k, v) for k, v in assignment.items()]
         for seed in spec.seeds:
@@ -71,6 +88,7 @@ def plan(spec: BenchSpec, base_cfg: Any) -> list[Cell]:
                     *(_override(k, v) for k, v in assignment.items()),
                     *others,
                     'combiner={"name": "sum"}',
+                    "model.architecture=null",
                 ]
                 for seed in spec.seeds:
                     label = "__".join(_slug(f"{k}={_value_label(v)}") for k, v in assignment.items())

@@ -40,6 +40,10 @@ class CNNBackbone(Backbone):
         self.stages = nn.ModuleList(stages)
         self.feature_info = [FeatureInfo(c, 2 ** (i + 1)) for i, c in enumerate(options.channels)]
 
+    def staged(self) -> list[nn.Module]:
+        """Its stages: stage ``i`` is the block producing map ``i``."""
+        return list(self.stages)
+
     def forward(self, images: Tensor) -> list[Tensor]:
         """One feature map per stage, fine to coarse."""
         out = []

@@ -9,14 +9,14 @@ import warnings
 
 import timm
 from segmentation_models_pytorch.encoders import get_encoder
-from torch import Tensor
+from torch import Tensor, nn
 
 from ...contract.backbone import Backbone
 from ...contract.errors import ConfigError, UnknownNameError, close_matches, one_line
 from ...contract.features import FeatureInfo
 from ...runtime.weights import fit_prefix, load_strict, read_state_dict
 from . import SmpOptions, smp_names
-from .timm import pretrained_stats
+from .timm import feature_list_stages, pretrained_stats
 
 #: the statistics smp's own encoders' published (ImageNet) weights expect
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -80,6 +80,26 @@ class SmpBackbone(Backbone):
         raise UnknownNameError(
             f"unknown smp encoder {arch!r}{hint} (search them with `mtlzoo list backbone 'smp:*pattern*'`)"
         )
+
+    def staged(self) -> list[nn.Module] | None:
+        """Stages of ``tu-`` encoders (timm's feature modules) and of smp's ResNet-family
+        encoders (stem; max-pool + layer1; layer2 ...); ``None`` for other encoders."""
+        enc = self.encoder
+        if self.arch.startswith("tu-"):
+            if getattr(enc, "_is_channel_last", False) or getattr(enc, "_is_transformer_style", False):
+                return None
+            stages = feature_list_stages(enc.model)
+            return stages if stages is not None and len(stages) == len(self.feature_info) else None
+        if type(enc).__name__ == "ResNetEncoder":
+            blocks = [
+                nn.Sequential(enc.conv1, enc.bn1, enc.relu),
+                nn.Sequential(enc.maxpool, enc.layer1),
+                enc.layer2,
+                enc.layer3,
+                enc.layer4,
+            ]
+            return blocks[: len(self.feature_info)]
+        return None
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """Learned feature maps of ``images [B,3,H,W]``, fine to coarse."""

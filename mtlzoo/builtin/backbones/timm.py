@@ -31,6 +31,35 @@ def pretrained_stats(model: nn.Module) -> tuple[Stats, Stats]:
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)  # type: ignore[return-value]
 
 
+def feature_list_stages(model: nn.Module) -> list[nn.Module] | None:
+    """Split a timm features model at the modules whose outputs are feature maps: stage ``i``
+    is an ``nn.Sequential`` of the modules from just after map ``i - 1`` up to map ``i``.
+    Handles ``FeatureListNet`` (models that run their children in turn) and
+    ``EfficientNetFeatures`` (EfficientNet / MobileNet families: stem, then blocks);
+    ``None`` for the other feature wrappers (hooks, ``forward_intermediates``)."""
+    kind = type(model).__name__
+    stages: list[nn.Module] = []
+    current: list[nn.Module] = []
+    if kind == "FeatureListNet" and getattr(model, "return_layers", None):
+        for name, child in model.items():
+            current.append(child)
+            if name in model.return_layers:
+                stages.append(nn.Sequential(*current))
+                current = []
+    elif kind == "EfficientNetFeatures" and getattr(model, "feature_hooks", None) is None:
+        outputs = set(model._stage_out_idx)
+        current = [model.conv_stem, model.bn1]
+        if 0 in outputs:
+            stages.append(nn.Sequential(*current))
+            current = []
+        for i, block in enumerate(model.blocks):
+            current.append(block)
+            if i + 1 in outputs:
+                stages.append(nn.Sequential(*current))
+                current = []
+    return stages or None
+
+
 class TimmBackbone(Backbone):
     """Any timm model as a feature extractor (``timm.create_model(arch, features_only=True)``).
 
@@ -118,6 +147,10 @@ class TimmBackbone(Backbone):
             classifier = (classifier,)
         prefixes = tuple(c + "." for c in classifier)
         return {k: v for k, v in full.state_dict().items() if not k.startswith(prefixes)}, prefixes
+
+    def staged(self) -> list[nn.Module] | None:
+        """timm's feature modules as stages (``FeatureListNet`` models with NCHW maps)."""
+        return None if self._nhwc else feature_list_stages(self.model)
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """Feature maps of ``images [B,3,H,W]``, fine to coarse, as ``feature_info`` says."""
