@@ -869,7 +869,6 @@ def measure_efficiency(trainer: Any, batch: dict, hand: HandLoop, plan: Plan, re
 OPTIONS: tuple[tuple[str, tuple[str, ...], str, Optional[bool]], ...] = (
     ("channels_last", ("train.channels_last=true",), "model and input in NHWC memory format", None),
     ("bf16 autocast", ("train.amp=bf16",), "torch.autocast(dtype=bfloat16) around the forward", None),
-    ("fp16 autocast", ("train.amp=fp16",), "torch.autocast(dtype=float16) around the forward", None),
     ("channels_last + bf16", ("train.channels_last=true", "train.amp=bf16"), "both", None),
     ("deterministic off", ("train.deterministic=false",), "torch.use_deterministic_algorithms off", None),
     (
@@ -1486,8 +1485,8 @@ def trainer_notes() -> list[str]:
     src = inspect.getsource(Trainer.train_step)
     if "scaler" not in src:
         notes.append(
-            "`Trainer.train_step` uses no GradScaler, so `train.amp=fp16` trains without loss scaling "
-            "(small gradients can underflow in fp16 on a GPU; bf16 does not need scaling)."
+            "`Trainer.train_step` uses no GradScaler: `train.amp=fp16` is refused (no loss scaling while "
+            "combiners own the backward pass) and `amp: auto` picks bf16 or nothing."
         )
     return notes
 

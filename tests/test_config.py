@@ -209,3 +209,51 @@ def test_backbone_and_combiner_are_required(load, spec_factory):
     del spec["model"]
     with pytest.raises(ConfigError, match=r"^model.backbone: missing; name the shared backbone"):
         load(spec)
+
+
+@pytest.mark.parametrize(
+    "key, value, words",
+    [
+        ("tasks", [1, 2], "tasks: expected a mapping"),
+        ("model", [1, 2], "model: expected a mapping"),
+        ("train", [1, 2], "train: expected a mapping"),
+        ("data", [1, 2], "data: expected a mapping"),
+        ("combiner", [1, 2], "combiner: expected a name or {name: ..., <options>}"),
+        ("train.eval_batch_size", -1, "train.eval_batch_size: must be >= 1"),
+        ("train.optimizer.weight_decay", -3.0, "train.optimizer.weight_decay: must be >= 0"),
+        (
+            "train.optimizer.weight_decay",
+            float("nan"),
+            "train.optimizer.weight_decay: must be a finite number",
+        ),
+        ("train.optimizer.betas", [], "train.optimizer.betas: expected 2 values"),
+        ("train.optimizer.betas", [-1, -1], "train.optimizer.betas[0]: must be >= 0 and < 1"),
+        ("train.optimizer.betas", [1.5, 2], "train.optimizer.betas[0]: must be >= 0 and < 1"),
+        (
+            "train.scheduler.warmup_epochs",
+            float("nan"),
+            "train.scheduler.warmup_epochs: must be a finite number",
+        ),
+        ("train.scheduler.gamma", float("nan"), "train.scheduler.gamma: must be a finite number"),
+        ("train.scheduler.power", float("nan"), "train.scheduler.power: must be a finite number"),
+        ("augment.color_jitter", float("nan"), "augment.color_jitter: must be a finite number"),
+        ("train.scheduler.warmup_epochs", -1.0, "train.scheduler.warmup_epochs: must be >= 0"),
+        ("name", "a/b/c", "name: 'a/b/c' must be a plain folder name"),
+        ("train.amp", "fp16", "train.amp: fp16 is refused"),
+        (
+            "tasks.depth.loss",
+            {"name": "ce"},
+            "tasks.depth.loss: loss 'ce' works on segmentation, class targets",
+        ),
+        (
+            "tasks.depth.metrics",
+            [{"name": "miou"}],
+            "tasks.depth.metrics[0]: metric 'miou' works on segmentation",
+        ),
+    ],
+)
+def test_every_listed_hole_is_one_line(load, spec_factory, key, value, words):
+    spec = spec_factory(**{key: value})
+    with pytest.raises(ConfigError) as err:
+        load(spec)
+    assert str(err.value).startswith(words) and "\n" not in str(err.value), str(err.value)

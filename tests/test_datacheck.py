@@ -187,3 +187,56 @@ def test_cli_data_check(tmp_path, capsys):
     assert main(["data", "check", str(spec)]) == 1
     out = capsys.readouterr().out
     assert f"{bad}: label values [99]" in out and "1 problem(s)" in out
+
+
+def test_every_planted_fault_of_an_image_folder_is_reported_in_one_pass(zoo, tmp_path, capsys):
+    """Issue 11: truncated and zero-byte images, a non-image file, a mask/image size mismatch,
+    labels out of range, an RGB mask, NaN depth, images without a target, targets without an
+    image and an empty split: one `data check` names each by file, with a count."""
+    from mtlzoo.apps.cli import main
+    from mtlzoo.builtin.datasets.layouts import FOLDER_CLASSES, FOLDER_TARGETS, write_image_folder
+
+    stems = tuple("abcdefghijkl")
+    base = write_image_folder(tmp_path / "train", stems)
+    (tmp_path / "val" / "images").mkdir(parents=True)  # an empty split
+    for folder in FOLDER_TARGETS.values():
+        (tmp_path / "val" / folder).mkdir(parents=True)
+    data = (base / "images" / "a.png").read_bytes()
+    (base / "images" / "a.png").write_bytes(data[: len(data) // 3])  # truncated
+    (base / "images" / "b.png").write_bytes(b"")  # zero bytes
+    (base / "images" / "c.png").write_bytes(b"this is not an image at all")  # not an image
+    save_png(base / "masks" / "d.png", np.zeros((3, 8), np.uint8))  # size mismatch
+    save_png(base / "masks" / "e.png", np.full((6, 8), 17, np.uint8))  # label out of range
+    save_png(base / "masks" / "f.png", np.zeros((6, 8, 3), np.uint8))  # RGB where an index mask is expected
+    (base / "depth" / "g.png").unlink()
+    depth = np.full((6, 8), 2.5, np.float32)
+    depth[0, 0] = np.nan
+    Image.fromarray(depth, mode="F").save(base / "depth" / "g.tif")  # NaN depth
+    (base / "normals" / "h.png").unlink()  # an image without its normals target
+    (base / "masks" / "i.png").unlink()  # an image without its mask
+    save_png(base / "masks" / "orphan.png", np.zeros((6, 8), np.uint8))  # a target without an image
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: t\nmodel: {backbone: {name: cnn}}\ntasks: {semseg: {type: segmentation}}\ncombiner: {name: sum}\n"
+        f"data: {{name: image_folder, root: {tmp_path}, targets: {dict(FOLDER_TARGETS)}, "
+        f"classes: {list(FOLDER_CLASSES)}}}\n"
+    )
+    assert main(["data", "check", str(spec), "--splits", "train", "val"]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    expected = {
+        "images/a.png": "unreadable image",
+        "images/b.png": "unreadable image",
+        "images/c.png": "unreadable image",
+        "masks/d.png": "semseg is 3x8 but its image d.png is 6x8",
+        "masks/e.png": "label values [17] outside the classes",
+        "masks/f.png": "must be a single-channel image",
+        "depth/g.tif": "depth holds 1 NaN or infinite values",
+        "normals/h.png": "normals target of image 'h' not found",
+        "masks/i.png": "semseg target of image 'i' not found",
+        "masks/orphan.png": "semseg target without an image 'orphan'",
+        "val/images": "empty split",
+    }
+    for where, words in expected.items():
+        assert any(where in line and words in line for line in out), (where, words, out)
+    assert out[-1] == f"{len(out) - 1} problem(s) found in dataset 'image_folder'"
+    assert len(out) - 1 == len(expected), out

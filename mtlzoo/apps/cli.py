@@ -93,17 +93,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _run_dir_of(path: str) -> Any:
     from pathlib import Path
 
+    from ..runtime.checkpoint import recover
+
     run = Path(path)
-    if (run / "config.yaml").is_file() and (run / "checkpoints" / "last").is_dir():
-        return run
-    raise CheckpointError(f"--resume {path!r}: not a run folder with config.yaml and checkpoints/last")
+    if not (run / "config.yaml").is_file():
+        raise CheckpointError(
+            f"--resume {path!r}: not a run folder (no config.yaml); give the folder `mtlzoo train` printed"
+        )
+    if recover(run / "checkpoints" / "last") is None:
+        raise CheckpointError(
+            f"--resume {path!r}: the run stopped before its first checkpoint (the end of its first epoch); start "
+            f"it again with `mtlzoo train {run / 'config.yaml'}`"
+        )
+    return run
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint on a split; the spec defaults to the run's own config.yaml."""
     from pathlib import Path
 
-    from ..runtime.checkpoint import load_weights, resolve_checkpoint
+    from ..runtime.checkpoint import check_finite, load_weights, resolve_checkpoint
     from ..runtime.train import Trainer, format_table
 
     target = Path(args.target)
@@ -119,6 +128,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     exp = zoo.build(cfg)
     trainer = Trainer(exp, None)
     load_weights(folder, trainer.model, trainer.combiner)
+    check_finite(trainer.model, str(folder))
     split = args.split or cfg.train.eval_split
     results = trainer.evaluate(split)
     if args.json:

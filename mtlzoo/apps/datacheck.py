@@ -57,14 +57,18 @@ def check_dataset(zoo: Any, node: Any, splits: Iterable[str] = DEFAULT_SPLITS) -
             continue
         except DataProblems as exc:
             found += 1
-            check = getattr(exc.dataset, "check", None)
-            problems.extend(check() if callable(check) else exc.problems)
-            continue
+            if exc.dataset is None:
+                problems.extend(exc.problems)
+                continue
+            dataset = exc.dataset  # built as far as it could be: its check() reports these problems too
+            if not callable(getattr(dataset, "check", None)):
+                problems.extend(exc.problems)
         except DataError as exc:
             found += 1
             problems.append(str(exc))
             continue
-        found += 1
+        else:
+            found += 1
         check = getattr(dataset, "check", None)
         if callable(check):
             problems.extend(check())

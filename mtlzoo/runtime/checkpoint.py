@@ -25,7 +25,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..contract.errors import CheckpointError
+from ..contract.errors import CheckpointError, one_line
+from .files import json_safe, write_atomic
 from .weights import describe_mismatch, mismatch
 
 WEIGHTS = "weights.safetensors"
@@ -75,6 +76,18 @@ def _optimizer_split(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
+def _finite_or_raise(tensors: dict[str, torch.Tensor], what: str, consequence: str) -> None:
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise NonFiniteWeights(
+            f"{what}: {len(bad)} of {len(tensors)} tensors hold NaN or infinite values (e.g. {bad[0]}); {consequence}"
+        )
+
+
+class NonFiniteWeights(CheckpointError):
+    """The weights to save (or loaded) hold NaN or infinite values."""
+
+
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
@@ -83,34 +96,74 @@ def save_checkpoint(
     scheduler: Any = None,
     state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint folder at ``path`` atomically and return it."""
+    """Write a checkpoint folder at ``path`` atomically and return it.
+
+    The files go to a temporary sibling (``.<name>.tmp``; ``state.json`` last, so a
+    temporary folder with a readable ``state.json`` is complete), then the old folder is
+    renamed aside (``.<name>.old``), the new one into place, and the old one removed:
+    whatever moment a crash hits, :func:`recover` finds one complete checkpoint. Non-finite
+    weights are never written (:class:`NonFiniteWeights`). A failed write (full disk,
+    read-only folder) removes the temporary folder and raises :class:`CheckpointError`,
+    leaving the previous checkpoint intact."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     weights = _tensors(model, "model.")
     if combiner is not None:
         weights.update(_tensors(combiner, "combiner."))
-    save_file(weights, str(tmp / WEIGHTS), metadata={"format": "mtlzoo-checkpoint-1"})
-    meta: dict[str, Any] = dict(state or {})
-    if optimizer is not None:
-        tensors, opt_meta = _optimizer_split(optimizer)
-        save_file(tensors, str(tmp / OPTIMIZER))
-        meta["optimizer"] = opt_meta
-    if scheduler is not None:
-        meta["scheduler"] = scheduler.state_dict()
-    meta["rng"] = rng_state()
-    (tmp / STATE).write_text(json.dumps(meta, indent=1, default=_json_default))
-    old = path.with_name(f".{path.name}.old")
-    if path.exists():
+    _finite_or_raise(weights, f"{path}: not written", "the previous checkpoint there is kept")
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        save_file(weights, str(tmp / WEIGHTS), metadata={"format": "mtlzoo-checkpoint-1"})
+        meta: dict[str, Any] = dict(state or {})
+        if optimizer is not None:
+            tensors, opt_meta = _optimizer_split(optimizer)
+            save_file(tensors, str(tmp / OPTIMIZER))
+            meta["optimizer"] = opt_meta
+        if scheduler is not None:
+            meta["scheduler"] = scheduler.state_dict()
+        meta["rng"] = rng_state()
+        write_atomic(tmp / STATE, json.dumps(json_safe(meta), indent=1, default=_json_default))
+        old = path.with_name(f".{path.name}.old")
+        if path.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(path, old)
+        os.replace(tmp, path)
         if old.exists():
             shutil.rmtree(old)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old.exists():
-        shutil.rmtree(old)
+    except (OSError, SafetensorError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(
+            f"{path}: cannot write the checkpoint ({one_line(exc)}); free space or fix the folder's permissions "
+            f"(earlier checkpoints are intact)"
+        ) from None
     return path
+
+
+def recover(path: str | Path) -> Path | None:
+    """The checkpoint folder ``path``, repaired after a crash during :func:`save_checkpoint`:
+    when ``path`` is missing, a complete ``.<name>.tmp`` (else ``.<name>.old``) is renamed into
+    place. ``None`` when there is no checkpoint at all."""
+    path = Path(path)
+    if (path / WEIGHTS).is_file():
+        return path
+    for stale in (path.with_name(f".{path.name}.tmp"), path.with_name(f".{path.name}.old")):
+        if _complete(stale):
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(stale, path)
+            return path
+    return None
+
+
+def _complete(folder: Path) -> bool:
+    try:
+        json.loads((folder / STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (folder / WEIGHTS).is_file()
 
 
 def _json_default(value: Any) -> Any:
@@ -128,9 +181,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
         path = path.parent
     if (path / "checkpoints").is_dir():
         for name in ("best", "last"):
-            if (path / "checkpoints" / name / WEIGHTS).is_file():
-                return path / "checkpoints" / name
-    if (path / WEIGHTS).is_file():
+            found = recover(path / "checkpoints" / name)
+            if found is not None:
+                return found
+    if recover(path) is not None:
         return path
     if not path.exists():
         raise CheckpointError(
@@ -142,12 +196,25 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def read_state(path: str | Path) -> dict[str, Any]:
     """The JSON state of a checkpoint folder."""
     path = resolve_checkpoint(path)
+    file = path / STATE
     try:
-        return json.loads((path / STATE).read_text())
+        state = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CheckpointError(f"{path / STATE}: missing; the checkpoint is incomplete") from None
+        raise CheckpointError(f"{file}: missing; the checkpoint is incomplete") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{file}: not UTF-8 text; the checkpoint is damaged") from None
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path / STATE}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        raise CheckpointError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{file}: holds {type(state).__name__}, not a mapping; the checkpoint is damaged"
+        )
+    for key in ("epoch", "step"):
+        if key in state and (
+            not isinstance(state[key], int) or isinstance(state[key], bool) or state[key] < 0
+        ):
+            raise CheckpointError(f"{file}: {key} is {state[key]!r}, not a count; the checkpoint is damaged")
+    return state
 
 
 def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
@@ -186,6 +253,11 @@ def _load_module(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: st
         )
 
 
+def check_finite(model: nn.Module, what: str) -> None:
+    """Raise :class:`NonFiniteWeights` when a floating tensor of ``model`` holds NaN or infinity."""
+    _finite_or_raise(dict(model.state_dict()), what, "training diverged before this checkpoint was saved")
+
+
 def load_weights(path: str | Path, model: nn.Module, combiner: nn.Module | None = None) -> Path:
     """Load model (and combiner) weights from a checkpoint; return the checkpoint folder."""
     folder = resolve_checkpoint(path)
@@ -202,6 +274,11 @@ def load_training_state(
     """Restore optimizer, scheduler and RNG states; return the JSON state."""
     folder = resolve_checkpoint(path)
     state = read_state(folder)
+    saved, now = state.get("optimizer_class"), type(optimizer).__name__
+    if saved is not None and saved != now:
+        raise CheckpointError(
+            f"{folder}: was trained with {saved}, this spec builds {now}; resume with the run's train.optimizer"
+        )
     if "optimizer" in state:
         tensors = _load_tensors(folder / OPTIMIZER)
         opt_state: dict[int, dict[str, Any]] = {}
@@ -218,8 +295,13 @@ def load_training_state(
             raise CheckpointError(
                 f"{folder / OPTIMIZER}: does not match this model's optimizer ({exc})"
             ) from None
-    if scheduler is not None and "scheduler" in state:
-        scheduler.load_state_dict(state["scheduler"])
-    if "rng" in state:
-        set_rng_state(state["rng"])
+    try:
+        if scheduler is not None and "scheduler" in state:
+            scheduler.load_state_dict(state["scheduler"])
+        if "rng" in state:
+            set_rng_state(state["rng"])
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{folder / STATE}: its scheduler or RNG state is damaged ({one_line(exc)})"
+        ) from None
     return state

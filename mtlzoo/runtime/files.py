@@ -52,4 +52,36 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-__all__ = ["spec_yaml", "write_atomic", "write_json", "json_safe"]
+class RunLock:
+    """An exclusive lock on a run folder (``<run>/.lock``), held while a trainer writes to it:
+    a second process that trains or resumes the same run gets one line instead of
+    interleaved checkpoints. Released when the process exits, however it exits."""
+
+    def __init__(self, run_dir: str | Path):
+        import fcntl
+
+        from ..contract.errors import CheckpointError
+
+        self.path = Path(run_dir) / ".lock"
+        self._file = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the trainer's life
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            raise CheckpointError(
+                f"{run_dir}: in use by {holder}; wait for it to finish (two processes must not train one run folder)"
+            ) from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"mtlzoo process {os.getpid()}\n")
+        self._file.flush()
+
+    def release(self) -> None:
+        """Unlock (closing the file releases the lock)."""
+        if not self._file.closed:
+            self._file.close()
+
+
+__all__ = ["spec_yaml", "write_atomic", "write_json", "json_safe", "RunLock"]

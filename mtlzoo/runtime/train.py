@@ -15,6 +15,7 @@ import json
 import math
 import random
 import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,11 @@ from torch.utils.data import DataLoader
 
 from ..contract import checks
 from ..contract.combine import Step
-from ..contract.errors import CheckpointError, ConfigError, DataError, PluginError, TrainingError
+from ..contract.errors import CheckpointError, ConfigError, DataError, PluginError, TrainingError, one_line
 from . import checkpoint as ckpt
 from . import distributed as D
 from .experiment import Experiment
-from .files import json_safe, spec_yaml, write_atomic, write_json
+from .files import RunLock, json_safe, spec_yaml, write_atomic, write_json
 
 
 def seed_everything(seed: int) -> None:
@@ -80,10 +81,8 @@ def lr_factor(cfg: DictConfig, step: int, total_steps: int, steps_per_epoch: int
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
-    if amp == "fp16":
-        return torch.float16
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp == "auto":  # never fp16: combiners own the backward pass, so nothing scales the loss
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     return torch.bfloat16
 
 
@@ -97,14 +96,19 @@ def _to(batch: dict[str, Tensor], device: torch.device, channels_last: bool) -> 
 def new_run_dir(out_dir: str | Path, name: str) -> Path:
     """A fresh run folder ``out_dir/name`` (``name-2``, ``name-3``... if taken): never reuses one."""
     base = Path(out_dir)
-    base.mkdir(parents=True, exist_ok=True)
-    for i in range(1, 10_000):
-        candidate = base / (name if i == 1 else f"{name}-{i}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
+    if base.exists() and not base.is_dir():
+        raise ConfigError(f"train.out_dir: {base} is a file, not a folder; point train.out_dir at a folder")
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        for i in range(1, 10_000):
+            candidate = base / (name if i == 1 else f"{name}-{i}")
+            try:
+                candidate.mkdir()
+                return candidate
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise ConfigError(f"train.out_dir: cannot create a run folder in {base} ({one_line(exc)})") from None
     raise ConfigError(f"train.out_dir: could not find a free run folder for {name!r} in {base}")
 
 
@@ -150,6 +154,8 @@ class Trainer:
                 else:
                     child.compile()
         self._checked_gradients = False
+        self.skipped = 0  # steps skipped for a non-finite loss or gradient (train.nonfinite: skip)
+        self.skipped_in_a_row = 0
         self.amp_dtype = _amp_dtype(t.amp, self.device)
         params = list(self.model.parameters()) + [p for p in self.combiner.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.cfg, params)
@@ -172,6 +178,7 @@ class Trainer:
         self.best: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.lock = RunLock(self.run_dir) if self.run_dir is not None and self.main else None
         self.select_task, self.select_key = self._selection()
         if resume is not None:
             self._resume(resume)
@@ -219,8 +226,15 @@ class Trainer:
         self.epoch = int(state.get("epoch", 0))
         self.global_step = int(state.get("step", 0))
         self.best = state.get("best", {})
-        self.history = state.get("history", [])
-        if self.epoch >= self.cfg.train.epochs:
+        self.history = [r for r in state.get("history", []) if int(r.get("epoch", 0)) <= self.epoch]
+        if self.run_dir is not None and self.main:
+            # the log holds exactly the checkpoint's epochs: a crash between appending a line
+            # and saving the checkpoint leaves no duplicate after the epoch is trained again
+            lines = "".join(json.dumps(json_safe(r)) + "\n" for r in self.history)
+            write_atomic(self.run_dir / "metrics.jsonl", lines)
+        if self.epoch >= self.cfg.train.epochs and (
+            self.run_dir is None or (self.run_dir / "summary.json").is_file()
+        ):
             raise CheckpointError(
                 f"{folder}: the run already finished its {self.cfg.train.epochs} epochs; raise train.epochs to go on"
             )
@@ -273,10 +287,11 @@ class Trainer:
         host = torch.stack([loss.detach().float() for loss in losses.values()]).cpu().tolist()
         for name, value in zip(losses, host):
             if not math.isfinite(value):
-                raise TrainingError(
+                self._nonfinite(
                     f"task {name!r}: loss is {value} at step {self.global_step}; lower train.optimizer.lr "
-                    f"or check the targets of {self.tasks[name].target!r}"
+                    f"or check the targets of {self.tasks[name].target!r} (`mtlzoo data check SPEC`)"
                 )
+                return None, {}
         step = Step(
             losses,
             shared,
@@ -292,8 +307,20 @@ class Trainer:
             D_params = [p for p in self.combiner.parameters() if p.grad is not None]
             for p in D_params:
                 D.all_reduce_sum(p.grad).div_(D.world_size())
+        grads = [
+            p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None
+        ]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        if not math.isfinite(float(norm)):  # one host sync; a non-finite update is never applied
+            self.optimizer.zero_grad(set_to_none=True)
+            self._nonfinite(
+                f"the gradient norm is {float(norm)} at step {self.global_step}; lower "
+                f"train.optimizer.lr or set train.grad_clip"
+            )
+            return None, {}
+        self.skipped_in_a_row = 0
         if self.cfg.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+            torch.nn.utils.clip_grads_with_norm_(grads, self.cfg.train.grad_clip, norm)
         self.optimizer.step()
         if self.combiner.needs_losses_after_step:  # FAMO: the same batch's losses after the update
             with torch.no_grad():
@@ -303,6 +330,29 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
         return dict(zip(losses, host)), {k: float(v) for k, v in logs.items()}
+
+    def _nonfinite(self, reason: str) -> None:
+        """A step whose loss or gradient is not finite: stop, or skip it (``train.nonfinite``)."""
+        t = self.cfg.train
+        if t.nonfinite == "stop":
+            raise TrainingError(reason + self._last_good())
+        self.skipped += 1
+        self.skipped_in_a_row += 1
+        with warnings.catch_warnings():  # a skip before any optimizer step is not the misuse torch warns of
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()  # the schedule follows the steps taken or skipped
+        self.global_step += 1
+        if self.skipped_in_a_row >= t.max_skips:
+            raise TrainingError(
+                f"{t.max_skips} steps in a row skipped (train.nonfinite: skip), the last because {reason}"
+                + self._last_good()
+            )
+
+    def _last_good(self) -> str:
+        if self.run_dir is None:
+            return ""
+        last = self.run_dir / "checkpoints" / "last"
+        return f"; the last good checkpoint is {last}" if last.is_dir() else "; no checkpoint was written"
 
     def _check_gradients(self) -> None:
         """After the first step: every trainable shared parameter got a gradient."""
@@ -319,9 +369,14 @@ class Trainer:
         started = time.time()
         last = t.epochs if until_epoch is None else min(until_epoch, t.epochs)
         for epoch in range(self.epoch, last):
-            self.epoch = epoch
+            self.epoch = epoch  # epochs done so far, while this one trains
+            skipped = self.skipped
             train_log = self._train_epoch(epoch)
+            self.epoch = epoch + 1  # one numbering everywhere: epochs completed
+            self._require_finite(f"after epoch {epoch + 1}")
             record: dict[str, Any] = {"epoch": epoch + 1, "step": self.global_step, "train": train_log}
+            if self.skipped > skipped:
+                record["skipped_steps"] = self.skipped - skipped
             if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
                 results = self.evaluate(t.eval_split)
                 record[t.eval_split] = results
@@ -329,14 +384,24 @@ class Trainer:
             record["time"] = round(time.time() - started, 3)
             self.history.append(record)
             self._log(record)
-            self.epoch = epoch + 1
             if (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == last:
                 self._save("last")
         summary = self._summary(time.time() - started)
         if self.run_dir is not None and self.main:
             write_json(self.run_dir / "summary.json", summary)
         D.barrier()
+        if self.lock is not None:
+            self.lock.release()
         return summary
+
+    def _require_finite(self, when: str) -> None:
+        """Stop before a model with NaN or infinite weights is evaluated or saved."""
+        try:
+            ckpt.check_finite(self.model, f"the model {when}")
+        except ckpt.NonFiniteWeights as exc:
+            raise TrainingError(
+                f"{exc}; lower train.optimizer.lr or set train.grad_clip" + self._last_good()
+            ) from None
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         sampler = self.train_loader.sampler
@@ -349,6 +414,10 @@ class Trainer:
             if i >= self.steps_per_epoch:
                 break
             losses, logs = self.train_step(batch)
+            if losses is None:  # skipped (train.nonfinite: skip)
+                if bar is not None:
+                    bar.update(1)
+                continue
             n += 1
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -411,6 +480,8 @@ class Trainer:
 
     def _update_best(self, epoch: int, results: dict[str, dict[str, float]]) -> None:
         value = results[self.select_task][self.select_key]
+        if not math.isfinite(value):  # a NaN metric is never the best
+            return
         higher = (
             self.select_key != "loss"
             and self.tasks[self.select_task].metrics[self.select_key].higher_is_better
@@ -434,13 +505,15 @@ class Trainer:
             "best": self.best,
             "history": self.history,
             "config_name": self.cfg.name,
+            "optimizer_class": type(self.optimizer).__name__,
         }
+        resume = name == "last"  # best/ keeps what evaluation and inference need, last/ what resuming needs
         ckpt.save_checkpoint(
             self.run_dir / "checkpoints" / name,
             self.model,
             self.combiner,
-            self.optimizer,
-            self.scheduler,
+            self.optimizer if resume else None,
+            self.scheduler if resume else None,
             state,
         )
 

@@ -71,9 +71,12 @@ class TrainConfig:
     """``train``: the optimisation loop, evaluation, checkpoints and run directory.
 
     Attributes:
-        amp: ``off``, ``bf16``, ``fp16`` or ``auto`` (bf16 where supported, else fp16, on CUDA;
-            off on CPU). fp16 runs without loss scaling (combiners own the backward pass),
-            so prefer bf16.
+        amp: ``off``, ``bf16`` or ``auto`` (bf16 on a CUDA device that supports it, else off).
+            fp16 is refused: combiners own the backward pass, so nothing scales the loss and
+            small gradients would underflow.
+        nonfinite: what a step with a NaN or infinite loss or gradient does: ``stop`` (one line
+            naming the task and the last good checkpoint) or ``skip`` (the update is dropped
+            and counted in metrics.jsonl; ``max_skips`` in a row stop the run).
         pin_memory: ``null``: on when training on CUDA.
         select: ``task.metric`` choosing the best checkpoint on ``eval_split`` (default:
             the first task's first metric).
@@ -92,6 +95,8 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     grad_clip: Optional[float] = option(None, gt=0)
+    nonfinite: Literal["stop", "skip"] = "stop"
+    max_skips: int = option(10, ge=1)
     eval_every: int = option(1, ge=1)
     eval_split: str = "val"
     test_split: Optional[str] = None
@@ -108,6 +113,11 @@ class TrainConfig:
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             raise ValueError(f"device: {self.device!r} is not auto, cpu, cuda or cuda:N")
         check_file_name(self.run_name, "run_name")
+        if self.amp == "fp16":
+            raise ValueError(
+                "amp: fp16 is refused: combiners own the backward pass, so nothing scales the loss and small "
+                "gradients underflow; use bf16 (or auto)"
+            )
 
 
 @dataclass

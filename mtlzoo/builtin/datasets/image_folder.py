@@ -82,9 +82,12 @@ class ImageFolderDataset(Dataset):
                 for key, kind in self.kinds.items()
             },
         )
-        self.samples = self._match(images, stems)
+        # every problem found while listing and scanning is kept: check() reports them with the
+        # rest, and a dataset with problems is refused as a whole (DataProblems)
+        self.samples, self.problems = self._match(images, stems)
         if options.scan:
-            self._scan()
+            self.problems += self._scan()
+        raise_problems(f"image_folder {self.split}", self.problems, self)
 
     def _split_layout(self, split: str, root: Path, images: str) -> tuple[Path, Optional[list[str]]]:
         if (root / split).is_dir():
@@ -111,7 +114,9 @@ class ImageFolderDataset(Dataset):
                 raise DataError(f"image_folder {split}: folder {base / folder} is missing")
         return base, stems
 
-    def _match(self, images: str, stems: Optional[list[str]]) -> list[dict[str, Path]]:
+    def _match(self, images: str, stems: Optional[list[str]]) -> tuple[list[dict[str, Path]], list[str]]:
+        """The complete samples (image and every target found) and one problem per missing,
+        duplicated or orphaned file."""
         img_index, problems = stem_index(self.base / images, IMAGE_EXTENSIONS)
         tgt_index = {}
         for key, folder in self.targets.items():
@@ -131,13 +136,20 @@ class ImageFolderDataset(Dataset):
                     problems.append(
                         f"{self.base / folder / stem}.png: {key} target of image {stem!r} not found"
                     )
-            samples.append(sample)
-        raise_problems(f"image_folder {self.split}", problems)
-        if not samples:
+            if all(v is not None for v in sample.values()):
+                samples.append(sample)
+        # with split files one folder serves every split: an orphan is a target with no image at all
+        wanted = set(stems) if self.base != self.root else set(img_index)
+        for key in self.targets:
+            for stem in sorted(set(tgt_index[key]) - wanted):
+                problems.append(
+                    f"{tgt_index[key][stem]}: {key} target without an image {stem!r} in {images}/"
+                )
+        if not stems:
             raise DataError(f"image_folder {self.split}: no images in {self.base / images} (empty split)")
-        return samples
+        return samples, problems
 
-    def _scan(self) -> None:
+    def _scan(self) -> list[str]:
         problems = []
         for s in self.samples:
             try:
@@ -151,7 +163,7 @@ class ImageFolderDataset(Dataset):
                         )
             except DataError as exc:
                 problems.append(str(exc))
-        raise_problems(f"image_folder {self.split}", problems, self)
+        return problems
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -178,6 +190,11 @@ class ImageFolderDataset(Dataset):
             d = a.astype(np.float32)
             if a.dtype.kind != "f":
                 d /= self.depth_scale
+            elif not np.isfinite(d).all():
+                raise DataError(
+                    f"{path}: depth holds {int((~np.isfinite(d)).sum())} NaN or infinite values (use 0 "
+                    f"for no measurement)"
+                )
             return torch.from_numpy(d)[None]
         im = decode_image(path)
         if im.mode != "RGB":
@@ -206,8 +223,9 @@ class ImageFolderDataset(Dataset):
         return self._sample(self.samples[index])
 
     def check(self) -> list[str]:
-        """Decode every image and target: one message per bad file."""
-        problems = []
+        """Every problem found while listing the files, and every bad file when each image and
+        target is decoded: one message per problem."""
+        problems = list(self.problems)
         for s in self.samples:
             try:
                 read_image(s["image"])
@@ -219,7 +237,7 @@ class ImageFolderDataset(Dataset):
                     self._check_target(key, s)
                 except DataError as exc:
                     problems.append(str(exc))
-        return problems
+        return list(dict.fromkeys(problems))  # the listing scan and the decode may name one file alike
 
     def _check_target(self, key: str, s: dict[str, Path]) -> None:
         t = self._read_target(key, s[key])

@@ -1,0 +1,227 @@
+"""Reliability: non-finite training never corrupts a run, checkpoints survive crashes and bad
+disks, damaged run folders are one line, two processes cannot train one run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from mtlzoo import CheckpointError, TrainingError
+from mtlzoo.apps.cli import main
+from mtlzoo.runtime import checkpoint as ckpt
+from mtlzoo.runtime.train import Trainer, new_run_dir
+
+
+def train(zoo, spec, run_dir=None, resume=None, until=None):
+    trainer = Trainer(zoo.build(spec), run_dir, resume=resume)
+    return trainer, trainer.fit(until)
+
+
+def all_finite(folder) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in load_file(str(folder / "weights.safetensors")).values())
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_finite_checkpoints(zoo, tmp_path, spec_factory):
+    d = new_run_dir(tmp_path, "div")
+    spec = spec_factory(**{"train.epochs": 3, "train.optimizer.lr": 1e6, "train.scheduler.name": "none"})
+    with pytest.raises(TrainingError) as err:
+        train(zoo, spec, d)
+    msg = str(err.value)
+    assert "\n" not in msg and ("loss is" in msg or "gradient norm" in msg or "NaN or infinite" in msg)
+    for name in ("last", "best"):
+        folder = d / "checkpoints" / name
+        if folder.exists():
+            assert all_finite(folder)
+    for line in (d / "metrics.jsonl").read_text().splitlines() if (d / "metrics.jsonl").exists() else []:
+        json.loads(line)  # strict JSON: NaN would not parse with parse_constant refusing it
+
+
+def test_skip_policy_drops_non_finite_updates_and_counts_them(zoo, tmp_path, spec_factory):
+    d = new_run_dir(tmp_path, "skip")
+    spec = spec_factory(**{"train.epochs": 2, "train.nonfinite": "skip", "train.max_skips": 100})
+    exp = zoo.build(spec)
+    trainer = Trainer(exp, d)
+    real = trainer.tasks["depth"].loss
+    calls = {"n": 0}
+
+    def sometimes_nan(pred, target):
+        calls["n"] += 1
+        value = real(pred, target)
+        return value * float("nan") if calls["n"] == 1 else value
+
+    trainer.tasks["depth"].loss = sometimes_nan
+    summary = trainer.fit()
+    first = json.loads((d / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["skipped_steps"] == 1 and summary["steps"] == 2 * trainer.steps_per_epoch
+    assert all_finite(d / "checkpoints" / "last") and all_finite(d / "checkpoints" / "best")
+
+
+def test_skipping_stops_after_max_skips_in_a_row(zoo, spec_factory):
+    trainer = Trainer(zoo.build(spec_factory(**{"train.nonfinite": "skip", "train.max_skips": 2})), None)
+    trainer.tasks["depth"].loss = lambda pred, target: pred.sum() * float("nan")
+    with pytest.raises(TrainingError, match=r"^2 steps in a row skipped \(train.nonfinite: skip\)"):
+        trainer.fit()
+
+
+def test_non_finite_weights_are_never_saved_or_evaluated(zoo, tmp_path, spec_factory, capsys):
+    d = new_run_dir(tmp_path, "nan")
+    trainer, _ = train(zoo, spec_factory(), d)
+    before = (d / "checkpoints" / "last" / "weights.safetensors").read_bytes()
+    with torch.no_grad():
+        next(trainer.model.parameters()).fill_(float("nan"))
+    with pytest.raises(ckpt.NonFiniteWeights, match="not written: 1 of .* tensors hold NaN"):
+        trainer._save("last")
+    assert (d / "checkpoints" / "last" / "weights.safetensors").read_bytes() == before
+    # a checkpoint that holds NaN (written by hand) is refused by eval in one line
+    weights = load_file(str(d / "checkpoints" / "best" / "weights.safetensors"))
+    key = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[key] = torch.full_like(weights[key], float("nan"))
+    save_file(weights, str(d / "checkpoints" / "best" / "weights.safetensors"))
+    assert main(["eval", str(d)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "hold NaN or infinite values" in err[0]
+
+
+def test_best_and_last_share_one_epoch_numbering(zoo, tmp_path, spec_factory):
+    d = new_run_dir(tmp_path, "num")
+    train(zoo, spec_factory(**{"train.epochs": 2}), d)
+    last = ckpt.read_state(d / "checkpoints" / "last")
+    best = ckpt.read_state(d / "checkpoints" / "best")
+    assert last["epoch"] == 2 and best["epoch"] == best["best"]["epoch"]
+
+
+@pytest.mark.parametrize("leftover", ["tmp", "old", "both"])
+def test_resume_recovers_a_checkpoint_interrupted_between_its_renames(zoo, tmp_path, spec_factory, leftover):
+    spec = spec_factory(**{"train.epochs": 2})
+    _, full = train(zoo, spec, new_run_dir(tmp_path, "full"))
+    d = new_run_dir(tmp_path, "cut")
+    train(zoo, spec, d, until=1)
+    ckdir = d / "checkpoints"
+    if leftover in ("old", "both"):
+        shutil.copytree(ckdir / "last", ckdir / ".last.old")
+    if leftover in ("tmp", "both"):
+        shutil.copytree(ckdir / "last", ckdir / ".last.tmp")
+    shutil.rmtree(ckdir / "last")
+    _, resumed = train(zoo, spec, d, resume=ckpt.resolve_checkpoint(ckdir / "last"))
+    assert resumed["final"] == full["final"]
+
+
+def test_a_finished_run_without_its_summary_writes_it_on_resume(zoo, tmp_path, spec_factory):
+    d = new_run_dir(tmp_path, "fin")
+    spec = spec_factory(**{"train.test_split": "test"})
+    _, summary = train(zoo, spec, d)
+    (d / "summary.json").unlink()
+    _, again = train(zoo, spec, d, resume=d / "checkpoints" / "last")
+    assert json.loads((d / "summary.json").read_text())["test"] == summary["test"] == again["test"]
+    with pytest.raises(CheckpointError, match="already finished"):
+        train(zoo, spec, d, resume=d / "checkpoints" / "last")
+
+
+def test_resume_rewrites_the_log_to_the_checkpoints_epochs(zoo, tmp_path, spec_factory):
+    spec = spec_factory(**{"train.epochs": 2})
+    d = new_run_dir(tmp_path, "dup")
+    train(zoo, spec, d, until=1)
+    with open(d / "metrics.jsonl", "a") as f:  # a crash after appending epoch 2's line, before its checkpoint
+        f.write(json.dumps({"epoch": 2, "step": 99}) + "\n")
+    train(zoo, spec, d, resume=d / "checkpoints" / "last")
+    assert [json.loads(x)["epoch"] for x in (d / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"\xff\xfe\x00garbage", "not UTF-8"),
+        (b"[]", "holds list, not a mapping"),
+        (b'{"epoch": "abc"}', "epoch is 'abc', not a count"),
+        (b'{"epoch": 1, "step": 2, "rng": {"python": [1, 2, 3]}}', "scheduler or RNG state is damaged"),
+    ],
+)
+def test_a_damaged_state_json_is_one_line(zoo, tmp_path, spec_factory, content, words, capsys):
+    d = new_run_dir(tmp_path, "bad")
+    train(zoo, spec_factory(**{"train.epochs": 1}), d)
+    (d / "checkpoints" / "last" / "state.json").write_bytes(content)
+    assert main(["train", "--resume", str(d), "train.epochs=2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+
+
+def test_resume_with_another_optimizer_is_one_line(zoo, tmp_path, spec_factory, capsys):
+    d = new_run_dir(tmp_path, "opt")
+    train(zoo, spec_factory(), d)
+    assert main(["train", "--resume", str(d), "train.epochs=2", "train.optimizer.name=sgd"]) == 2
+    err = capsys.readouterr().err
+    assert "was trained with AdamW, this spec builds SGD" in err and err.count("\n") == 1
+
+
+def test_a_run_interrupted_before_its_first_checkpoint_says_so(tmp_path, capsys):
+    run = tmp_path / "early"
+    run.mkdir()
+    (run / "config.yaml").write_text("name: early\n")
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "stopped before its first checkpoint" in capsys.readouterr().err
+
+
+def test_a_full_disk_leaves_earlier_checkpoints_and_no_temporary_folder(
+    zoo, tmp_path, spec_factory, monkeypatch
+):
+    d = new_run_dir(tmp_path, "full")
+    trainer, _ = train(zoo, spec_factory(), d)
+    before = (d / "checkpoints" / "last" / "weights.safetensors").read_bytes()
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "save_file", no_space)
+    with pytest.raises(CheckpointError) as err:
+        trainer._save("last")
+    assert "cannot write the checkpoint (OSError: [Errno 28] No space left on device)" in str(err.value)
+    assert "earlier checkpoints are intact" in str(err.value)
+    assert not (d / "checkpoints" / ".last.tmp").exists()
+    assert (d / "checkpoints" / "last" / "weights.safetensors").read_bytes() == before
+
+
+def test_an_out_dir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(Exception, match=r"^train.out_dir: .*afile is a file, not a folder"):
+        new_run_dir(tmp_path / "afile", "x")
+
+
+def test_two_processes_cannot_train_one_run(zoo, tmp_path, spec_factory, root):
+    d = new_run_dir(tmp_path, "locked")
+    train(zoo, spec_factory(**{"train.epochs": 1}), d)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from mtlzoo.runtime.files import RunLock; "
+            f"lock = RunLock({str(d)!r}); print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=root,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        out = subprocess.run(
+            [sys.executable, "-m", "mtlzoo", "train", "--resume", str(d), "train.epochs=2"],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        assert out.returncode == 2
+        assert (
+            out.stderr.strip()
+            .splitlines()[-1]
+            .startswith(f"error: {d}: in use by mtlzoo process {holder.pid}")
+        )
+    finally:
+        holder.kill()
+        holder.wait()
