@@ -13,7 +13,7 @@ from torch import nn
 
 from mtlzoo.contract.combine import Step
 
-LOSS_LEVEL = ["sum", "weighted", "uncertainty", "dwa", "rlw", "gls", "imtl_l", "famo", "gradnorm"]
+LOSS_LEVEL = ["sum", "weighted", "uncertainty", "dwa", "rlw", "gls", "imtl_l", "famo", "gradnorm", "stch"]
 GRADIENT_LEVEL = [
     "mgda",
     "pcgrad",
@@ -26,6 +26,12 @@ GRADIENT_LEVEL = [
     "upgrad",
     "config",
     "db_mtl",
+    "fairgrad",
+    "excess_mtl",
+    "moco",
+    "modo",
+    "sdmgrad",
+    "dualproj",
 ]
 TASKS = ["seg", "depth", "cls"]
 

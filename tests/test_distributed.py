@@ -14,7 +14,8 @@ import yaml
 from safetensors.torch import load_file
 
 
-def spec(tmp_path: Path, combiner: dict, batch: int, name: str) -> Path:
+def spec(tmp_path: Path, combiner: dict, batch: int, name: str, architecture: dict | None = None) -> Path:
+    """A 3-task run on shapes, 3 steps of SGD, every part without batch statistics."""
     heads = {"norm": "none"}
     data = {
         "name": name,
@@ -37,6 +38,8 @@ def spec(tmp_path: Path, combiner: dict, batch: int, name: str) -> Path:
             "max_steps_per_epoch": 3,
         },
     }
+    if architecture is not None:
+        data["model"]["architecture"] = architecture
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -53,6 +56,10 @@ COMBINERS = [
     {"name": "uncertainty"},
     {"name": "pcgrad", "wrt": "params"},
     {"name": "mgda", "wrt": "features"},
+    {"name": "modo", "wrt": "params"},
+    {"name": "sdmgrad", "wrt": "features"},
+    {"name": "moco", "wrt": "params"},
+    {"name": "excess_mtl", "wrt": "features"},
 ]
 
 

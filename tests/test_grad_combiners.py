@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import torchjd.aggregation as tjd
 from scipy.optimize import minimize
 from torch import nn
@@ -131,7 +132,7 @@ class _SlsqpProjector:
     def __call__(self, U, G):
         Gn = G.double().numpy()
         out = []
-        for u in U.double().numpy():
+        for u in U.double().reshape(-1, U.shape[-1]).numpy():  # U is [..., m]
             res = minimize(
                 lambda v: v @ Gn @ v,
                 u + 0.1,
@@ -141,19 +142,32 @@ class _SlsqpProjector:
                 options={"ftol": 1e-16, "maxiter": 1000},
             )
             out.append(res.x)
-        return torch.tensor(np.array(out), dtype=G.dtype)
+        return torch.tensor(np.array(out), dtype=G.dtype).reshape(U.shape)
 
 
-def test_upgrad_matches_torchjd():
+def torchjd_projector():
+    """torchjd's dual-cone projector interface over the SLSQP reference."""
     from torchjd._linalg import DualConeProjector
 
     class Proj(_SlsqpProjector, DualConeProjector):
         pass
 
+    return Proj()
+
+
+def test_upgrad_matches_torchjd():
     for J in MATRICES:
         ours = J.T @ gr.upgrad_weights(gram(J))
-        theirs = tjd.UPGrad(projector=Proj())(J)
+        theirs = tjd.UPGrad(projector=torchjd_projector())(J)
         assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_dualproj_matches_torchjd():
+    for J in MATRICES:
+        mean = torch.full((J.shape[0],), 1.0 / J.shape[0], dtype=torch.float64)
+        ours = J.T @ gr.dual_cone_weights(gram(J), mean)
+        assert torch.allclose(ours, tjd.DualProj(projector=torchjd_projector())(J), atol=1e-5)
+        assert (J @ ours >= -1e-9).all()
 
 
 # -- IMTL-G -------------------------------------------------------------------------------------
@@ -298,6 +312,12 @@ REFERENCE = {
     ),
     "config": (gc.ConFIGCombiner, C.WrtOptions, {}, lambda J: tjd.ConFIG()(J)),
     "upgrad": (gc.UPGradCombiner, C.WrtOptions, {}, lambda J: J.T @ gr.upgrad_weights(J @ J.T)),
+    "dualproj": (
+        gc.DualProjCombiner,
+        C.WrtOptions,
+        {},
+        lambda J: tjd.DualProj(projector=torchjd_projector())(J),
+    ),
     "cagrad": (
         gc.CAGradCombiner,
         C.CAGradOptions,
@@ -391,6 +411,12 @@ def config_error(zoo: Zoo, node: dict) -> str:
         "upgrad",
         "config",
         "db_mtl",
+        "fairgrad",
+        "excess_mtl",
+        "moco",
+        "modo",
+        "sdmgrad",
+        "dualproj",
     ],
 )
 def test_wrt_is_validated(zoo, name):
@@ -451,6 +477,12 @@ def test_registry_holds_every_gradient_combiner(zoo):
         "upgrad",
         "config",
         "db_mtl",
+        "fairgrad",
+        "excess_mtl",
+        "moco",
+        "modo",
+        "sdmgrad",
+        "dualproj",
     ]:
         entry = zoo.entry("combiner", name)
         assert entry.plugin == "builtin_combiners"
@@ -501,3 +533,60 @@ def test_gradvac_and_db_mtl_state_round_trip():
         losses, step = model.step(1)
         fresh.backward(losses, step)
         assert not torch.allclose(model.theta.grad, grads[0])  # the state mattered
+
+
+class Scaled(nn.Module):
+    """features f = M theta with a large M, so feature-space and parameter-space norms differ;
+    loss_t = a_t . f + b_t."""
+
+    def __init__(self, A, M):
+        super().__init__()
+        self.A, self.M = A.float(), M.float()
+        self.theta = nn.Parameter(torch.ones(M.shape[1]))
+        self.b = nn.ParameterList([nn.Parameter(torch.zeros(())) for _ in range(A.shape[0])])
+
+    def step(self):
+        f = self.M @ self.theta
+        losses = {f"t{i}": self.A[i] @ f + self.b[i] + 2.0 for i in range(self.A.shape[0])}
+        own = {f"t{i}": [self.b[i]] for i in range(self.A.shape[0])}
+        return losses, Step(losses, [f], [self.theta], own)
+
+
+@pytest.mark.parametrize("wrt", ["params", "features"])
+def test_nash_mtl_max_norm_bounds_the_parameter_update_in_both_modes(wrt):
+    g = torch.Generator().manual_seed(3)
+    A, M = torch.randn(3, 6, generator=g), 20 * torch.randn(6, 4, generator=g)
+    names = ["t0", "t1", "t2"]
+    unclipped = Scaled(A, M)
+    losses, step = unclipped.step()
+    gc.NashMTLCombiner(names, C.NashMTLOptions(wrt=wrt, max_norm=0.0)).backward(losses, step)
+    assert float(unclipped.theta.grad.norm()) > 10  # the clip below has work to do
+    model = Scaled(A, M)
+    losses, step = model.step()
+    gc.NashMTLCombiner(names, C.NashMTLOptions(wrt=wrt, max_norm=1.0)).backward(losses, step)
+    assert float(model.theta.grad.norm()) == pytest.approx(1.0, rel=1e-5)
+    # the direction is the unclipped update's
+    cos = F.cosine_similarity(model.theta.grad, unclipped.theta.grad, dim=0)
+    assert float(cos) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_nash_mtl_on_rank_deficient_gradients_is_the_exact_solution():
+    # 5 tasks whose gradients span 2 dimensions (the case that crashed with a complex number)
+    g = torch.Generator().manual_seed(0)
+    J = torch.randn(5, 2, generator=g, dtype=torch.float64) @ torch.randn(
+        2, 8, generator=g, dtype=torch.float64
+    )
+    assert int(torch.linalg.matrix_rank(J)) == 2
+    G = J @ J.T / torch.linalg.matrix_norm(J @ J.T)
+    a = gr.nash_mtl_weights(G)
+    assert torch.isfinite(a).all() and (a > 0).all()
+    # the unique stationary point of the strictly convex potential of the (ridged) problem,
+    # a_i (G a)_i = 1 for every task: the null space of G makes a large (the ridge bounds it)
+    Gr = G + 1e-10 * torch.eye(5, dtype=torch.float64)
+    assert float((a * (Gr @ a) - 1).abs().max()) < 1e-3
+    # through the combiner: a finite update of norm max_norm
+    model = Linear(J * 1000)  # large gradients: the clip acts
+    losses, step = model.step()
+    gc.NashMTLCombiner([f"t{i}" for i in range(5)], C.NashMTLOptions(max_norm=1.0)).backward(losses, step)
+    assert torch.isfinite(model.theta.grad).all()
+    assert float(model.theta.grad.norm()) == pytest.approx(1.0, rel=1e-5)

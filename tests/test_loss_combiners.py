@@ -299,25 +299,33 @@ GRADIENT_LEVEL = [
     "config",
     "db_mtl",
 ]
+#: the methods added from LibMTL and torchjd, registered last (``stch`` is loss-level)
+ADDED = ["fairgrad", "excess_mtl", "moco", "modo", "sdmgrad", "stch", "dualproj"]
+ALL = LOSS_LEVEL + GRADIENT_LEVEL + ADDED
 
 
-def test_hook_registers_all_20_names_lazily_in_order():
+def test_hook_registers_all_27_names_lazily_in_order():
     seen = {}
 
     def register(name, factory, options=None, help=""):
         seen[name] = (factory, options, help)
 
     C.register_combiners(register)
-    assert list(seen) == LOSS_LEVEL + GRADIENT_LEVEL
+    assert list(seen) == ALL and len(ALL) == 27
     for name, (factory, _options, help) in seen.items():
         assert isinstance(factory, str) and factory.startswith("mtlzoo.builtin.combiners."), name
         assert help, name
     assert [n for n, (_, o, _) in seen.items() if o is None] == ["sum", "gls", "imtl_l"]
-    assert [n for n, (_, o, _) in seen.items() if o is C.WrtOptions] == ["imtl_g", "upgrad", "config"]
+    assert [n for n, (_, o, _) in seen.items() if o is C.WrtOptions] == [
+        "imtl_g",
+        "upgrad",
+        "config",
+        "dualproj",
+    ]
 
 
 def test_registry_holds_every_loss_combiner(zoo):
-    for name in LOSS_LEVEL:
+    for name in [*LOSS_LEVEL, "stch"]:
         entry = zoo.entry("combiner", name)
         assert entry.plugin == "builtin_combiners"
         assert zoo.make("combiner", {"name": name}, NAMES, path="combiner").level == "loss"
@@ -325,11 +333,11 @@ def test_registry_holds_every_loss_combiner(zoo):
     assert famo.needs_losses_after_step and famo.lr == 1.0 and isinstance(famo.lr, float)
 
 
-@pytest.mark.parametrize("name", LOSS_LEVEL + GRADIENT_LEVEL)
+@pytest.mark.parametrize("name", ALL)
 def test_every_name_builds_from_its_defaults(zoo, name):
     comb = zoo.make("combiner", {"name": name}, ["a", "b"], path="combiner")
     assert isinstance(comb, Combiner) and comb.task_names == ["a", "b"]
-    assert comb.level == ("loss" if name in LOSS_LEVEL else "gradient")
+    assert comb.level == ("loss" if name in [*LOSS_LEVEL, "stch"] else "gradient")
     if comb.level == "gradient":
         assert comb.wrt == "params"
 

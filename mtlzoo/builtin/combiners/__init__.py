@@ -23,6 +23,13 @@ graddrop     gradient  gradient sign dropout (Chen et al. 2020)
 upgrad       gradient  dual-cone projections (Quinton & Rey 2024)
 config       gradient  conflict-free update (Liu et al. 2024)
 db_mtl       gradient  log-loss and gradient-magnitude balancing (Lin et al. 2023)
+fairgrad     gradient  alpha-fair weights ``G w = w^(-1/alpha)`` (Ban & Ji 2024)
+excess_mtl   gradient  weights from excess-risk estimates (He et al. 2024)
+moco         gradient  MGDA on tracked task gradients (Fernando et al. 2023)
+modo         gradient  MGDA weights from two samples of the batch (Chen et al. 2023)
+sdmgrad      gradient  direction-oriented MGDA, two samples (Xiao et al. 2023)
+stch         loss      smooth Tchebycheff scalarisation of log losses (Lin et al. 2024)
+dualproj     gradient  mean gradient projected onto the dual cone (torchjd)
 ===========  ========  ===============================================================
 
 Each factory is ``factory(task_names, options)`` (``factory(task_names)`` for ``sum``,
@@ -31,8 +38,9 @@ Each factory is ``factory(task_names, options)`` (``factory(task_names)`` for ``
 ``features`` (see :mod:`mtlzoo.contract.combine`).
 
 This module only declares options and registers the combiners; the combiners live in
-:mod:`.basic`, :mod:`.loss_level` and :mod:`.gradient_level` (the aggregation math in
-:mod:`.gradients`), imported with torch (and scipy) when a combiner is first built.
+:mod:`.basic`, :mod:`.loss_level`, :mod:`.gradient_level` and :mod:`.stochastic` (the
+aggregation math in :mod:`.gradients`), imported with torch (and scipy) when a combiner is
+first built.
 """
 
 from __future__ import annotations
@@ -135,7 +143,7 @@ class GradNormOptions:
 @dataclass
 class WrtOptions:
     """Options of gradient-level combiners without further settings (``imtl_g``, ``upgrad``,
-    ``config``), and the first option of every other one.
+    ``config``, ``dualproj``), and the first option of every other one.
 
     Attributes:
         wrt: ``params`` (shared-parameter gradients) or ``features`` (shared-representation
@@ -193,7 +201,9 @@ class NashMTLOptions(WrtOptions):
     """Options of ``nash_mtl``.
 
     Attributes:
-        max_norm: the update's norm is clipped to this (0: no clipping; reference: 1).
+        max_norm: the shared parameters' gradient norm is clipped to this after the update is
+            assembled, with ``wrt: params`` and ``wrt: features`` alike (0: no clipping;
+            reference: 1).
         update_weights_every: solve for new weights every this many steps, reuse between.
         max_iter: Newton iterations at most per solve.
     """
@@ -255,10 +265,104 @@ class DBMTLOptions(WrtOptions):
     beta_sigma: float = option(0.5, ge=0)
 
 
+@dataclass
+class FairGradOptions(WrtOptions):
+    """Options of ``fairgrad``.
+
+    Attributes:
+        alpha: fairness exponent (> 0): towards 0 the plain sum, 1 proportional fairness
+            (Nash-MTL's equation), large values max-min fairness (LibMTL default 1).
+        max_iter: Newton iterations at most per solve.
+    """
+
+    alpha: float = option(1.0, gt=0)
+    max_iter: int = option(100, ge=1)
+
+
+@dataclass
+class ExcessMTLOptions(WrtOptions):
+    """Options of ``excess_mtl``.
+
+    Attributes:
+        step_size: step size (> 0) of the exponentiated weight update (LibMTL's
+            ``robust_step_size``, default 1e-2).
+    """
+
+    step_size: float = option(1e-2, gt=0)
+
+
+@dataclass
+class MoCoOptions(WrtOptions):
+    """Options of ``moco`` (defaults: LibMTL's).
+
+    Attributes:
+        beta: tracking rate in (0, 1] of the gradient estimates, decayed as ``beta / k**beta_sigma``.
+        beta_sigma: decay exponent (>= 0) of ``beta`` over steps ``k = 1, 2, ...``.
+        gamma: step size (> 0) of the weight update, decayed as ``gamma / k**gamma_sigma``.
+        gamma_sigma: decay exponent (>= 0) of ``gamma``.
+        rho: l2 regularisation (>= 0) of the weight update.
+        normalize: track ``L_t g_t / ||g_t||`` (the authors' and LibMTL's code) instead of ``g_t``.
+        simplex: map the weight step back to the simplex by Euclidean ``projection`` (the
+            paper) or by a ``softmax`` (LibMTL's code).
+    """
+
+    beta: float = option(0.5, gt=0, le=1)
+    beta_sigma: float = option(0.5, ge=0)
+    gamma: float = option(0.1, gt=0)
+    gamma_sigma: float = option(0.5, ge=0)
+    rho: float = option(0.0, ge=0)
+    normalize: bool = True
+    simplex: Literal["projection", "softmax"] = "projection"
+
+
+@dataclass
+class MoDoOptions(WrtOptions):
+    """Options of ``modo`` (defaults: LibMTL's).
+
+    Attributes:
+        gamma: step size (> 0) of the weight update.
+        rho: l2 regularisation (>= 0) of the weight update.
+    """
+
+    gamma: float = option(1e-3, gt=0)
+    rho: float = option(0.1, ge=0)
+
+
+@dataclass
+class SDMGradOptions(WrtOptions):
+    """Options of ``sdmgrad`` (defaults: LibMTL's).
+
+    Attributes:
+        lam: pull (>= 0) of the update towards the mean gradient (the paper's lambda).
+        lr: step size (> 0) of the inner projected SGD on the weights.
+        momentum: heavy-ball momentum in [0, 1) of that SGD.
+        n_iter: inner SGD steps per training step.
+    """
+
+    lam: float = option(0.3, ge=0)
+    lr: float = option(5.0, gt=0)
+    momentum: float = option(0.5, ge=0, lt=1)
+    n_iter: int = option(20, ge=1)
+
+
+@dataclass
+class STCHOptions:
+    """Options of ``stch`` (defaults: LibMTL's).
+
+    Attributes:
+        mu: smoothing (> 0) of the Tchebycheff max: smaller is closer to the max.
+        nadir_epoch: the 0-based epoch whose mean losses become the nadir point; up to and
+            including it the loss is ``sum_t log L_t`` (LibMTL's ``STCH_warmup_epoch``).
+    """
+
+    mu: float = option(1.0, gt=0)
+    nadir_epoch: int = option(4, ge=0)
+
+
 @hookimpl
 def register_combiners(register):
-    """Register the built-in combiners: ``sum`` and ``weighted``, the loss-level ones, then
-    the gradient-level ones."""
+    """Register the built-in combiners: ``sum`` and ``weighted``, the loss-level ones, the
+    gradient-level ones, then the methods added from LibMTL and torchjd."""
     basic, loss, grad = f"{_PKG}.basic", f"{_PKG}.loss_level", f"{_PKG}.gradient_level"
     register("sum", f"{basic}:SumCombiner", None, "Equal weighting: L = sum_t L_t")
     register(
@@ -358,6 +462,49 @@ def register_combiners(register):
         DBMTLOptions,
         "DB-MTL log-loss and gradient-magnitude balancing (Lin et al. 2023)",
     )
+    stoch = f"{_PKG}.stochastic"
+    register(
+        "fairgrad",
+        f"{grad}:FairGradCombiner",
+        FairGradOptions,
+        "FairGrad alpha-fair weights G w = w^(-1/alpha) (Ban & Ji 2024)",
+    )
+    register(
+        "excess_mtl",
+        f"{stoch}:ExcessMTLCombiner",
+        ExcessMTLOptions,
+        "ExcessMTL weights from excess-risk estimates (He et al. 2024)",
+    )
+    register(
+        "moco",
+        f"{stoch}:MoCoCombiner",
+        MoCoOptions,
+        "MoCo MGDA on tracked task gradients (Fernando et al. 2023)",
+    )
+    register(
+        "modo",
+        f"{stoch}:MoDoCombiner",
+        MoDoOptions,
+        "MoDo MGDA weights from two samples of the batch (Chen et al. 2023)",
+    )
+    register(
+        "sdmgrad",
+        f"{stoch}:SDMGradCombiner",
+        SDMGradOptions,
+        "SDMGrad direction-oriented MGDA, two samples (Xiao et al. 2023)",
+    )
+    register(
+        "stch",
+        f"{loss}:STCHCombiner",
+        STCHOptions,
+        "Smooth Tchebycheff scalarisation of log losses (Lin et al. 2024)",
+    )
+    register(
+        "dualproj",
+        f"{grad}:DualProjCombiner",
+        WrtOptions,
+        "DualProj mean gradient projected onto the dual cone (torchjd)",
+    )
 
 
 __all__ = [
@@ -377,5 +524,11 @@ __all__ = [
     "GradVacOptions",
     "GradDropOptions",
     "DBMTLOptions",
+    "FairGradOptions",
+    "ExcessMTLOptions",
+    "MoCoOptions",
+    "MoDoOptions",
+    "SDMGradOptions",
+    "STCHOptions",
     "register_combiners",
 ]

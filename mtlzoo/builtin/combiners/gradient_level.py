@@ -9,7 +9,8 @@ with ``wrt: params`` no T x P matrix is stored (layer-wise Gramian, see
 average of the gradients themselves) need the matrix (:meth:`Step.task_gradients`).
 
 Head parameters are not shared: they receive the gradient of their own (unweighted) loss,
-as in LibMTL and torchjd (``db_mtl``: of the log loss, as in its paper). Random choices
+as in LibMTL and torchjd (``db_mtl``: of the log loss, as in its paper; ``fairgrad``: of the
+weighted loss, as in its reference code). Random choices
 (PCGrad/GradVac orders, GradDrop draws) come from :meth:`Step.generator`, identical on
 every rank. The math lives in :mod:`.gradients` (imported with scipy, by this module only);
 the options classes live in :mod:`mtlzoo.builtin.combiners`.
@@ -26,6 +27,7 @@ from . import (
     AlignedMTLOptions,
     CAGradOptions,
     DBMTLOptions,
+    FairGradOptions,
     GradDropOptions,
     GradVacOptions,
     MGDAOptions,
@@ -57,7 +59,12 @@ class GramianCombiner(GradientCombiner):
 
     Subclasses implement :meth:`weights`; :meth:`backward` asks the step for the Gramian
     and applies the weights with one assembled (``params``) or backbone (``features``) pass.
+    Head parameters get their own loss's gradient, or the weighted one where :attr:`heads`
+    is ``"weighted"`` (methods whose reference code backpropagates ``sum_t w_t L_t``).
     """
+
+    #: what head parameters receive (see :meth:`Step.backward_weighted`)
+    heads: str = "own"
 
     def weights(self, gramian: Tensor, step: Step) -> Tensor:
         """Weights (float64, step task order) from the T x T Gramian."""
@@ -67,7 +74,7 @@ class GramianCombiner(GradientCombiner):
         """Gramian -> weights -> shared update ``sum_t w_t g_t``; heads get their own loss."""
         self.order(step)
         w = self.weights(step.gramian(self.wrt), step)
-        step.backward_weighted(w, self.wrt)
+        step.backward_weighted(w, self.wrt, heads=self.heads)
         return weight_logs(step.task_names, w)
 
 
@@ -135,8 +142,21 @@ class NashMTLCombiner(GramianCombiner):
         self.register_buffer("alpha", torch.ones(T, dtype=torch.float64))
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
 
+    def backward(self, losses: dict[str, Tensor], step: Step) -> dict[str, float]:
+        """The bargaining update, then (as the reference code) the shared parameters' gradient
+        clipped to norm ``max_norm``: in both ``wrt`` modes it bounds the parameter update."""
+        logs = super().backward(losses, step)
+        if self.max_norm > 0:
+            grads = [p.grad for p in step.shared_params if p.grad is not None]
+            if grads:
+                norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+                if norm > self.max_norm:
+                    for g in grads:
+                        g.mul_(self.max_norm / norm)
+        return logs
+
     def weights(self, gramian: Tensor, step: Step) -> Tensor:
-        """Bargaining weights (every ``update_weights_every`` steps), clipped to ``max_norm``."""
+        """Bargaining weights (every ``update_weights_every`` steps), not yet clipped."""
         idx = self.order(step)
         G = gramian.double()
         if int(self.calls) % self.every == 0:
@@ -146,12 +166,7 @@ class NashMTLCombiner(GramianCombiner):
             alpha = gr.nash_mtl_weights(Gn, init=init, max_iter=self.max_iter)
             self.alpha[idx] = alpha.to(self.alpha)
         self.calls += 1
-        alpha = self.alpha.cpu()[idx].clone()
-        if self.max_norm > 0:
-            norm = float(alpha @ G @ alpha) ** 0.5
-            if norm > self.max_norm:
-                alpha = alpha * (self.max_norm / norm)
-        return alpha
+        return self.alpha.cpu()[idx].clone()
 
 
 # -- IMTL-G --------------------------------------------------------------------------------------
@@ -284,3 +299,43 @@ class DBMTLCombiner(GradientCombiner):
         direction = alpha.to(self.grad_buffer) @ self.grad_buffer
         step.set_shared_gradient(direction, self.wrt, head_weights=(1.0 / L).tolist())
         return weight_logs(self.task_names, alpha)
+
+
+# -- FairGrad ------------------------------------------------------------------------------------
+class FairGradCombiner(GramianCombiner):
+    """FairGrad (Ban & Ji, ICML 2024, "Fair Resource Allocation in Multi-Task Learning"): the
+    update ``J^T w`` whose per-task improvements ``G w`` are alpha-fair, i.e. the weights
+    solve ``G w = w^(-1/alpha)`` (Equation 4 of the paper) on the raw Gramian.
+
+    Variant: solved exactly (damped Newton on the convex potential of that equation, see
+    :func:`~.gradients.alpha_fair_weights`) instead of the reference code's
+    ``scipy.optimize.least_squares`` from uniform weights; they agree to the least-squares
+    tolerance. As in the reference code (and LibMTL), the heads receive the gradient of
+    ``sum_t w_t L_t``. The paper and LibMTL define it on parameter gradients; ``wrt:
+    features`` applies the same rule to the shared representation's gradients.
+    """
+
+    heads = "weighted"
+
+    def __init__(self, task_names, options: FairGradOptions):
+        super().__init__(task_names, options)
+        self.alpha, self.max_iter = options.alpha, options.max_iter
+
+    def weights(self, gramian: Tensor, step: Step) -> Tensor:
+        """Alpha-fair weights."""
+        return gr.fairgrad_weights(gramian, self.alpha, self.max_iter)
+
+
+# -- DualProj ------------------------------------------------------------------------------------
+class DualProjCombiner(GramianCombiner):
+    """DualProj, torchjd's aggregator (Quinton & Rey, 2024, "Jacobian Descent for
+    Multi-Objective Optimization"; Equation 11 of Lopez-Paz & Ranzato, NeurIPS 2017,
+    "Gradient Episodic Memory for Continual Learning"): the mean task gradient projected onto
+    the dual cone of the task gradients, so the update conflicts with no task
+    (``<update, g_t> >= 0``). Weights from the exact NNLS form of the projection (torchjd
+    solves the same quadratic program with quadprog)."""
+
+    def weights(self, gramian: Tensor, step: Step) -> Tensor:
+        """Dual-cone projection weights of the mean."""
+        T = gramian.shape[0]
+        return gr.dual_cone_weights(gramian, torch.full((T,), 1.0 / T, dtype=torch.float64))

@@ -232,37 +232,165 @@ def cagrad_weights(G: Tensor, c: float = 0.5, rescale: int = 1) -> Tensor:
     return weights
 
 
-def nash_mtl_weights(G: Tensor, init: Tensor | None = None, max_iter: int = 100, tol: float = 1e-9) -> Tensor:
-    """Nash-MTL (Navon et al. 2022) bargaining weights: the ``a > 0`` solving ``G a = 1/a``.
+def alpha_fair_weights(
+    G: Tensor, alpha: float = 1.0, init: Tensor | None = None, max_iter: int = 100, tol: float = 1e-9
+) -> Tensor:
+    """The ``w > 0`` solving ``G w = w^(-1/alpha)`` (element-wise power): alpha-fair weights.
 
-    That equation is the stationarity condition of the strictly convex potential
-    ``phi(a) = a^T G a / 2 - sum log a_i``, minimised here by damped Newton steps (exact,
-    no cvxpy), warm-started from ``init``. Pass the normalised Gramian
-    (``G / ||G||_F`` in the reference code); a tiny ridge keeps singular Gramians solvable.
+    The equation is the stationarity condition of the strictly convex potential
+    ``phi(w) = w^T G w / 2 - sum_i u(w_i)`` with ``u' = w^(-1/alpha)`` (``u = log`` at
+    ``alpha = 1``, ``w^(1 - 1/alpha) / (1 - 1/alpha)`` otherwise; ``u`` is concave for every
+    ``alpha > 0``), minimised here by damped Newton steps that stay inside ``w > 0``, warm-started
+    from ``init`` (default ones). ``alpha = 1`` is Nash-MTL's ``G w = 1/w``. A task whose
+    gradient is zero has no finite weight: give ``G`` a ridge if that can happen.
     """
     G = _f64(G)
     T = G.shape[0]
-    G = G + 1e-10 * torch.eye(T, dtype=torch.float64)
-    a = torch.ones(T, dtype=torch.float64) if init is None else init.double().cpu().clamp(min=1e-8)
+    w = torch.ones(T, dtype=torch.float64) if init is None else init.double().cpu().clamp(min=1e-8)
+    p = -1.0 / alpha
 
     def phi(x: Tensor) -> float:
-        return float(0.5 * x @ G @ x - torch.log(x).sum())
+        u = torch.log(x) if alpha == 1 else x ** (1 + p) / (1 + p)
+        return float(0.5 * x @ G @ x - u.sum())
 
     for _ in range(max_iter):
-        grad = G @ a - 1.0 / a
-        if float(grad.norm()) <= tol * max(1.0, float((1.0 / a).norm())):
+        power = w**p
+        grad = G @ w - power
+        if float(grad.norm()) <= tol * max(1.0, float(power.norm())):
             break
-        H = G + torch.diag(1.0 / a**2)
+        H = G + torch.diag(-p * w ** (p - 1))
         step = -torch.linalg.solve(H, grad)
         neg = step < 0
         t = 1.0
-        if bool(neg.any()):  # stay strictly inside a > 0
-            t = min(1.0, 0.99 * float((-a[neg] / step[neg]).min()))
-        f0, slope = phi(a), float(grad @ step)
-        while t > 1e-12 and phi(a + t * step) > f0 + 1e-4 * t * slope:
+        if bool(neg.any()):  # stay strictly inside w > 0
+            t = min(1.0, 0.99 * float((-w[neg] / step[neg]).min()))
+        f0, slope = phi(w), float(grad @ step)
+        while t > 1e-12 and phi(w + t * step) > f0 + 1e-4 * t * slope:
             t *= 0.5
-        a = a + t * step
-    return a
+        w = w + t * step
+    return w
+
+
+def nash_mtl_weights(G: Tensor, init: Tensor | None = None, max_iter: int = 100, tol: float = 1e-9) -> Tensor:
+    """Nash-MTL (Navon et al. 2022) bargaining weights: the ``a > 0`` solving ``G a = 1/a``
+    (:func:`alpha_fair_weights` with ``alpha = 1``: exact, no cvxpy), warm-started from
+    ``init``. Pass the normalised Gramian (``G / ||G||_F`` in the reference code); a tiny
+    ridge keeps singular Gramians solvable.
+    """
+    G = _f64(G)
+    return alpha_fair_weights(
+        G + 1e-10 * torch.eye(G.shape[0], dtype=torch.float64), 1.0, init, max_iter, tol
+    )
+
+
+def fairgrad_weights(G: Tensor, alpha: float = 1.0, max_iter: int = 100) -> Tensor:
+    """FairGrad (Ban & Ji 2024): the alpha-fair weights ``G w = w^(-1/alpha)`` on the raw
+    Gramian (the weights' scale is part of the method).
+
+    Solved on ``G / s`` (``s`` = the mean squared gradient norm, with a ``1e-10`` ridge) and
+    rescaled exactly: if ``G_n v = v^(-1/alpha)`` then ``w = s^(-alpha / (1 + alpha)) v``
+    solves the raw equation. A zero Gramian gives ones.
+    """
+    G = _f64(G)
+    T = G.shape[0]
+    s = float(torch.diagonal(G).sum()) / max(T, 1)
+    if s <= 0:
+        return torch.ones(T, dtype=torch.float64)
+    Gn = G / s + 1e-10 * torch.eye(T, dtype=torch.float64)
+    return alpha_fair_weights(Gn, alpha, max_iter=max_iter) * s ** (-alpha / (1 + alpha))
+
+
+# -- stochastic multi-objective methods ---------------------------------------------------------
+def project_simplex(y: Tensor) -> Tensor:
+    """Euclidean projection of ``y`` onto the probability simplex (sort-based, as in the MoDo,
+    MoCo and SDMGrad reference code)."""
+    y = y.detach().to("cpu", torch.float64)
+    u = torch.sort(y, descending=True).values
+    css = torch.cumsum(u, 0) - 1.0
+    k = torch.arange(1, len(y) + 1, dtype=torch.float64)
+    rho = int(torch.nonzero(u - css / k > 0).flatten().max())
+    return (y - css[rho] / (rho + 1)).clamp(min=0)
+
+
+def modo_weights(G12: Tensor, lam: Tensor, gamma: float, rho: float) -> Tensor:
+    """MoDo (Chen et al. 2023) weight step: ``Pi_simplex(lam - gamma (G12 lam + rho lam))``
+    with ``G12 = J_1 J_2^T`` the cross Gramian of two independent samples' task gradients."""
+    lam = lam.detach().to("cpu", torch.float64)
+    return project_simplex(lam - gamma * (_f64(G12) @ lam + rho * lam))
+
+
+def sdmgrad_weights(
+    G12: Tensor, w: Tensor, lam: float, lr: float = 5.0, momentum: float = 0.5, n_iter: int = 20
+) -> tuple[Tensor, Tensor]:
+    """SDMGrad (Xiao et al. 2023): ``n_iter`` projected SGD steps (heavy-ball ``momentum``,
+    restarted every call, as the reference code's fresh ``torch.optim.SGD``) on
+    ``min_{w in simplex} (w + lam/T)^T A w`` from the previous ``w``, where ``A`` is the cross
+    Gramian ``G12`` divided by the squared mean of ``sqrt(max(diag, 0))``. Returns the new
+    ``w`` and the update weights ``(w + lam/T) / (1 + lam)`` (pulled towards the mean gradient)."""
+    G12 = _f64(G12)
+    T = G12.shape[0]
+    scale = torch.diagonal(G12).clamp(min=0).sqrt().mean()
+    A = G12 / (scale**2 + 1e-8)
+    w = w.detach().to("cpu", torch.float64)
+    pull = torch.full((T,), lam / T, dtype=torch.float64)
+    velocity = None
+    for _ in range(n_iter):
+        grad = A @ (w + pull)
+        velocity = grad if velocity is None else momentum * velocity + grad
+        w = project_simplex(w - lr * velocity)
+    return w, (w + pull) / (1 + lam)
+
+
+def moco_weights(
+    tracked: Tensor, lam: Tensor, gamma: float, rho: float, simplex: str = "projection"
+) -> Tensor:
+    """MoCo (Fernando et al. 2023) weight step on the tracked gradients ``Y`` (T x P):
+    ``lam - gamma (Y Y^T + rho I) lam`` mapped back to the simplex by Euclidean projection
+    (``projection``, the paper) or by a softmax (``softmax``, LibMTL's code)."""
+    Y = tracked.detach()
+    YY = (Y @ Y.T).to("cpu", torch.float64)
+    lam = lam.detach().to("cpu", torch.float64)
+    step = lam - gamma * (YY + rho * torch.eye(len(lam), dtype=torch.float64)) @ lam
+    if simplex == "projection":
+        return project_simplex(step)
+    if simplex == "softmax":
+        return torch.softmax(step, 0)
+    raise ValueError(f"simplex must be projection or softmax, got {simplex!r}")
+
+
+def track_gradients(
+    tracked: Tensor, J: Tensor, scale: Tensor, beta: float, rows: list[int] | None = None
+) -> None:
+    """MoCo's tracking step, in place and row by row (no T x P temporary):
+    ``Y_r <- (1 - beta) Y_r + beta scale_t J_t`` with ``r = rows[t]`` (default ``t``)."""
+    with torch.no_grad():
+        for t in range(J.shape[0]):
+            r = t if rows is None else rows[t]
+            tracked[r].mul_(1 - beta).add_(J[t].to(tracked.dtype), alpha=beta * float(scale[t]))
+
+
+def excess_risks(J: Tensor, sq_sum: Tensor, rows: list[int] | None = None, eps: float = 1e-7) -> Tensor:
+    """ExcessMTL (He et al. 2024) excess-risk estimates ``g_t^T H_t^{-1} g_t`` with the
+    AdaGrad diagonal ``H_t = sqrt(sum of g_t^2 over steps + eps)``; row ``rows[t]`` (default
+    ``t``) of ``sq_sum`` (T x P) gets this step's squares of ``J_t`` added in place. Row by
+    row: no T x P temporaries."""
+    out = torch.zeros(J.shape[0], dtype=torch.float64)
+    with torch.no_grad():
+        for t in range(J.shape[0]):
+            acc = sq_sum[t if rows is None else rows[t]]
+            sq = J[t].to(sq_sum.dtype).square()
+            acc.add_(sq)
+            out[t] = float(torch.dot(sq, acc.add(eps).rsqrt_()))  # sum of g^2 / sqrt(S + eps)
+    return out
+
+
+def excess_mtl_weights(weights: Tensor, risks: Tensor, baseline: Tensor, step_size: float) -> Tensor:
+    """ExcessMTL's exponentiated-gradient step ``w_t exp(step_size r_t / r_t^0)``, renormalised
+    to sum to T (LibMTL's scale; the paper's simplex weights are these / T). Done in log space,
+    so that a large ratio saturates instead of overflowing; a zero baseline counts as no risk."""
+    w, r, b = (x.detach().to("cpu", torch.float64) for x in (weights, risks, baseline))
+    ratio = torch.where(b > 0, r / b.clamp(min=1e-300), torch.zeros_like(r))
+    return len(w) * torch.softmax(torch.log(w) + step_size * ratio, 0)
 
 
 def gradvac_weights(

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ...contract.combine import Combiner, Step
 from ...contract.dist import all_reduce_mean
-from . import DWAOptions, FAMOOptions, GradNormOptions, RLWOptions, UncertaintyOptions
+from . import DWAOptions, FAMOOptions, GradNormOptions, RLWOptions, STCHOptions, UncertaintyOptions
 from .basic import weight_logs
 
 _EPS = 1e-8
@@ -283,3 +283,49 @@ class GradNormCombiner(Combiner):
         out = weight_logs(self.task_names, w)
         out["gradnorm_loss"] = float((gw - target).abs().sum().detach())
         return out
+
+
+# -- STCH ------------------------------------------------------------------------------------------
+class STCHCombiner(_LossWeighting):
+    """Smooth Tchebycheff scalarisation (Lin et al., ICML 2024, "Smooth Tchebycheff
+    Scalarization for Multi-Objective Optimization"), in its multi-task form (the authors'
+    STCH_MTL code and LibMTL).
+
+    From epoch ``nadir_epoch + 1`` on, the loss is
+    ``T mu log sum_t exp(l_t / mu)`` with ``l_t = log(L_t / z_t)`` (equal preferences, ``z``
+    the nadir point); before, it is ``sum_t log L_t``, and the global losses of epoch
+    ``nadir_epoch`` are averaged into ``z``. Backpropagated as its exact gradient, the loss
+    weights ``T softmax(l / mu)_t / L_t`` (``1 / L_t`` during the warm-up) of the global loss
+    values (``1e-20`` keeps the logarithms finite, as in the reference). The running sums and
+    ``z`` are buffers (resumed with the checkpoint); epochs are read from ``step.epoch``.
+    """
+
+    def __init__(self, task_names, options: STCHOptions):
+        super().__init__(task_names)
+        self.mu, self.nadir_epoch = options.mu, options.nadir_epoch
+        T = len(self.task_names)
+        self.register_buffer("loss_sum", torch.zeros(T, dtype=torch.float64))
+        self.register_buffer("loss_count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("nadir", torch.zeros(T, dtype=torch.float64))
+        self.register_buffer("has_nadir", torch.zeros((), dtype=torch.bool))
+
+    def weights(self, losses: Tensor, step: Step) -> Tensor:
+        """Log-loss weights during the warm-up, smooth Tchebycheff weights after."""
+        idx = self.order(step)
+        T = len(self.task_names)
+        L = torch.zeros(T, dtype=torch.float64)
+        L[idx] = losses.double().cpu()
+        if int(step.epoch) <= self.nadir_epoch:
+            if int(step.epoch) == self.nadir_epoch:
+                self.loss_sum += L.to(self.loss_sum.device)
+                self.loss_count += 1
+            w = 1.0 / (L + 1e-20)
+        else:
+            if not bool(self.has_nadir):
+                count = int(self.loss_count)
+                self.nadir.copy_(self.loss_sum / count if count else L.to(self.nadir.device))
+                self.has_nadir.fill_(True)
+            z = self.nadir.cpu().clamp(min=1e-20)  # a zero nadir loss would make every log infinite
+            p = torch.softmax(torch.log(L / z + 1e-20) / self.mu, 0)
+            w = T * p / (L + 1e-20 * z)
+        return w[idx]
