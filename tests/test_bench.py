@@ -23,6 +23,28 @@ def test_delta_m_by_hand():
     assert dm == pytest.approx(6.25)
 
 
+def test_paired_comparison_by_hand():
+    from mtlzoo.apps.bench.paired import paired_markdown, paired_rows
+    from mtlzoo.apps.bench.plan import Cell
+
+    cells = [Cell(f"st{s}", "single-task (seg)", [], s, baseline_task="seg") for s in range(3)]
+    cells += [Cell(f"mt{s}", "sum", [], s) for s in range(3)]
+    st, mt = [0.50, 0.40, 0.60], [0.55, 0.41, 0.58]
+    metrics = {f"st{s}": {"seg": {"miou": st[s]}} for s in range(3)}
+    metrics |= {f"mt{s}": {"seg": {"miou": mt[s]}, "depth": {"abs": 1.0}} for s in range(3)}
+    dirs = {"seg": {"miou": True}, "depth": {"abs": False}}
+    (got,) = paired_rows(cells, metrics, dirs).values()
+    # diffs +0.05, +0.01, -0.02: mean 0.01333, sd 0.035119, t_{0.975,2} = 4.302653
+    half = 4.302653 * 0.0351188 / 3**0.5
+    assert got["seg"]["n"] == 3 and got["seg"]["wins"] == 2 and "depth" not in got  # no depth baseline
+    assert got["seg"]["mean"] == pytest.approx(0.0133333, abs=1e-6)
+    assert (got["seg"]["low"], got["seg"]["high"]) == pytest.approx(
+        (0.0133333 - half, 0.0133333 + half), abs=1e-5
+    )
+    md = "\n".join(paired_markdown([{"method": "sum", "setting": "", "paired": got}], ["seg"]))
+    assert "| sum | - | miou ↑ +0.0133 [-0.0739, +0.1006], 2/3 |" in md
+
+
 def write(tmp_path, spec_factory, grid, seeds=(0,), **extra):
     base = tmp_path / "base.yaml"
     base.write_text(
@@ -90,6 +112,10 @@ def test_bench_runs_resumes_reports_failures_and_writes_tables(zoo, tmp_path, sp
     }
     expected, _ = delta_m(mt["test"], st, mt["directions"])
     assert float(sum_row["delta_m_mean"]) == pytest.approx(expected)
+    # the paired comparison against the same seed's single-task model, in the table
+    diff = mt["test"]["semseg"]["miou"] - st["semseg"]["miou"]
+    assert "Paired against the single-task model of the same seed" in md
+    assert f"miou ↑ {diff:+.4f}, {int(diff > 0)}/1" in md
     # a second call skips the finished cells (their folders are not touched)
     stamp = (runs / "combiner=sum__seed0" / "summary.json").stat().st_mtime_ns
     run_bench(path, log=lambda *_: None, zoo=zoo)
@@ -133,3 +159,49 @@ def test_architectures_are_a_method_axis_sharing_the_baselines(zoo, tmp_path, sp
     baselines = [c for c in cells if c.baseline_task]
     assert len(baselines) == 2 and all("model.architecture=null" in c.overrides for c in baselines)
     assert {c.setting for c in cells} == {""}
+
+
+def test_tables_report_parameters_and_step_time_per_row(zoo, tmp_path, spec_factory):
+    path = write(tmp_path, spec_factory, {"model.architecture": ["hps", "mtan"], "combiner": ["sum"]})
+    summary = run_bench(path, log=lambda *_: None, zoo=zoo)
+    runs = tmp_path / "runs" / "tinybench"
+    cells = {
+        arch: json.loads(
+            next(runs.glob(f"*model.architecture={arch}*seed0")).joinpath("summary.json").read_text()
+        )
+        for arch in ("hps", "mtan")
+    }
+    rows = {r["method"]: r for r in summary["rows"]}
+    for method, cell in zip(("hps + sum", "mtan + sum"), cells.values()):
+        assert rows[method]["parameters"] == {k: float(cell["parameters"][k]) for k in ("shared", "total")}
+        assert rows[method]["step_seconds"][0] == pytest.approx(cell["seconds"] / cell["steps"])
+    hps, mtan = cells.values()
+    assert mtan["parameters"]["shared"] == hps["parameters"]["shared"] < mtan["parameters"]["total"]
+    md = (tmp_path / "results" / "tinybench.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| method"))
+    assert "| parameters (shared / total) | s / step |" in header
+    line = next(line for line in md.splitlines() if line.startswith("| mtan + sum |"))
+    shared, total = (mtan["parameters"][k] / 1e3 for k in ("shared", "total"))
+    assert f"| {shared:.1f}k / {total:.1f}k | {mtan['seconds'] / mtan['steps']:.2f} |" in line
+    csv_rows = {r["method"]: r for r in csv.DictReader(open(tmp_path / "results" / "tinybench.csv"))}
+    assert int(csv_rows["mtan + sum"]["parameters_total"]) == mtan["parameters"]["total"]
+    assert float(csv_rows["single-task (depth)"]["step_seconds_mean"]) > 0
+
+
+def test_replot_redraws_from_the_committed_tables(tmp_path, root, capsys):
+    import shutil
+
+    results = tmp_path / "results"
+    results.mkdir()
+    for suffix in (".md", ".csv"):
+        shutil.copy(root / "benchmarks" / "results" / f"camvid{suffix}", results / f"camvid{suffix}")
+    spec = tmp_path / "camvid.yaml"
+    spec.write_text(f"name: camvid\nbase: {root / 'configs' / 'quickstart.yaml'}\nresults_dir: {results}\n")
+    assert main(["bench", str(spec), "--replot"]) == 0
+    assert (results / "camvid_metrics.png").read_bytes()[:4] == b"\x89PNG"
+    from mtlzoo.apps.bench.plots import summary_from_tables
+
+    summary = summary_from_tables(results, "camvid")
+    assert summary["directions"]["semseg"]["miou"] is True and len(summary["rows"]) == 7
+    sum_row = next(r for r in summary["rows"] if r["method"] == "sum")
+    assert sum_row["metrics"]["semseg"]["miou"][0] == pytest.approx(0.30714801)

@@ -141,6 +141,34 @@ def test_third_party_parts_train_from_yaml(site, tmp_path):
     assert "warning: plugin 'broken_import'" in out.stderr
 
 
+@pytest.mark.parametrize("combiner", ["sum", "mgda"])
+def test_a_third_party_architecture_trains_the_quickstart_by_its_name(site, tmp_path, combiner):
+    # mtlzoo-example's task_adapters: written against the documented architecture API only
+    small = [
+        "train.epochs=1",
+        "data.size=[32,32]",
+        "data.train_size=8",
+        "data.val_size=4",
+        "data.test_size=4",
+    ]
+    out = mtlzoo(
+        site,
+        "train",
+        str(ROOT / "configs" / "quickstart.yaml"),
+        "model.architecture.name=task_adapters",
+        "model.architecture.rank=2",
+        f"combiner.name={combiner}",
+        *(["combiner.wrt=features"] if combiner == "mgda" else []),
+        *small,
+        f"train.out_dir={tmp_path}",
+        "train.run_name=adapters",
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads((tmp_path / "adapters" / "summary.json").read_text())
+    assert set(summary["final"]) == {"semseg", "depth", "normals", "boundary", "labels"}
+    assert "task_adapters" in (tmp_path / "adapters" / "config.yaml").read_text()
+
+
 def test_blocking_a_plugin_in_the_spec_removes_its_parts(site):
     spec = ROOT / "configs" / "examples" / "third_party_plugin.yaml"
     out = mtlzoo(site, "config", "show", str(spec), "plugins.block=[example]")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ...contract.errors import MtlzooError
+from .paired import paired_markdown, paired_rows
 from .plan import Cell
 from .spec import BenchSpec
 
@@ -65,6 +66,26 @@ def _fmt(mean: float, std: float, n: int) -> str:
     return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
 
 
+def _count(n: float) -> str:
+    """A parameter count in words: ``12.71M``, ``84.3k``, ``950``."""
+    if math.isnan(n):
+        return "-"
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else f"{int(n)}"
+
+
+def cell_cost(summary: dict[str, Any]) -> dict[str, float]:
+    """What a run cost, from its ``summary.json``: its ``shared`` and ``total`` parameter
+    counts and its wall time per optimizer step (``seconds / steps``: training with the
+    evaluation passes of the run, on the run's device); NaN where the summary lacks them."""
+    params = summary.get("parameters") or {}
+    steps, seconds = summary.get("steps"), summary.get("seconds")
+    return {
+        "shared": float(params.get("shared", math.nan)),
+        "total": float(params.get("total", math.nan)),
+        "step_seconds": float(seconds) / float(steps) if steps and seconds is not None else math.nan,
+    }
+
+
 def summarise(
     spec: BenchSpec, cells: list[Cell], results: dict[str, dict[str, Any]], failures: dict[str, str]
 ) -> dict[str, Any]:
@@ -82,6 +103,7 @@ def summarise(
                 for key, v in metrics[c.id][c.baseline_task].items():
                     agg.setdefault(c.baseline_task, {}).setdefault(key, []).append(v)
         baselines[setting] = {t: {k: statistics.fmean(v) for k, v in d.items()} for t, d in agg.items()}
+    paired = paired_rows(cells, metrics, directions)
     rows = []
     groups: dict[tuple[str, str], list[Cell]] = {}
     for c in cells:
@@ -102,6 +124,10 @@ def summarise(
                     if key != "loss":
                         per_seed.setdefault(task, {}).setdefault(key, []).append(v)
         row["metrics"] = {t: {k: _mean_std(v) for k, v in d.items()} for t, d in per_seed.items()}
+        costs = [cell_cost(results[c.id]) for c in done]
+        # the counts are the same for every seed of a row; the step time is averaged over seeds
+        row["parameters"] = {k: _mean_std([c[k] for c in costs])[0] for k in ("shared", "total")}
+        row["step_seconds"] = _mean_std([c["step_seconds"] for c in costs])
         base = baselines.get(setting, {})
         is_baseline = bool(members[0].baseline_task)
         if base and not is_baseline:
@@ -113,6 +139,8 @@ def summarise(
                     per_task_runs.setdefault(t, []).append(v)
             row["delta_m"] = _mean_std(dms)
             row["delta_m_tasks"] = {t: _mean_std(v) for t, v in per_task_runs.items()}
+        if not is_baseline and (method, setting) in paired:
+            row["paired"] = paired[(method, setting)]
         rows.append(row)
     return {"rows": rows, "directions": directions, "baselines": baselines}
 
@@ -135,10 +163,13 @@ def write_tables(
         "",
         f"Δm: `{DELTA_M_FORMULA}`",
         "",
-        "Values: mean ± std over seeds. ↑ higher is better, ↓ lower is better.",
+        "Values: mean ± std over seeds. ↑ higher is better, ↓ lower is better. Parameters: the "
+        "model's trainable parameters shared by the tasks / in all (`num_parameters()`); s / step: "
+        "wall seconds per optimizer step of a run (its training and evaluation time over its steps, "
+        "mean over seeds; on a shared machine it also measures the load).",
         "",
     ]
-    header = ["method", "setting", "seeds", "Δm %"] + [
+    header = ["method", "setting", "seeds", "Δm %", "parameters (shared / total)", "s / step"] + [
         f"{t}.{k} {'↑' if directions[t][k] else '↓'}" for t, k in columns
     ]
     md.append("| " + " | ".join(header) + " |")
@@ -152,12 +183,20 @@ def write_tables(
             str(row["seeds"]),
             _fmt(*dm, row["seeds"]) if dm else "(baseline)" if row["method"].startswith("single") else "-",
         ]
+        params, step = row.get("parameters", {}), row.get("step_seconds", (math.nan, math.nan))
+        shared, total = params.get("shared", math.nan), params.get("total", math.nan)
+        cells.append("-" if math.isnan(total) else f"{_count(shared)} / {_count(total)}")
+        cells.append("-" if math.isnan(step[0]) else f"{step[0]:.2f}")
         flat = {
             "method": row["method"],
             "setting": row["setting"],
             "seeds": row["seeds"],
             "delta_m_mean": dm[0] if dm else "",
             "delta_m_std": dm[1] if dm else "",
+            "parameters_shared": "" if math.isnan(shared) else int(shared),
+            "parameters_total": "" if math.isnan(total) else int(total),
+            "step_seconds_mean": "" if math.isnan(step[0]) else round(step[0], 4),
+            "step_seconds_std": "" if math.isnan(step[1]) else round(step[1], 4),
         }
         for t, k in columns:
             ms = row["metrics"].get(t, {}).get(k)
@@ -181,6 +220,7 @@ def write_tables(
                 + " | ".join(_fmt(*row["delta_m_tasks"].get(t, (math.nan, 0)), row["seeds"]) for t in tasks)
                 + " |"
             )
+    md += paired_markdown(rows, tasks)
     failed = [f for r in rows for f in r["failed"]]
     if failed:
         md += ["", f"Failed cells ({len(failed)}): " + ", ".join(failed)]
@@ -222,4 +262,12 @@ def budget_text(cfg: Any, results: dict[str, dict[str, Any]]) -> str:
     )
 
 
-__all__ = ["cell_metrics", "delta_m", "summarise", "write_tables", "budget_text", "DELTA_M_FORMULA"]
+__all__ = [
+    "cell_metrics",
+    "cell_cost",
+    "delta_m",
+    "summarise",
+    "write_tables",
+    "budget_text",
+    "DELTA_M_FORMULA",
+]

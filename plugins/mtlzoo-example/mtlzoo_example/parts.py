@@ -10,6 +10,9 @@ from torch import nn
 from torchmetrics import Metric
 
 from mtlzoo import (
+    Architecture,
+    ArchitectureOutput,
+    ArchitectureParts,
     Backbone,
     Combiner,
     DataError,
@@ -22,7 +25,14 @@ from mtlzoo import (
     TaskType,
 )
 
-from .plugin import SaliencyTaskOptions, SoftDiceOptions, StripesOptions, TinyConvNetOptions, TinyHeadOptions
+from .plugin import (
+    SaliencyTaskOptions,
+    SoftDiceOptions,
+    StripesOptions,
+    TaskAdaptersOptions,
+    TinyConvNetOptions,
+    TinyHeadOptions,
+)
 
 
 class TinyConvNet(Backbone):
@@ -179,3 +189,54 @@ def saliency_task(options: SaliencyTaskOptions) -> TaskType:
         derive=derive,
         derive_from=("segmentation",),
     )
+
+
+class LowRankAdapter(nn.Module):
+    """``x + up(down(x))`` with 1x1 convs through ``rank`` channels; ``up`` starts at zero, so
+    a new adapter is the identity and training starts from the shared model."""
+
+    def __init__(self, channels: int, rank: int):
+        super().__init__()
+        self.down = nn.Conv2d(channels, rank, 1, bias=False)
+        self.up = nn.Conv2d(rank, channels, 1, bias=False)
+        nn.init.zeros_(self.up.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.up(self.down(x))
+
+
+class TaskAdapters(Architecture):
+    """One shared backbone; each task passes every feature map through its own low-rank
+    residual adapter before its head. The backbone is shared (its maps are the shared
+    representation, so ``wrt: features`` combiners work); adapters and heads belong to their
+    task. Written against mtlzoo's public architecture contract only."""
+
+    def __init__(self, parts: ArchitectureParts, options: TaskAdaptersOptions):
+        super().__init__()
+        self.backbone = parts.backbone
+        self.heads = nn.ModuleDict(parts.heads)
+        channels = [int(c) for c, _ in parts.backbone.feature_info]
+        self.adapters = nn.ModuleDict(
+            {t: nn.ModuleList(LowRankAdapter(c, options.rank) for c in channels) for t in parts.heads}
+        )
+
+    @property
+    def task_names(self) -> list[str]:
+        """Task names in spec order."""
+        return list(self.heads)
+
+    def run(self, images: torch.Tensor) -> ArchitectureOutput:
+        """Shared maps, then per task: adapters, head."""
+        feats = list(self.backbone(images))
+        size = tuple(images.shape[-2:])
+        preds = {t: self.heads[t]([a(f) for a, f in zip(self.adapters[t], feats)], size) for t in self.heads}
+        return ArchitectureOutput(preds, shared=feats)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The backbone's."""
+        return [p for p in self.backbone.parameters() if p.requires_grad]
+
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        """The task's adapters and head."""
+        params = [*self.adapters[task].parameters(), *self.heads[task].parameters()]
+        return [p for p in params if p.requires_grad]

@@ -73,6 +73,28 @@ class SaliencyTaskOptions:
     background: int = option(0, ge=0)
 
 
+@dataclass
+class TaskAdaptersOptions:
+    """Options of ``task_adapters``.
+
+    Attributes:
+        rank: rank of each task's residual adapter on every feature map.
+    """
+
+    rank: int = option(4, ge=1)
+
+
+@hookimpl
+def register_architectures(register):
+    """Register ``task_adapters``."""
+    register(
+        "task_adapters",
+        f"{PARTS}:TaskAdapters",
+        TaskAdaptersOptions,
+        "Per-task low-rank residual adapters on a shared backbone, from mtlzoo-example",
+    )
+
+
 @hookimpl
 def register_backbones(register):
     """Register ``tiny_convnet``."""

@@ -6,7 +6,17 @@ from mtlzoo.testing import check_plugin
 def test_every_part_conforms(mtlzoo_conforms):
     report = mtlzoo_conforms("example")
     kinds = {r.part.split(" ")[0] for r in report.results}
-    assert kinds == {"backbone", "head", "loss", "metric", "combiner", "dataset", "task", "target_kind"}
+    assert kinds == {
+        "architecture",
+        "backbone",
+        "head",
+        "loss",
+        "metric",
+        "combiner",
+        "dataset",
+        "task",
+        "target_kind",
+    }
 
 
 def test_saliency_is_derived_from_a_mask(mtlzoo_zoo):
