@@ -2,6 +2,9 @@
 # Each creates the virtual environment if it is missing and installs mtlzoo into it.
 PYTHON ?= python3
 VENV ?= .venv
+# extra pip arguments, e.g. a CPU-only torch (no CUDA libraries, ~3 GB less):
+#   make demo PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
+PIP_ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -9,7 +12,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[test,bench]"
+	$(PY) -m pip install --quiet $(PIP_ARGS) -e ".[test,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)

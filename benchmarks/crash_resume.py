@@ -43,17 +43,18 @@ SPEC = {
 STEPS_PER_EPOCH = 6
 
 #: point -> (what the child counts, at which count it dies, before or after the counted call,
-#  which process: "first" run or the first "resume")
+#  which process: "first" run or the first "resume"). ``replace:SUFFIX`` counts the os.replace
+#  calls whose destination ends with SUFFIX, so a new file written atomically shifts no point.
 POINTS = {
     "mid_epoch": ("step", STEPS_PER_EPOCH + 3, "before", "first"),
     "after_log_before_checkpoint": ("log", 2, "after", "first"),
-    "writing_best_state": ("replace", 6, "before", "first"),
-    "between_best_renames": ("replace", 7, "after", "first"),
-    "tmp_last_complete": ("replace", 10, "before", "first"),
-    "between_last_renames": ("replace", 10, "after", "first"),
-    "after_last_checkpoint": ("replace", 17, "after", "first"),
-    "writing_summary": ("replace", 18, "before", "first"),
-    "writing_config_at_resume": ("replace", 2, "before", "resume"),  # #1 is the log rewrite
+    "writing_best_state": ("replace:.best.tmp/state.json", 2, "before", "first"),
+    "between_best_renames": ("replace:.best.old", 1, "after", "first"),
+    "tmp_last_complete": ("replace:.last.old", 1, "before", "first"),
+    "between_last_renames": ("replace:.last.old", 1, "after", "first"),
+    "after_last_checkpoint": ("replace:checkpoints/last", 3, "after", "first"),
+    "writing_summary": ("replace:summary.json", 1, "before", "first"),
+    "writing_config_at_resume": ("replace:config.yaml", 1, "before", "resume"),
     "mid_epoch_after_resume": ("step", 2, "before", "resume"),
 }
 
@@ -64,9 +65,11 @@ counter, limit, when = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 count = [0]
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
-def wrap(obj, name):
+def wrap(obj, name, suffix=None):
     real = getattr(obj, name)
     def counted(*args, **kwargs):
+        if suffix is not None and not str(args[1]).endswith(suffix):
+            return real(*args, **kwargs)
         count[0] += 1
         if when == "before" and count[0] == limit:
             die()
@@ -75,8 +78,8 @@ def wrap(obj, name):
             die()
         return out
     setattr(obj, name, counted)
-if counter == "replace":
-    wrap(os, "replace")
+if counter.startswith("replace:"):
+    wrap(os, "replace", counter.split(":", 1)[1])
 elif counter == "step":
     wrap(T.Trainer, "train_step")
 elif counter == "log":
@@ -86,10 +89,15 @@ sys.exit(main(sys.argv[4:]))
 """
 
 
+LAST_ERROR = [""]
+
+
 def run(args: list[str], env: dict[str, str], kill: tuple[str, int, str] | None = None) -> int:
     """``mtlzoo ARGS`` in a child process (dying at ``kill``); its exit status."""
     cmd = [sys.executable, "-c", CHILD, *(map(str, kill) if kill else ("none", "0", "never")), *args]
-    return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True).returncode
+    out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    LAST_ERROR[0] = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else ""
+    return out.returncode
 
 
 def fingerprint(run_dir: Path) -> dict:
@@ -134,7 +142,7 @@ def case(point: str, workers: int, reference: dict, tmp: Path, env: dict[str, st
     run_dir = out / "run"
     first_kill = (counter, limit, when) if process == "first" else None
     if process == "resume":  # the first run dies after its first checkpoint, the point is in the resume
-        first_kill = ("replace", 5, "after")
+        first_kill = ("replace:checkpoints/last", 1, "after")
     code = run(["train", str(spec_path), *common], env, first_kill)
     if code != -signal.SIGKILL:
         return f"the first run was not killed (exit {code})"
@@ -145,7 +153,7 @@ def case(point: str, workers: int, reference: dict, tmp: Path, env: dict[str, st
         if code == 0:
             break
         if code != -signal.SIGKILL:
-            return f"resume {attempt + 1} failed with exit {code}"
+            return f"resume {attempt + 1} failed with exit {code}: {LAST_ERROR[0]}"
     else:
         return "never finished"
     return same(reference, fingerprint(run_dir))

@@ -61,6 +61,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'mtlzoo' has no attribute {name!r}")
 
 
+def load(run_dir: Any, checkpoint: str = "best", *, zoo: Zoo | None = None, device: str = "cpu") -> Any:
+    """A trained run ready to predict, without its training data: see :func:`mtlzoo.zoo.load.load`."""
+    from .zoo.load import load as _load
+
+    return _load(run_dir, checkpoint, zoo=zoo, device=device)
+
+
 def build(
     spec: Any,
     overrides: Iterable[str] = (),
@@ -72,13 +79,14 @@ def build(
     """Build the experiment of a spec (a YAML path or a mapping) with dot-list ``overrides``:
     loads the plugins the spec's ``plugins`` section allows (:meth:`Zoo.for_spec`) and
     returns :meth:`Zoo.build`'s :class:`~mtlzoo.runtime.experiment.Experiment`."""
-    zoo, raw = Zoo.for_spec(spec, overrides, strict=strict, block=block)
-    return zoo.build(raw, split=split)
+    zoo, _ = Zoo.for_spec(spec, overrides, strict=strict, block=block)
+    return zoo.build(spec, overrides, split=split)
 
 
 __all__ = [
     "Zoo",
     "build",
+    "load",
     "hookimpl",
     "option",
     "FeatureInfo",

@@ -13,7 +13,7 @@ from torch import nn
 
 import mtlzoo.builtin.backbones as plugin
 from mtlzoo import Zoo
-from mtlzoo.builtin.backbones import NO_DOWNLOAD, CNNOptions, SmpOptions, TimmOptions
+from mtlzoo.builtin.backbones import GIVE_FILE, CNNOptions, SmpOptions, TimmOptions
 from mtlzoo.builtin.backbones.cnn import CNNBackbone
 from mtlzoo.builtin.backbones.smp import IMAGENET_MEAN, IMAGENET_STD, SmpBackbone
 from mtlzoo.builtin.backbones.timm import TimmBackbone
@@ -146,22 +146,31 @@ def test_timm_unknown_arch_lists_close_names():
     assert "mtlzoo list backbone 'timm:*pattern*'" in message
 
 
-def test_pretrained_without_weights_is_refused_before_any_download(monkeypatch, no_network, plugin_zoo):
+def test_pretrained_options_are_checked_before_any_build(monkeypatch, no_network, plugin_zoo):
     def boom(*args, **kwargs):
         raise AssertionError("a model was built")
 
     monkeypatch.setattr(timm, "create_model", boom)
-    message = config_error(plugin_zoo, {"name": "timm", "arch": "resnet18", "pretrained": True})
-    assert message == f"model.backbone.pretrained: {NO_DOWNLOAD}"
-    assert "never downloads weights" in message and "model.backbone.weights" in message
-    assert "never downloads weights" in config_error(plugin_zoo, {"name": "smp", "pretrained": True})
-    # a weights file satisfies it (the options are valid; building would read the file)
-    assert (
-        plugin_zoo.entry("backbone", "timm")
-        .build_options({"pretrained": True, "weights": "w.pth"}, "model.backbone")
-        .weights
-        == "w.pth"
+    timm_entry, smp_entry = plugin_zoo.entry("backbone", "timm"), plugin_zoo.entry("backbone", "smp")
+    # timm (and tu- encoders): pretrained alone is valid, timm loads its own weights
+    # (tests/test_pretrained.py: from the cache, and the one-line failure offline)
+    assert timm_entry.build_options({"pretrained": True}, "model.backbone").pretrained is True
+    assert smp_entry.build_options({"arch": "tu-resnet18", "pretrained": True}, "model.backbone").pretrained
+    # smp's own encoders: smp would download them; refused with the way out
+    message = config_error(plugin_zoo, {"name": "smp", "pretrained": True})
+    assert message == (
+        "model.backbone.pretrained: smp would download the weights of its own encoder 'resnet18'; "
+        f"{GIVE_FILE} (a state dict of the smp encoder), or use a tu-<timm name> encoder "
+        "(timm's weights, from its local cache)"
     )
+    assert "model.backbone.weights: /path/file.safetensors" in message
+    assert config_error(plugin_zoo, {"name": "smp", "weights": "package:efficientnet-lite0"}).startswith(
+        "model.backbone.weights: packaged weights are for the timm backbone"
+    )
+    # a weights file satisfies it (the options are valid; building would read the file)
+    for entry in (timm_entry, smp_entry):
+        options = entry.build_options({"pretrained": True, "weights": "w.pth"}, "model.backbone")
+        assert options.weights == "w.pth"
 
 
 def test_timm_weights_roundtrip_safetensors_and_pth(tmp_path, no_network):

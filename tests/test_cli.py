@@ -200,3 +200,15 @@ def test_command_speed_script_writes_its_table(tmp_path, root):
     assert out.returncode == 0, out.stderr
     table = (tmp_path / "speed.md").read_text()
     assert "| `mtlzoo list combiner` |" in table and "one-line error" in table and "load average" in table
+
+
+@pytest.mark.slow
+def test_the_readme_demo_table_is_what_make_demo_prints(root):
+    out = subprocess.run(
+        [sys.executable, "benchmarks/demo_table.py", "--check"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=1200,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]

@@ -217,7 +217,7 @@ def test_backbone_and_combiner_are_required(load, spec_factory):
         ("tasks", [1, 2], "tasks: expected a mapping"),
         ("model", [1, 2], "model: expected a mapping"),
         ("train", [1, 2], "train: expected a mapping"),
-        ("data", [1, 2], "data: expected a mapping"),
+        ("data", [1, 2], "data: expected a name or {name: ..., <options>}"),
         ("combiner", [1, 2], "combiner: expected a name or {name: ..., <options>}"),
         ("train.eval_batch_size", -1, "train.eval_batch_size: must be >= 1"),
         ("train.optimizer.weight_decay", -3.0, "train.optimizer.weight_decay: must be >= 0"),

@@ -40,9 +40,9 @@ def _zoo(args: argparse.Namespace) -> Zoo:
 
 def _spec(args: argparse.Namespace, spec: Any, overrides: Sequence[str]) -> tuple[Zoo, Any]:
     """The zoo the spec's ``plugins`` section asks for, and the validated spec."""
-    zoo, raw = Zoo.for_spec(spec, overrides, strict=_strict(args))
+    zoo, _ = Zoo.for_spec(spec, overrides, strict=_strict(args))
     _warn(zoo)
-    return zoo, zoo.spec(raw)
+    return zoo, zoo.spec(spec, overrides)  # from the file again: relative paths resolve against its folder
 
 
 def _print_json(data: Any) -> None:
@@ -71,7 +71,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     zoo, cfg = _spec(args, spec, overrides)
     exp = zoo.build(cfg)
     if run_dir is None and _is_rank0():
-        run_dir = new_run_dir(cfg.train.out_dir, cfg.train.run_name or cfg.name)
+        wanted = cfg.train.run_name or cfg.name
+        run_dir = new_run_dir(cfg.train.out_dir, wanted)
+        if run_dir.name != wanted:  # never overwrite a run: say where this one goes instead
+            print(
+                f"note: {run_dir.parent / wanted} exists (continue it with `mtlzoo train --resume "
+                f"{run_dir.parent / wanted}`); this run writes {run_dir}",
+                file=sys.stderr,
+            )
     trainer = Trainer(exp, run_dir if _is_rank0() else None, resume=resume)
     summary = trainer.fit()
     if trainer.main:
@@ -278,6 +285,48 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in reports) else 1
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    """Build a spec's model and print its parameter counts: shared, per task, per module."""
+    zoo, cfg = _spec(args, args.spec, [*args.overrides, "train.progress=false"])
+    exp = zoo.build(cfg)
+    model = exp.model
+    counts = model.num_parameters()
+    if args.json:
+        _print_json(
+            {
+                "parameters": counts,
+                "architecture": exp.labels.get("architecture"),
+                "names": [n for n, _ in model.named_parameters()] if args.names else None,
+            }
+        )
+        return 0
+    print(f"{cfg.name}: {exp.labels.get('architecture')}; {exp.labels['backbone']}")
+    width = max(len(k) for k in counts)
+    for key, value in counts.items():
+        print(f"  {key.ljust(width)}  {value:>12,}")
+    if args.names:
+        for name, p in model.named_parameters():
+            print(f"  {name}  {tuple(p.shape)}")
+    return 0
+
+
+def add_summary_command(sub: Any, common: Any) -> None:
+    """Add ``mtlzoo summary`` to the CLI."""
+    p = sub.add_parser(
+        "summary",
+        parents=[common],
+        help="parameter counts of a spec's model",
+        description="Build a spec's model and print its shared and per-task parameter counts.",
+    )
+    p.add_argument("spec")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument(
+        "--names", action="store_true", help="also list every parameter (names for optimizer.freeze)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_summary)
+
+
 # -- parser ---------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mtlzoo`` (every command has ``--help``)."""
@@ -397,14 +446,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable[[Any, Any], None]]:
     from .bench.cli import add_bench_command
+    from .export import add_export_command
+    from .plot import add_plot_command
+    from .predict import add_predict_command
 
-    return [add_bench_command]
+    return [add_bench_command, add_plot_command, add_summary_command, add_predict_command, add_export_command]
+
+
+def _is_override(arg: str) -> bool:
+    return not arg.startswith("-") and ("=" in arg or arg.startswith("~"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mtlzoo`` command."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # overrides may come after options too (`mtlzoo eval RUN --json train.eval_batch_size=8`)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all(_is_override(a) for a in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.debug = getattr(args, "debug", False)
     args.strict_plugins = getattr(args, "strict_plugins", False)
     if args.command == "train" and not args.spec and not args.resume:

@@ -44,6 +44,8 @@ class TargetInfo:
         class_names: names of those classes, in index order.
         ignore_index: value marking pixels (or images) to ignore, or None.
         class_weights: optional per-class loss weights (e.g. median frequency balancing).
+        palette: optional RGB colour (0-255) of each class, for pictures of predictions
+            (``mtlzoo predict``); ``None``: a fixed palette is used.
     """
 
     kind: str
@@ -51,6 +53,7 @@ class TargetInfo:
     class_names: tuple[str, ...] = ()
     ignore_index: int | None = None
     class_weights: tuple[float, ...] | None = None
+    palette: tuple[tuple[int, int, int], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,15 @@ class TargetKind:
             the shape and dtype checks.
         example: ``f(info, height, width, generator) -> tensor``: a valid random target of
             one sample (the conformance kit tests losses and metrics with it).
+        decode: ``f(pred, info) -> tensor``: one sample's head output turned into a value of
+            this kind's convention (class indices from logits, probabilities, unit normals),
+            for ``predict``; ``None``: the output as it is.
+        render: ``f(value, info) -> uint8 array [H, W, 3]``: a picture of one sample's target
+            or decoded prediction (``mtlzoo predict`` overlays and contact sheets); ``None``
+            for kinds that are not pictures.
+        save: ``f(value, info, stem) -> list[Path]``: write one sample's decoded prediction in
+            its own file formats next to ``stem`` (e.g. an index PNG, a 16-bit depth PNG, JSON
+            scores); ``None``: only ``render``'s picture is written.
     """
 
     name: str
@@ -100,6 +112,9 @@ class TargetKind:
     on_scale: Callable[[Tensor, float], Tensor] | None = None
     check: Callable[[Tensor, TargetInfo], str | None] | None = None
     example: Callable[[TargetInfo, int, int, Generator], Tensor] | None = None
+    decode: Callable[[Tensor, TargetInfo], Tensor] | None = None
+    render: Callable[[Tensor, TargetInfo], Any] | None = None
+    save: Callable[[Tensor, TargetInfo, Any], list[Any]] | None = None
 
     @property
     def dense(self) -> bool:

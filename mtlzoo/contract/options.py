@@ -63,6 +63,7 @@ class Constraint:
     max_len: int | None = None
     finite: bool = True
     help: str = ""
+    path: bool = False
 
     def describe(self) -> str:
         """The bounds in words (``>= 1 and < 10``)."""
@@ -90,16 +91,19 @@ def option(
     max_len: int | None = None,
     finite: bool = True,
     help: str = "",
+    path: bool = False,
 ) -> Any:
     """A dataclass field with bounds: ``channels: int = option(64, ge=1)``.
 
     A list or dict ``default`` is copied for every instance (no ``default_factory``
     needed). ``finite=False`` lets a float option be NaN or infinite. ``help`` is shown by
-    ``mtlzoo list`` next to the option."""
+    ``mtlzoo list`` next to the option. ``path=True`` marks a file or folder: a relative
+    value written in a spec file is resolved against that file's folder (a value given on the
+    command line, against the current directory)."""
     if default is not MISSING and isinstance(default, (list, dict, set)):
         value = default
         default_factory, default = (lambda: type(value)(value)), MISSING  # noqa: E731
-    meta = {_META: Constraint(ge, gt, le, lt, min_len, max_len, finite, help)}
+    meta = {_META: Constraint(ge, gt, le, lt, min_len, max_len, finite, help, path)}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

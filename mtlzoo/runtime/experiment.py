@@ -48,6 +48,7 @@ class Experiment:
         info (derived targets included). datasets: split -> pipeline dataset built so far.
         labels: part -> its name and plugin, for error messages (``"combiner"``,
         ``"backbone"``). normalization: the model's input ``(mean, std)``, or ``None``.
+        size_divisor: the backbone's (inputs are padded to multiples of it for inference).
     """
 
     cfg: DictConfig
@@ -59,6 +60,19 @@ class Experiment:
     make_dataset: Callable[[str], Any]
     labels: dict[str, str] = field(default_factory=dict)
     normalization: tuple[list[float], list[float]] | None = None
+    size_divisor: int = 1
+
+    def card(self) -> dict[str, Any]:
+        """What the run folder's ``model.json`` records, so the model loads without its data."""
+        from .predictor import card
+
+        return card(
+            self.info,
+            {n: t.info for n, t in self.tasks.items()},
+            {n: t.kind for n, t in self.tasks.items()},
+            self.normalization,
+            self.size_divisor,
+        )
 
     def dataset(self, split: str) -> Any:
         """The dataset of ``split``, built (with its pipeline) on first use."""

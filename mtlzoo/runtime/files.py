@@ -52,6 +52,16 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+_HELD: list[RunLock] = []
+
+
+def close_inherited_locks() -> None:
+    """In a forked data-loader worker: close the run locks' file descriptors inherited from the
+    trainer, so the lock dies with the trainer (the trainer's own descriptor keeps it held)."""
+    for lock in _HELD:
+        lock.close_descriptor()
+
+
 class RunLock:
     """An exclusive lock on a run folder (``<run>/.lock``), held while a trainer writes to it:
     a second process that trains or resumes the same run gets one line instead of
@@ -77,11 +87,19 @@ class RunLock:
         self._file.truncate()
         self._file.write(f"mtlzoo process {os.getpid()}\n")
         self._file.flush()
+        _HELD.append(self)
+
+    def close_descriptor(self) -> None:
+        """Close this process's descriptor without unlocking (for forked children)."""
+        if not self._file.closed:  # the lock lives while any descriptor of it does: the trainer's
+            self._file.close()
 
     def release(self) -> None:
         """Unlock (closing the file releases the lock)."""
         if not self._file.closed:
             self._file.close()
+        if self in _HELD:
+            _HELD.remove(self)
 
 
 __all__ = ["spec_yaml", "write_atomic", "write_json", "json_safe", "RunLock"]

@@ -32,7 +32,10 @@ from ..contract.errors import CheckpointError, ConfigError, DataError, PluginErr
 from . import checkpoint as ckpt
 from . import distributed as D
 from .experiment import Experiment
-from .files import RunLock, json_safe, spec_yaml, write_atomic, write_json
+from .files import RunLock, close_inherited_locks, json_safe, spec_yaml, write_atomic, write_json
+from .monitor import Monitor, write_csv
+from .optim import build_optimizer, shared_batchnorms
+from .predictor import CARD
 
 
 def seed_everything(seed: int) -> None:
@@ -43,21 +46,12 @@ def seed_everything(seed: int) -> None:
 
 
 def _worker_init(worker_id: int) -> None:
+    close_inherited_locks()  # a killed trainer's orphaned workers must not hold its run's lock
     # augmentation draws from per-sample generators; this seeds what a dataset plugin might
     # draw from Python's or NumPy's global generators, distinctly per worker
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
-
-
-def build_optimizer(cfg: DictConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """AdamW or SGD over ``params`` from ``train.optimizer``."""
-    o = cfg.train.optimizer
-    if o.name == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
-    return torch.optim.SGD(
-        params, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum, nesterov=o.nesterov
-    )
 
 
 def lr_factor(cfg: DictConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
@@ -157,8 +151,8 @@ class Trainer:
         self.skipped = 0  # steps skipped for a non-finite loss or gradient (train.nonfinite: skip)
         self.skipped_in_a_row = 0
         self.amp_dtype = _amp_dtype(t.amp, self.device)
-        params = list(self.model.parameters()) + [p for p in self.combiner.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(self.cfg, params)
+        self.optimizer = build_optimizer(self.cfg, self.model, self.combiner)
+        self.frozen_bn = shared_batchnorms(self.model) if t.optimizer.freeze_bn else []
         self.train_set = exp.dataset("train")
         self.train_loader = self._loader(self.train_set, train=True)
         self.steps_per_epoch = len(self.train_loader)
@@ -179,11 +173,13 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.lock = RunLock(self.run_dir) if self.run_dir is not None and self.main else None
+        self.monitor = Monitor(self.run_dir, t.tensorboard, t.tensorboard_images_every, self.main, t.progress)
         self.select_task, self.select_key = self._selection()
         if resume is not None:
             self._resume(resume)
         if self.run_dir is not None and self.main:
             write_atomic(self.run_dir / "config.yaml", spec_yaml(self.cfg))
+            write_json(self.run_dir / CARD, self.exp.card())
 
     # -- set-up ---------------------------------------------------------------------------
     def _loader(self, dataset: Any, train: bool) -> DataLoader:
@@ -281,6 +277,8 @@ class Trainer:
     def train_step(self, batch: dict[str, Tensor]) -> tuple[dict[str, float], dict[str, float]]:
         """One optimisation step; returns per-task losses and the combiner's logs."""
         self.model.train()
+        for m in self.frozen_bn:  # train.optimizer.freeze_bn: running statistics stay as loaded
+            m.eval()
         batch = _to(batch, self.device, self.cfg.train.channels_last)
         shared, _, losses = self.compute_losses(batch)
         # one device-to-host copy for all tasks (not one sync per task): the NaN check and the log
@@ -368,7 +366,8 @@ class Trainer:
         t = self.cfg.train
         started = time.time()
         last = t.epochs if until_epoch is None else min(until_epoch, t.epochs)
-        for epoch in range(self.epoch, last):
+        for done, epoch in enumerate(range(self.epoch, last), 1):
+            epoch_started = time.time()
             self.epoch = epoch  # epochs done so far, while this one trains
             skipped = self.skipped
             train_log = self._train_epoch(epoch)
@@ -384,15 +383,51 @@ class Trainer:
             record["time"] = round(time.time() - started, 3)
             self.history.append(record)
             self._log(record)
+            eta = (time.time() - started) / done * (last - epoch - 1)
+            self._report(record, time.time() - epoch_started, eta)
             if (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == last:
                 self._save("last")
         summary = self._summary(time.time() - started)
         if self.run_dir is not None and self.main:
             write_json(self.run_dir / "summary.json", summary)
         D.barrier()
+        self.monitor.close()
         if self.lock is not None:
             self.lock.release()
         return summary
+
+    def _report(self, record: dict[str, Any], seconds: float, eta: float) -> None:
+        """The epoch's console line, metrics.csv, TensorBoard scalars and pictures."""
+        if not self.main:
+            return
+        if self.run_dir is not None:
+            write_csv(self.run_dir / "metrics.csv", self.history)
+        self.monitor.epoch(record, self.cfg.train.epochs, self.cfg.train.eval_split, seconds, eta)
+        if self.monitor.wants_images:
+            self.monitor.images(record["epoch"], record["step"], self._pictures())
+
+    @torch.no_grad()
+    def _pictures(self, count: int = 2) -> dict[str, Any]:
+        """Pictures of the first validation images' predictions (kinds with ``render``)."""
+        import numpy as np
+
+        dataset = self.exp.dataset(self.cfg.train.eval_split)
+        samples = [dataset[i] for i in range(min(count, len(dataset)))]
+        if not samples:
+            return {}
+        self.model.eval()
+        images = torch.stack([s["image"] for s in samples]).to(self.device)
+        preds = self.model(images)
+        out = {}
+        for name, task in self.tasks.items():
+            kind, info = task.kind, task.info.target_info
+            if kind.render is None:
+                continue
+            for i in range(len(samples)):
+                value = preds[name][i].float().cpu()
+                value = kind.decode(value, info) if kind.decode else value
+                out[f"{self.cfg.train.eval_split}/{name}/{i}"] = np.asarray(kind.render(value, info))
+        return out
 
     def _require_finite(self, when: str) -> None:
         """Stop before a model with NaN or infinite weights is evaluated or saved."""

@@ -1,9 +1,11 @@
 """Weights files: read a state dict from a local file, and say how a state dict fits a module.
 
 The one home for both jobs: backbones load user-supplied weights with :func:`read_state_dict`
-and :func:`load_strict`; any code comparing a state dict with a module (checkpoints) uses
+and :func:`load_strict` (:func:`rename_in_order` for a state dict of another implementation
+of the same network); any code comparing a state dict with a module (checkpoints) uses
 :func:`mismatch` and :func:`describe_mismatch`, so every "does not fit" message reads alike.
-mtlzoo never downloads: every path is a local file.
+Every path here is a local file (only timm's own loading, asked for with ``pretrained: true``,
+may download: :mod:`mtlzoo.builtin.backbones.pretrained`).
 """
 
 from __future__ import annotations
@@ -164,8 +166,37 @@ def fit_prefix(
     return given
 
 
+def rename_in_order(
+    given: Mapping[str, Tensor], own: Mapping[str, Tensor], path: str | Path, target: str
+) -> dict[str, Tensor]:
+    """``given``'s tensors under ``own``'s names, paired by position.
+
+    For a state dict saved from another implementation of the same network, whose modules
+    hold the same tensors in the same order under other names (``_blocks.0._bn1.weight``
+    vs ``blocks.0.0.bn1.weight``). Each pair must agree in shape and in the last part of
+    the name (``weight``, ``bias``, ``running_mean`` ...), so a shifted or different
+    network is caught; otherwise :class:`CheckpointError` names the file ``path``, the
+    ``target`` and the first pair that differs."""
+    if len(given) != len(own):
+        raise CheckpointError(
+            f"weights file {path} does not fit {target}: it holds {_count(len(given), 'tensor')}, "
+            f"{target} has {len(own)}; check that the file was saved from the same architecture"
+        )
+    renamed = {}
+    for (g, tensor), (o, mine) in zip(given.items(), own.items()):
+        if g.rsplit(".", 1)[-1] != o.rsplit(".", 1)[-1] or tuple(tensor.shape) != tuple(mine.shape):
+            raise CheckpointError(
+                f"weights file {path} does not fit {target} in order: its {g} {tuple(tensor.shape)} "
+                f"would load into {o} {tuple(mine.shape)}; check that the file was saved from the "
+                f"same architecture"
+            )
+        renamed[o] = tensor
+    return renamed
+
+
 __all__ = [
     "read_state_dict",
+    "rename_in_order",
     "mismatch",
     "describe_mismatch",
     "check_fit",

@@ -193,6 +193,7 @@ def build_experiment(zoo: Any, cfg: DictConfig, split: str = "train") -> Experim
         lambda s: _pipeline(zoo, cfg, s, derived),
         labels,
         norm,
+        int(backbone.size_divisor),
     )
 
 

@@ -37,6 +37,11 @@ class OptimizerConfig:
         momentum: sgd only.
         betas: adamw only.
         nesterov: sgd only.
+        shared_lr_scale: the shared parameters' learning rate is ``lr * shared_lr_scale``
+            (e.g. 0.1 to fine-tune a pretrained backbone gently).
+        no_decay_norm_bias: no weight decay on biases and normalisation weights.
+        freeze: shell patterns of parameter names not to train (``backbone.model.layer1.*``).
+        freeze_bn: the shared part's BatchNorm layers keep their running statistics.
     """
 
     name: Literal["adamw", "sgd"] = "adamw"
@@ -45,6 +50,10 @@ class OptimizerConfig:
     momentum: float = option(0.9, ge=0, lt=1)
     betas: tuple[float, float] = option((0.9, 0.999), ge=0, lt=1)
     nesterov: bool = False
+    shared_lr_scale: float = option(1.0, gt=0)
+    no_decay_norm_bias: bool = False
+    freeze: list[str] = field(default_factory=list)
+    freeze_bn: bool = False
 
 
 @dataclass
@@ -81,6 +90,11 @@ class TrainConfig:
         select: ``task.metric`` choosing the best checkpoint on ``eval_split`` (default:
             the first task's first metric).
         run_name: the run folder's name under ``out_dir`` (default: the spec's ``name``).
+        progress: a progress bar per epoch and one line per finished epoch (epoch, losses,
+            validation metrics, time, ETA of the run).
+        tensorboard: event files in ``<run>/tensorboard`` (``auto``: when the tensorboard
+            package is installed); pictures of predictions every ``tensorboard_images_every``
+            epochs.
     """
 
     epochs: int = option(10, ge=1)
@@ -106,6 +120,8 @@ class TrainConfig:
     out_dir: str = "runs"
     run_name: Optional[str] = None
     progress: bool = True
+    tensorboard: Literal["auto", "on", "off"] = "auto"
+    tensorboard_images_every: int = option(1, ge=1)
     deterministic: bool = True
 
     def check(self) -> None:
@@ -160,7 +176,7 @@ class ModelConfig:
             architecture``); ``null``: hard parameter sharing, one backbone feeding every head.
     """
 
-    backbone: dict[str, Any] = field(default_factory=dict)
+    backbone: Any = None
     architecture: Any = None
     normalize: Literal["auto", "backbone", "dataset", "imagenet", "none"] = "auto"
 
@@ -184,7 +200,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     tasks: dict[str, Any] = field(default_factory=dict)
     combiner: Any = None
-    data: dict[str, Any] = field(default_factory=dict)
+    data: Any = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)

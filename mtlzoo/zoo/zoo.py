@@ -11,6 +11,7 @@ is honoured by :meth:`Zoo.for_spec`, which reads it before loading anything.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..contract.data import TargetKind
 from ..contract.errors import ConfigError, MtlzooError, PluginError, UnknownNameError, one_line
+from ..contract.options import constraint
 from .loader import STRICT_ENV as _STRICT_ENV
 from .loader import Loader, PluginRecord, env_blocked, env_flag
 from .registry import Entry, Registries
@@ -118,7 +120,10 @@ class Zoo:
     def spec(self, spec: SpecLike, overrides: Iterable[str] = ()) -> DictConfig:
         """Read (a path, mapping or DictConfig), override, resolve and validate a spec against
         this zoo; return the complete spec (every default filled in)."""
-        out = validate(resolve(read_spec(spec, list(overrides))), self.registries)
+        overrides = list(overrides)
+        out = validate(resolve(read_spec(spec, overrides)), self.registries)
+        if isinstance(spec, (str, Path)):
+            self._relative_paths(out, Path(spec).parent, overrides)
         missing = sorted(set(out["plugins"]["block"]) - self.blocked)
         if missing:
             raise ConfigError(
@@ -138,6 +143,31 @@ class Zoo:
         from .build import build_experiment
 
         return build_experiment(self, self.spec(spec, overrides), split)
+
+    def _relative_paths(self, out: dict[str, Any], base: Path, overrides: list[str]) -> None:
+        """Options declared ``option(path=True)`` that a spec file gives as relative paths are
+        resolved against that file's folder (an override's value stays relative to the current
+        directory), so a spec runs from any folder and its run's config.yaml holds absolute paths."""
+        import os
+
+        given = {item.lstrip("~").split("=", 1)[0] for item in overrides}
+        nodes = [("model.backbone", "backbone", out["model"]["backbone"]), ("data", "dataset", out["data"])]
+        for path, kind, node in nodes:
+            entry = self.entry(kind, node["name"])
+            if entry.options is None:
+                continue
+            for f in dataclasses.fields(entry.options):
+                value = node.get(f.name)
+                key = f"{path}.{f.name}"
+                if (
+                    constraint(f).path
+                    and isinstance(value, str)
+                    and value
+                    and not os.path.isabs(value)
+                    and key not in given
+                    and path not in given
+                ):
+                    node[f.name] = os.path.normpath(base.resolve() / value)
 
     # -- parts ---------------------------------------------------------------------------------------
     def entry(self, kind: str, name: str) -> Entry:

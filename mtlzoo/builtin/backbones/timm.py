@@ -1,11 +1,14 @@
 """The ``timm`` backbone: any timm model as a feature extractor.
 
-Options in :mod:`mtlzoo.builtin.backbones`; :func:`pretrained_stats` is shared with ``smp``'s
-``tu-`` encoders.
+Options in :mod:`mtlzoo.builtin.backbones`, pretrained and packaged weights in
+:mod:`.pretrained`; :func:`pretrained_stats` is shared with ``smp``'s ``tu-`` encoders.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import timm
@@ -16,7 +19,8 @@ from ...contract.backbone import Backbone
 from ...contract.errors import CheckpointError, ConfigError, UnknownNameError, close_matches, one_line
 from ...contract.features import FeatureInfo
 from ...runtime.weights import check_fit, fit_prefix, load_strict, mismatch, read_state_dict
-from . import TimmOptions
+from . import GIVE_FILE, TimmOptions, packaged
+from .pretrained import packaged_state_dict, timm_overlay
 
 Stats = tuple[float, float, float] | None
 
@@ -29,6 +33,25 @@ def pretrained_stats(model: nn.Module) -> tuple[Stats, Stats]:
     if mean is None or std is None or len(mean) != 3 or len(std) != 3:
         return None, None
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _quiet_timm_loading() -> Iterator[None]:
+    """Mute timm's "Unexpected keys (conv_head.weight, ...)" warning while it loads a classifier
+    model's weights into a features model: those keys are expected to go unused (and a file's
+    keys were checked before)."""
+    logger = logging.getLogger("timm.models._builder")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _body(sd: dict[str, Tensor], classifier: tuple[str, ...]) -> dict[str, Tensor]:
+    """``sd`` without the classifier layer's keys (those starting with ``classifier``)."""
+    return {k: v for k, v in sd.items() if not k.startswith(classifier)}
 
 
 def feature_list_stages(model: nn.Module) -> list[nn.Module] | None:
@@ -65,10 +88,12 @@ class TimmBackbone(Backbone):
 
     ``forward(images)`` returns timm's feature maps (NCHW, also for the families that
     compute channels-last, such as swin), fine to coarse; ``feature_info`` comes from
-    timm's ``feature_info.channels()`` and ``.reduction()``. ``input_mean``/``input_std``
-    are the model's ``pretrained_cfg`` statistics when a ``weights`` file is loaded, else
-    ``None``; ``size_divisor`` is the largest stride. The wrapped timm module is
-    ``self.model``.
+    timm's ``feature_info.channels()`` and ``.reduction()``. Weights: random, a ``weights``
+    file, timm's published ones (``pretrained: true``, :func:`.pretrained.timm_overlay`) or
+    packaged ones (``weights: package:<name>``). ``input_mean``/``input_std`` are what those
+    weights expect (the model's ``pretrained_cfg`` statistics, the package's for packaged
+    weights), ``None`` for random init; ``size_divisor`` is the largest stride. The wrapped
+    timm module is ``self.model``.
     """
 
     def __init__(self, options: TimmOptions):
@@ -87,14 +112,41 @@ class TimmBackbone(Backbone):
             kwargs["out_indices"] = tuple(options.out_indices)
         if options.drop_path_rate:
             kwargs["drop_path_rate"] = options.drop_path_rate
-        self.model = self._create(arch, kwargs, options.weights)
+        spec = packaged(options.weights)
+        if options.weights is None and options.pretrained:
+            self.model = self._pretrained(arch, kwargs)
+        else:
+            self.model = self._create(arch, kwargs, options.weights)
         info = self.model.feature_info
         self.feature_info = [FeatureInfo(int(c), int(s)) for c, s in zip(info.channels(), info.reduction())]
         self.size_divisor = max(fi.stride for fi in self.feature_info)
-        if options.weights:
+        if spec is not None:
+            self.input_mean, self.input_std = spec.mean, spec.std
+        elif options.weights or options.pretrained:
             self.input_mean, self.input_std = pretrained_stats(self.model)
         # a few timm families (swin, ...) return channels-last maps
         self._nhwc = str(getattr(self.model, "output_fmt", "NCHW")) in ("NHWC", "Format.NHWC")
+
+    @staticmethod
+    def _pretrained(arch: str, kwargs: dict[str, Any]) -> nn.Module:
+        """The features model with timm's published weights, loaded by timm (from the local
+        cache when it holds them)."""
+        overlay = timm_overlay(arch)
+        try:
+            with _quiet_timm_loading():
+                return timm.create_model(
+                    arch,
+                    pretrained=True,
+                    features_only=True,
+                    pretrained_cfg_overlay=overlay or None,
+                    **kwargs,
+                )
+        except Exception as exc:  # noqa: BLE001 - downloads and loading raise anything
+            source = f" from {overlay['file']}" if overlay else ""
+            raise CheckpointError(
+                f"timm cannot build {arch!r} with its pretrained weights{source} "
+                f"({kwargs or 'default options'}): {one_line(exc)}; {GIVE_FILE}"
+            ) from exc
 
     @staticmethod
     def _create(arch: str, kwargs: dict[str, Any], weights: str | None) -> nn.Module:
@@ -107,6 +159,11 @@ class TimmBackbone(Backbone):
             ) from exc
         if not weights:
             return model
+        full, classifier = TimmBackbone._classifier_keys(arch, kwargs)
+        spec = packaged(weights)
+        if spec is not None:
+            sd, path = packaged_state_dict(spec, weights, full)
+            return TimmBackbone._from_classifier(arch, kwargs, sd, full, classifier, path)
         sd = read_state_dict(weights)
         own = model.state_dict()
         fitted = fit_prefix(own, sd, ("model.",))
@@ -115,27 +172,42 @@ class TimmBackbone(Backbone):
             # a state dict of the features model itself
             load_strict(model, fitted, weights, f"timm {arch!r} features")
             return model
-        # else: a checkpoint of timm's classifier model; timm maps it onto the features model
-        # (whose module names may differ, e.g. convnext's stages_0), after we check its keys
-        full, classifier = TimmBackbone._classifier_keys(arch, kwargs)
-        body = {k: v for k, v in sd.items() if not k.startswith(classifier)}
-        missing, unexpected, _ = mismatch(full, body)
+        # else: a checkpoint of timm's classifier model, unless it is closer to a features one
+        missing, unexpected, _ = mismatch(_body(full, classifier), _body(sd, classifier))
         if (missing or unexpected) and len(m2) + len(u2) < len(missing) + len(unexpected):
-            check_fit(own, fitted, weights, f"timm {arch!r} features")  # closer to a features state dict
-        check_fit(full, body, weights, f"timm {arch!r}")
+            check_fit(own, fitted, weights, f"timm {arch!r} features")
+        return TimmBackbone._from_classifier(arch, kwargs, sd, full, classifier, weights)
+
+    @staticmethod
+    def _from_classifier(
+        arch: str,
+        kwargs: dict[str, Any],
+        sd: dict[str, Tensor],
+        full: dict[str, Tensor],
+        classifier: tuple[str, ...],
+        path: str,
+    ) -> nn.Module:
+        """The features model loaded from ``sd``, a state dict of timm's classifier model
+        (``full``'s keys; the classifier layer ``classifier`` may differ or be absent): timm
+        maps it onto the features model, whose module names may differ (convnext's
+        ``stages_0``), after its keys are checked here."""
+        check_fit(_body(full, classifier), _body(sd, classifier), path, f"timm {arch!r}")
         try:
-            return timm.create_model(
-                arch, pretrained=True, features_only=True, pretrained_cfg_overlay={"state_dict": sd}, **kwargs
-            )
+            with _quiet_timm_loading():
+                return timm.create_model(
+                    arch,
+                    pretrained=True,
+                    features_only=True,
+                    pretrained_cfg_overlay={"state_dict": sd},
+                    **kwargs,
+                )
         except Exception as exc:  # noqa: BLE001 - shape mismatch and the like
-            raise CheckpointError(
-                f"weights file {weights} does not fit timm {arch!r}: {one_line(exc)}"
-            ) from exc
+            raise CheckpointError(f"weights file {path} does not fit timm {arch!r}: {one_line(exc)}") from exc
 
     @staticmethod
     def _classifier_keys(arch: str, kwargs: dict[str, Any]) -> tuple[dict[str, Tensor], tuple[str, ...]]:
-        """State dict (on the meta device) of timm's classifier model without its classifier
-        layer, and the key prefixes of that layer."""
+        """State dict (on the meta device, in timm's order) of timm's classifier model, and
+        the key prefixes of its classifier layer."""
         kw = {k: v for k, v in kwargs.items() if k != "out_indices"}
         try:
             with torch.device("meta"):  # keys only: no memory, no init time
@@ -145,8 +217,7 @@ class TimmBackbone(Backbone):
         classifier = full.pretrained_cfg.get("classifier") or ()
         if isinstance(classifier, str):
             classifier = (classifier,)
-        prefixes = tuple(c + "." for c in classifier)
-        return {k: v for k, v in full.state_dict().items() if not k.startswith(prefixes)}, prefixes
+        return full.state_dict(), tuple(c + "." for c in classifier)
 
     def staged(self) -> list[nn.Module] | None:
         """timm's feature modules as stages (``FeatureListNet`` models with NCHW maps)."""

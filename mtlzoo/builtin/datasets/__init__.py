@@ -104,7 +104,7 @@ class CamVidOptions:
             antialiasing, mask nearest); ``None`` keeps the files' resolution.
     """
 
-    root: str
+    root: str = option(path=True)
     size: Optional[tuple[int, int]] = option(None, ge=1)
 
 
@@ -117,7 +117,7 @@ class NYUv2Options:
             ``depth/``, ``normal/`` of ``<i>.npy`` files (MTAN/LibMTL preprocessing, 288x384).
     """
 
-    root: str
+    root: str = option(path=True)
 
 
 @dataclass
@@ -131,7 +131,7 @@ class CityscapesOptions:
             19 (folder ``label_19/``).
     """
 
-    root: str
+    root: str = option(path=True)
     num_classes: Literal[7, 19] = 7
 
 
@@ -162,7 +162,7 @@ class ImageFolderOptions:
             very large folders (``mtlzoo data check`` still checks everything).
     """
 
-    root: str
+    root: str = option(path=True)
     images: str = "images"
     targets: dict[str, str] = option({})
     kinds: dict[str, FolderKind] = option(
@@ -217,7 +217,7 @@ class Cifar10Options:
             many tutorials do (then model selection sees the test set).
     """
 
-    root: str
+    root: str = option(path=True)
     val_size: int = option(5000, ge=0, lt=50000)
 
 

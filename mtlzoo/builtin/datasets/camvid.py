@@ -38,6 +38,21 @@ CAMVID_CLASSES = (
     "Pedestrian",
     "Bicyclist",
 )
+#: the class colours of SegNet-Tutorial (``Scripts/test_segmentation_camvid.py``), in class order,
+#: so pictures of predictions match the CamVid literature; void is drawn black (its "Unlabelled")
+CAMVID_PALETTE = (
+    (128, 128, 128),  # Sky
+    (128, 0, 0),  # Building
+    (192, 192, 128),  # Pole
+    (128, 64, 128),  # Road
+    (60, 40, 222),  # Pavement
+    (128, 128, 0),  # Tree
+    (192, 128, 128),  # SignSymbol
+    (64, 64, 128),  # Fence
+    (64, 0, 128),  # Car
+    (64, 64, 0),  # Pedestrian
+    (0, 128, 192),  # Bicyclist
+)
 CAMVID_VOID = 11
 CAMVID_SPLITS = ("train", "val", "test")
 CAMVID_LAYOUT = "train/, trainannot/, train.txt, val/, valannot/, val.txt, test/, testannot/, test.txt"
@@ -139,6 +154,7 @@ class CamVidDataset(Dataset):
                     CAMVID_CLASSES,
                     IGNORE_INDEX,
                     camvid_class_weights(self.root),
+                    CAMVID_PALETTE,
                 ),
             },
         )

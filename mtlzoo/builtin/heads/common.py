@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -25,9 +26,14 @@ def feature_infos(feature_info: Sequence, out_channels: int, head: str) -> list[
 
 
 def as_size(size: Sequence[int]) -> tuple[int, int]:
-    """``(h, w)`` as plain ints (``size`` may be a ``torch.Size`` or a list)."""
+    """``(h, w)`` as ints (``size`` may be a ``torch.Size`` or a list). Symbolic sizes stay
+    symbolic: ``int()`` of one would fix the image size in a ``torch.export`` graph."""
     h, w = size
-    return int(h), int(w)
+    return _dim(h), _dim(w)
+
+
+def _dim(v: int | torch.SymInt) -> int | torch.SymInt:
+    return v if isinstance(v, (int, torch.SymInt)) else int(v)
 
 
 def resize(x: Tensor, size: Sequence[int]) -> Tensor:

@@ -1,0 +1,91 @@
+"""The optimizer: parameter groups for fine-tuning, frozen parameters, frozen BatchNorm.
+
+``train.optimizer`` options (see :class:`mtlzoo.zoo.sections.OptimizerConfig`):
+
+* ``shared_lr_scale``: the learning rate of the shared parameters (the backbone, for hard
+  sharing) is ``lr * shared_lr_scale`` — e.g. 0.1 to fine-tune a pretrained encoder gently;
+* ``no_decay_norm_bias``: no weight decay on biases and normalisation weights (every
+  parameter with fewer than two dimensions), as usual when fine-tuning;
+* ``freeze``: shell patterns of parameter names (``backbone.model.layer1.*``) that are not
+  trained at all (``mtlzoo summary SPEC`` lists the names);
+* ``freeze_bn``: the shared part's BatchNorm layers keep their running statistics (they stay
+  in eval mode while training).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from ..contract.errors import ConfigError
+
+
+def freeze(model: nn.Module, patterns: list[str]) -> list[str]:
+    """Stop training the parameters whose names match one of ``patterns``; return their names.
+    A pattern that matches nothing is a :class:`ConfigError` (a typo would silently train)."""
+    names = [n for n, _ in model.named_parameters()]
+    frozen = []
+    for pattern in patterns:
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            close = [n for n in names if n.split(".")[0] == pattern.split(".")[0]][:3]
+            raise ConfigError(
+                f"train.optimizer.freeze: {pattern!r} matches no parameter"
+                + (f" (names look like {', '.join(close)})" if close else "")
+                + "; `mtlzoo summary SPEC` lists the parameter names"
+            )
+        frozen += hits
+    for name, p in model.named_parameters():
+        if name in frozen:
+            p.requires_grad_(False)
+    return sorted(set(frozen))
+
+
+def shared_batchnorms(model: nn.Module) -> list[nn.Module]:
+    """The BatchNorm layers that hold only shared parameters (kept in eval mode with ``freeze_bn``)."""
+    shared = {id(p) for p in model.shared_parameters()} if hasattr(model, "shared_parameters") else set()
+    out = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            params = list(m.parameters(recurse=False))
+            if not params or all(id(p) in shared for p in params):
+                out.append(m)
+    return out
+
+
+def build_optimizer(cfg: DictConfig, model: nn.Module, combiner: nn.Module) -> torch.optim.Optimizer:
+    """AdamW or SGD over the model's trainable parameters (and the combiner's learnable
+    weights), in groups: shared / task parameters (``shared_lr_scale``), with or without weight
+    decay (``no_decay_norm_bias``). Applies ``freeze`` first."""
+    o = cfg.train.optimizer
+    freeze(model, list(o.freeze))
+    shared = {id(p) for p in model.shared_parameters()} if hasattr(model, "shared_parameters") else set()
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            decay = not (o.no_decay_norm_bias and p.ndim < 2)
+            groups.setdefault((id(p) in shared, decay), []).append(p)
+    extra = [p for p in combiner.parameters() if p.requires_grad]
+    param_groups: list[dict[str, Any]] = []
+    for (is_shared, decay), params in groups.items():
+        param_groups.append(
+            {
+                "params": params,
+                "lr": o.lr * (o.shared_lr_scale if is_shared else 1.0),
+                "weight_decay": o.weight_decay if decay else 0.0,
+            }
+        )
+    if extra:
+        param_groups.append({"params": extra, "lr": o.lr, "weight_decay": o.weight_decay})
+    if o.name == "adamw":
+        return torch.optim.AdamW(param_groups, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+    return torch.optim.SGD(
+        param_groups, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum, nesterov=o.nesterov
+    )
+
+
+__all__ = ["build_optimizer", "freeze", "shared_batchnorms"]
