@@ -16,8 +16,6 @@ import math
 import statistics
 from typing import Any
 
-from scipy import stats
-
 #: the confidence level of the intervals
 LEVEL = 0.95
 
@@ -25,6 +23,8 @@ LEVEL = 0.95
 def t_interval(diffs: list[float], level: float = LEVEL) -> tuple[float, float, float]:
     """``(mean, low, high)`` of the Student-t interval of the mean of ``diffs`` (low and high
     are NaN for fewer than two values)."""
+    from scipy import stats  # here: `mtlzoo list` never imports scipy
+
     mean = statistics.fmean(diffs)
     if len(diffs) < 2:
         return mean, math.nan, math.nan
