@@ -72,6 +72,7 @@ def test_plugins_lists_installed_packages_failures_and_refusals(site):
         False,
     )
     assert ex["registered"] == {
+        "architecture": ["task_adapters"],
         "backbone": ["tiny_convnet"],
         "head": ["tiny_head"],
         "loss": ["soft_dice"],
