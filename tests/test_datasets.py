@@ -489,7 +489,9 @@ def test_data_configs_load(path):
     assert name in ("camvid", "nyuv2", "cityscapes", "cifar10")
     options = datasets_zoo().entry("dataset", name).build_options(data, "data")  # the data node is valid
     assert options.root == cfg.data.root
-    if name == "camvid" and "lite0" not in path.name:  # the same budget for the multi-task spec and every baseline
+    if (
+        name == "camvid" and "lite0" not in path.name
+    ):  # the same budget for the multi-task spec and every baseline
         assert (cfg.train.epochs, cfg.train.batch_size, list(cfg.augment.crop)) == (10, 8, [160, 224])
         assert cfg.model.backbone.arch == "resnet18"
 

@@ -149,7 +149,9 @@ class NashMTLCombiner(GramianCombiner):
         if self.max_norm > 0:
             grads = [p.grad for p in step.shared_params if p.grad is not None]
             if grads:
-                norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+                norm = float(
+                    torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+                )
                 if norm > self.max_norm:
                     for g in grads:
                         g.mul_(self.max_norm / norm)
