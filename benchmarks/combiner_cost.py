@@ -84,9 +84,12 @@ GRADIENT_LEVEL = [
 RESULTS = Path(__file__).parent / "results" / "combiner_cost.md"
 NOTES = """## Reading the misses
 
-- Noise: the 2 cores are shared with other work; `sum` against itself spans the band shown at
-  the top of each block. `weighted`, `uncertainty`, `imtl_l`, `gls`, `rlw` and `dwa` do exactly
-  the work of `sum` (one backward of a weighted loss); their deviations are that noise.
+- Noise: even on an idle machine a step's time on these 2 cores varies by 10-20% from one
+  process to the next: `sum` against itself spans the band shown at the top of each block, and
+  the `sum` column (the same model and step in every row) spans more. `weighted`,
+  `uncertainty`, `imtl_l`, `gls`, `rlw` and `dwa` do exactly the work of `sum` (one backward of
+  a weighted loss); their deviations are that noise. A miss by less than that band is not a
+  measured difference.
 - `gradnorm` needs per-task gradient norms: one head pass per task plus one backbone pass
   (the `features` path), a few percent over `sum` with light heads.
 - `famo`: `next_batch` (mtlzoo's default) is one backward per step; `same_batch` is FAMO as the
@@ -106,7 +109,10 @@ NOTES = """## Reading the misses
   features` they cost about as much as the others.
 - Gramian-based methods with `wrt: params`: T input-gradient passes through the backbone are
   the floor of an exact per-task Gramian; the layer-wise Gramian removes most weight-gradient
-  work and the final backward.
+  work and the final backward. They all share that work (they differ only in a T x T solve),
+  so their rows at one T measure the same cost: about 2x `sum` at T=3, where the target sits,
+  and 3.1-3.7x at T=8. Their memory at T=8 is about 1.5x `sum`, at the target's edge: the T
+  input-gradient passes run over a forward graph kept alive until the last of them.
 """
 
 
