@@ -10,8 +10,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CAMVID = (ROOT / ".." / "shared" / "data" / "camvid").resolve()
 
-# keep torch to the 2 cores and quiet for the whole suite
+# keep torch to the 2 cores and quiet for the whole suite (subprocesses inherit this)
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# under pytest-xdist (`make test` runs `-n auto`) the workers share the cores: in-process torch
+# takes its share, so that two workers on two cores do not spin against each other
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
 
 
 @pytest.fixture

@@ -4,20 +4,10 @@ backbone, heads and attention without norm layers)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
-from test_distributed import launch
-from test_distributed import spec as distributed_spec
-
-
-def spec(tmp_path: Path, architecture: dict, combiner: dict, batch: int, name: str) -> Path:
-    """test_distributed's 3-task run (no batch statistics anywhere) with ``architecture``."""
-    return distributed_spec(tmp_path, combiner, batch, name, architecture)
-
+from test_distributed import assert_same_steps, train_pairs
 
 CASES = [
     ({"name": "mtan", "norm": "none"}, {"name": "sum"}),
@@ -28,21 +18,22 @@ CASES = [
 ]
 
 
+def case_id(case: tuple[dict, dict]) -> str:
+    architecture, combiner = case
+    return f"{architecture['name']}-{combiner['name']}-{combiner.get('wrt', '')}".rstrip("-")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """test_distributed's 3-task run (no batch statistics anywhere) with each architecture."""
+    root = tmp_path_factory.mktemp("gloo_architectures")
+    return train_pairs(root, {case_id(c): {"architecture": c[0], "combiner": c[1]} for c in CASES})
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("architecture", "combiner"), CASES, ids=lambda c: f"{c['name']}-{c.get('wrt', '')}".rstrip("-")
-)
-def test_two_process_gloo_equals_one_process_with_an_architecture(tmp_path, architecture, combiner):
-    one = spec(tmp_path, architecture, combiner, batch=8, name="one")
-    two = spec(tmp_path, architecture, combiner, batch=4, name="two")
-    launch([sys.executable, "-m", "mtlzoo", "train", str(one)], tmp_path)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    launch([*torchrun, "-m", "mtlzoo", "train", str(two)], tmp_path)
-    a = load_file(str(tmp_path / "one" / "checkpoints" / "last" / "weights.safetensors"))
-    b = load_file(str(tmp_path / "two" / "checkpoints" / "last" / "weights.safetensors"))
-    assert a.keys() == b.keys()
-    # the architecture's own parameters are in the checkpoint (and moved)
-    prefix = "attention." if architecture["name"] == "mtan" else "units."
-    assert any(k.startswith(prefix) or f".{prefix}" in k for k in a), sorted(a)[:10]
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-5, msg=f"{k} differs")
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_two_process_gloo_equals_one_process_with_an_architecture(runs, case):
+    weights = assert_same_steps(runs[case_id(case)])
+    # the architecture's own parameters are in the checkpoint
+    prefix = "attention." if case[0]["name"] == "mtan" else "units."
+    assert any(k.startswith(prefix) or f".{prefix}" in k for k in weights), sorted(weights)[:10]
