@@ -2,12 +2,17 @@
 
     python benchmarks/demo_table.py            # train the quickstart, rewrite the README's table
     python benchmarks/demo_table.py --check    # train it, exit 1 if the README's table differs
+    python benchmarks/demo_table.py --check-time   # exit 1 if the run's wall time is not the
+                                                   # README's "about N min" (run it on an idle machine)
 
 Runs `mtlzoo train configs/quickstart.yaml` as `make demo` does (into a temporary folder) with
 torch on 2 threads (``OMP_NUM_THREADS=2``: the thread count changes the order of float sums
 and so the last digits; the README states the 2-thread table), takes the `val metrics:` table
 it prints, and writes it between the README's ``<!-- demo-table -->`` markers (or compares
-it with them).
+it with them). It also prints the run's wall time and the load average before it; the README's
+`make demo` line states that time as "about N min on 2 idle CPU cores", which ``--check-time``
+holds to N +- 0.5 min (the tests run ``--check`` only: a timed assertion would fail on a busy
+machine).
 """
 
 from __future__ import annotations
@@ -18,15 +23,17 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- demo-table:start -->", "<!-- demo-table:end -->"
 
 
-def demo_table() -> str:
-    """The `val metrics:` block of a fresh quickstart run."""
+def demo_table() -> tuple[str, float]:
+    """The `val metrics:` block of a fresh quickstart run, and the run's wall time in seconds."""
     with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
         out = subprocess.run(
             [
                 sys.executable,
@@ -45,6 +52,7 @@ def demo_table() -> str:
                 "OMP_NUM_THREADS": "2",
             },
         )
+        seconds = time.perf_counter() - start
     if out.returncode != 0:
         raise SystemExit(f"the quickstart failed: {out.stderr[-2000:]}")
     lines = out.stdout.splitlines()
@@ -54,7 +62,7 @@ def demo_table() -> str:
         if not line.startswith("|"):
             break
         table.append(line)
-    return "\n".join(table)
+    return "\n".join(table), seconds
 
 
 def readme_table(text: str) -> str:
@@ -65,14 +73,38 @@ def readme_table(text: str) -> str:
     return m.group(1)
 
 
+def readme_minutes(text: str) -> int:
+    """N of the README's ``make demo ... (about N min on 2 idle CPU cores)``."""
+    m = re.search(r"^make demo .*\(about (\d+) min on 2 idle CPU cores\)", text, flags=re.M)
+    if not m:
+        raise SystemExit("README.md's `make demo` line states no 'about N min on 2 idle CPU cores'")
+    return int(m.group(1))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Rewrite (or check) the README's demo table."""
+    """Rewrite (or check) the README's demo table; report (or check) the run's time."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="compare instead of writing")
+    p.add_argument("--check-time", action="store_true", help="check the README's stated run time")
     args = p.parse_args(argv)
     readme = ROOT / "README.md"
     text = readme.read_text()
-    now, written = demo_table(), readme_table(text)
+    load = os.getloadavg()
+    now, seconds = demo_table()
+    written = readme_table(text)
+    print(
+        f"the quickstart ran in {seconds:.0f} s ({seconds / 60:.1f} min) on {os.cpu_count()} CPU cores, "
+        f"load average before {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"
+    )
+    if args.check_time:
+        minutes = readme_minutes(text)
+        if load[0] > 0.5:
+            print(f"note: load {load[0]:.2f} before the run: the machine was not idle")
+        if abs(seconds / 60 - minutes) > 0.5:
+            print(f"README.md says about {minutes} min; this run took {seconds / 60:.1f} min")
+            return 1
+        print(f"README.md's 'about {minutes} min' holds")
+        return 0
     if args.check:
         if now != written:
             print(f"README.md's demo table is stale; `make demo` prints:\n{now}")

@@ -202,6 +202,17 @@ def test_command_speed_script_writes_its_table(tmp_path, root):
     assert "| `mtlzoo list combiner` |" in table and "one-line error" in table and "load average" in table
 
 
+def test_the_readme_states_the_demo_time_that_demo_table_checks(root):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_table", root / "benchmarks" / "demo_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.readme_minutes((root / "README.md").read_text()) == 3
+    with pytest.raises(SystemExit, match="no 'about N min"):
+        module.readme_minutes("make demo   # trains the quickstart")
+
+
 @pytest.mark.slow
 def test_the_readme_demo_table_is_what_make_demo_prints(root):
     out = subprocess.run(
