@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     readme = ROOT / "README.md"
     text = readme.read_text()
+    written = readme_table(text)  # before the run: a README without the markers fails at once
     load = os.getloadavg()
     now, seconds = demo_table()
-    written = readme_table(text)
     print(
         f"the quickstart ran in {seconds:.0f} s ({seconds / 60:.1f} min) on {os.cpu_count()} CPU cores, "
         f"load average before {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"

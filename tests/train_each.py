@@ -14,7 +14,6 @@ traceback}`` to RESULT.json.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import traceback
 
@@ -33,10 +32,10 @@ def main(argv: list[str]) -> int:
             results[spec] = mtlzoo_main(["train", spec])
         except Exception:  # recorded for the test of this spec; the others still run
             results[spec] = traceback.format_exc()
-    leave_group()
-    if int(os.environ.get("RANK", "0")) == 0:
+    if distributed.is_main():  # asked before leaving the group, while the rank is known
         with open(result_path, "w") as f:
             json.dump(results, f, indent=1)
+    leave_group()
     return 0
 
 
