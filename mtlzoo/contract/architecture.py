@@ -19,6 +19,9 @@ combiner works on it through the same :class:`~mtlzoo.Step` machinery:
 * Deep supervision: each tensor of ``aux[task]`` is a prediction of ``task`` shaped like its
   final prediction; the trainer adds ``aux_weight * mean of their losses`` to the task's loss
   (``aux_weight`` is the architecture's option, 0 disables them).
+* Regularisers: ``regularizers[task]`` is a scalar tensor (a gate's load-balancing or
+  sparsity term, already weighted) that the trainer adds to ``task``'s loss in training, so
+  every combiner sees it as part of that task's loss (never a ``.backward()`` of its own).
 
 The model normalises its input itself: the zoo sets :attr:`Architecture.normalize`, and
 :meth:`forward` / :meth:`forward_train` apply it before :meth:`run`. ``hps`` (hard parameter
@@ -50,11 +53,14 @@ class ArchitectureOutput:
         aux: task -> intermediate predictions for deep supervision (same shape as ``preds``).
         shared: the shared representation (a list of tensors every shared parameter reaches
             the losses through), or ``None``.
+        regularizers: task -> a scalar tensor added to that task's training loss (weighted by
+            the architecture itself); empty for most architectures.
     """
 
     preds: dict[str, Tensor]
     aux: dict[str, list[Tensor]] = field(default_factory=dict)
     shared: list[Tensor] | None = None
+    regularizers: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass

@@ -271,6 +271,9 @@ class Trainer:
             aux = out.aux.get(name) or []
             if aux and aux_weight:
                 loss = loss + aux_weight * torch.stack([self._task_loss(task, a, target) for a in aux]).mean()
+            reg = out.regularizers.get(name)
+            if reg is not None:
+                loss = loss + reg.float()
             losses[name] = loss
         return out.shared, out.preds, losses
 
