@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ...contract.combine import Combiner, Step
 from ...contract.errors import ConfigError
-from . import WeightedOptions
+from .loss_level_options import WeightedOptions
 
 
 def weight_logs(names: Iterable[str], w: Iterable[float] | Tensor, prefix: str = "w") -> dict[str, float]:

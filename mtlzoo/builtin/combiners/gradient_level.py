@@ -13,7 +13,7 @@ as in LibMTL and torchjd (``db_mtl``: of the log loss, as in its paper; ``fairgr
 weighted loss, as in its reference code). Random choices
 (PCGrad/GradVac orders, GradDrop draws) come from :meth:`Step.generator`, identical on
 every rank. The math lives in :mod:`.gradients` (imported with scipy, by this module only);
-the options classes live in :mod:`mtlzoo.builtin.combiners`.
+the options classes live in :mod:`.gradient_level_options`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from torch import Tensor
 
 from ...contract.combine import Combiner, Step
 from ...contract.dist import all_reduce_sum, world_size
-from . import (
+from . import gradients as gr
+from .basic import weight_logs
+from .gradient_level_options import (
     AlignedMTLOptions,
     CAGradOptions,
     DBMTLOptions,
@@ -35,8 +37,6 @@ from . import (
     PCGradOptions,
     WrtOptions,
 )
-from . import gradients as gr
-from .basic import weight_logs
 
 
 class GradientCombiner(Combiner):

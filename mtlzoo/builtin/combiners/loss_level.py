@@ -9,7 +9,7 @@ the exact gradient of the method on the global batch. Random weights come from
 ``gradnorm`` needs per-task gradient norms: by default w.r.t. the shared features (the
 heads are backpropagated once per task, the backbone once), or w.r.t. all shared
 parameters (``wrt: params``, the layer-wise Gramian of :class:`~mtlzoo.contract.combine.Step`).
-The options classes live in :mod:`mtlzoo.builtin.combiners`.
+The options classes live in :mod:`.loss_level_options`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,15 @@ from torch import Tensor, nn
 
 from ...contract.combine import Combiner, Step
 from ...contract.dist import all_reduce_mean
-from . import DWAOptions, FAMOOptions, GradNormOptions, RLWOptions, STCHOptions, UncertaintyOptions
 from .basic import weight_logs
+from .loss_level_options import (
+    DWAOptions,
+    FAMOOptions,
+    GradNormOptions,
+    RLWOptions,
+    STCHOptions,
+    UncertaintyOptions,
+)
 
 _EPS = 1e-8
 

@@ -20,7 +20,7 @@ goes through the backbone from the per-sample feature gradients.
 The paper and the reference code of each method define it on parameter gradients (LibMTL
 refuses representation gradients for MoCo, MoDo and SDMGrad): ``wrt: features`` is this
 module's variant, stated in each class. The math lives in :mod:`.gradients`; the options
-classes in :mod:`mtlzoo.builtin.combiners`.
+classes in :mod:`.stochastic_options`.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from torch import Tensor
 
 from ...contract.combine import Step
 from ...contract.dist import all_reduce_mean
-from . import ExcessMTLOptions, MoCoOptions, MoDoOptions, SDMGradOptions
 from . import gradients as gr
 from .basic import weight_logs
 from .gradient_level import GradientCombiner
+from .stochastic_options import ExcessMTLOptions, MoCoOptions, MoDoOptions, SDMGradOptions
 
 
 def _graph_features(step: Step) -> tuple[list[Tensor], int]:
@@ -95,7 +95,7 @@ class TwoSamples:
     ``features``: the offset gradients of the two halves (:func:`offset_gradients`).
 
     Under distributed training every rank splits its own samples. With the interleaved
-    :class:`~mtlzoo.runtime.distributed.ShardedSampler` and an even per-rank batch, the
+    sharded sampler of the trainer (``ShardedSampler``) and an even per-rank batch, the
     ranks' first halves together are the first half of the global batch, so the result does
     not depend on the number of ranks. A batch of one sample cannot be split: both samples
     are then the whole batch.
