@@ -13,13 +13,16 @@ Loading this plugin imports nothing heavy; the fixtures load plugins only when a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+if TYPE_CHECKING:
+    from mtlzoo.zoo.zoo import Zoo
+
 
 @pytest.fixture(scope="session")
-def mtlzoo_zoo() -> Any:
+def mtlzoo_zoo() -> Zoo:
     """The installed plugins, loaded once and strictly."""
     from mtlzoo import Zoo
 
@@ -27,7 +30,7 @@ def mtlzoo_zoo() -> Any:
 
 
 @pytest.fixture
-def mtlzoo_conforms(mtlzoo_zoo: Any) -> Callable[..., Any]:
+def mtlzoo_conforms(mtlzoo_zoo: Zoo) -> Callable[..., Any]:
     """``mtlzoo_conforms(plugin, kinds=None)``: assert every part of ``plugin`` keeps its contracts."""
     from mtlzoo.testing.kit import assert_conforms
 

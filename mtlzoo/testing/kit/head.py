@@ -1,0 +1,71 @@
+"""The head contract: output shape at several sizes and two backbone layouts, gradients."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ...zoo.registry import Entry
+from .common import (
+    Checks,
+    Result,
+    build_part,
+    dense_targets,
+    import_torch,
+    option_sets,
+)
+
+if TYPE_CHECKING:
+    from mtlzoo.zoo.zoo import Zoo
+
+
+_LAYOUTS = ([(16, 2), (24, 4), (32, 8), (48, 16), (64, 32)], [(24, 4), (40, 8), (64, 16), (96, 32)])
+
+
+def check_head(zoo: Zoo, entry: Entry, folder: Path) -> list[Result]:
+    """The head contract (see the module docstring)."""
+    from ...contract.features import FeatureInfo
+
+    torch = import_torch()
+    c = Checks(entry.label)
+    dense = dense_targets(zoo, entry)
+    for values in c.run("examples", lambda: option_sets(entry, folder)) or []:
+        for layout in _LAYOUTS:
+            info = [FeatureInfo(ch, st) for ch, st in layout]
+            head = c.run("factory", lambda v=values, fi=info: build_part(zoo, entry, v, list(fi), 3))
+            if head is None:
+                continue
+
+            def output(h: Any = head, fi: Any = info) -> None:
+                h.train()
+                for size in ((64, 64), (96, 160)):
+                    g = torch.Generator().manual_seed(size[1])
+                    maps = [
+                        torch.randn(
+                            2,
+                            f.channels,
+                            -(-size[0] // f.stride),
+                            -(-size[1] // f.stride),
+                            generator=g,
+                            requires_grad=True,
+                        )
+                        for f in fi
+                    ]
+                    pred = h(maps, size)
+                    shapes = {True: (2, 3, *size), False: (2, 3)}
+                    allowed = [shapes[d] for d in dense]
+                    if not torch.is_tensor(pred) or tuple(pred.shape) not in allowed:
+                        got = list(pred.shape) if torch.is_tensor(pred) else type(pred).__name__
+                        raise AssertionError(
+                            f"output {got} for size {size}, expected "
+                            f"{' or '.join(str(list(s)) for s in allowed)} (out_channels 3)"
+                        )
+                    if not pred.is_floating_point():
+                        raise AssertionError(f"output dtype {pred.dtype} is not floating point")
+                pred.float().square().mean().backward()
+                missing = [n for n, p in h.named_parameters() if p.requires_grad and p.grad is None]
+                if missing:
+                    raise AssertionError(f"{len(missing)} parameters get no gradient (e.g. {missing[0]})")
+
+            c.run("head.output", output)
+    return c.results
