@@ -154,7 +154,10 @@ def test_numbers_booleans_and_names_are_checked_where_declared(load, spec_factor
         "train.optimizer.lr": (float("inf"), "train.optimizer.lr: must be a finite number, got inf"),
         "train.scheduler.min_lr": (-1.0, "train.scheduler.min_lr: must be >= 0, got -1"),
         "train.grad_clip": (-1.0, "train.grad_clip: must be > 0, got -1"),
-        "train.max_steps_per_epoch": (-2, "train.max_steps_per_epoch: must be >= 1, got -2"),
+        "train.max_steps_per_epoch": (
+            -2,
+            "train.max_steps_per_epoch: must be >= 1 and <= 1000000000, got -2",
+        ),
         "train.run_name": ("../../x", "train.run_name: '../../x' must be a plain folder name"),
         "seed": (10**30, f"seed: must be >= 0 and < {2**63}, got {10**30}"),
         "train.amp": ("fp8", "train.amp: 'fp8' is not one of 'off', 'bf16', 'fp16', 'auto'"),

@@ -3,6 +3,8 @@ never a traceback (benchmarks/fuzz_specs.py runs a larger seeded corpus and coun
 
 from __future__ import annotations
 
+import re
+
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,7 +30,15 @@ def test_the_fuzz_script_reports_its_counts(root):
     import sys
 
     out = subprocess.run(
-        [sys.executable, "benchmarks/fuzz_specs.py", "--n", "50"], capture_output=True, text=True, cwd=root
+        [sys.executable, "benchmarks/fuzz_specs.py", "--n", "50", "--configs", "configs/quickstart.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=root,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "50 mutated specs" in out.stdout and "traceback 0, hang 0" in out.stdout
+    # every number of the quickstart, each replaced by each huge integer: refused, never a traceback
+    assert re.search(
+        r"huge integers: \d+ cases from 1 configs .*: one-line \d+, accepted 0, traceback 0", out.stdout
+    )
+    assert "integer options without an upper bound: 0" in out.stdout

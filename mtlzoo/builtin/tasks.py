@@ -90,7 +90,7 @@ class BoundaryTaskOptions:
             (Chebyshev distance) has another label.
     """
 
-    width: int = option(2, ge=1)
+    width: int = option(2, ge=1, le=256)
 
 
 def boundary(options: BoundaryTaskOptions) -> TaskType:

@@ -47,6 +47,8 @@ from typing import Any, Literal, Union
 from .errors import ConfigError, did_you_mean
 
 _META = "mtlzoo"
+#: every int option fits a signed 64-bit integer (what torch and numpy hold), bounds or not
+INT_RANGE = (-(2**63), 2**63 - 1)
 _INT = re.compile(r"[+-]?\d+")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
@@ -76,7 +78,23 @@ class Constraint:
 
 
 def _num(v: float) -> str:
-    return str(v) if isinstance(v, int) else f"{v:g}"
+    return _text(v) if isinstance(v, int) else f"{v:g}"
+
+
+def _text(value: Any) -> str:
+    """``str(value)``; an integer of more than 40 digits (Python refuses to print one of more
+    than 4300) is described by its number of digits instead."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**40:
+        sign = "a negative" if value < 0 else "an"
+        try:
+            digits = str(len(str(abs(value))))
+        except ValueError:  # beyond the printing limit: the digit count from the logarithm
+            digits = f"about {int(math.log10(abs(value))) + 1}"
+        return f"{sign} integer of {digits} digits"
+    try:
+        return str(value)
+    except ValueError:
+        return f"a {type(value).__name__} holding an integer too long to print"
 
 
 def option(
@@ -199,14 +217,24 @@ def check_schema(schema: Any, where: str = "") -> None:
 # -- validation ------------------------------------------------------------------------------------
 def _join(path: str, key: Any) -> str:
     if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else str(key)
+        return f"{path}[{_text(key)}]"
+    return f"{path}.{_text(key)}" if path else _text(key)
+
+
+def _repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` shortened to ``limit`` characters (long integers described, see :func:`_text`)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = _text(value)
+    else:
+        try:
+            text = repr(value)
+        except ValueError:  # an integer beyond Python's 4300-digit printing limit, nested
+            text = _text(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _got(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
+    text = _repr(value)
     return f"{text} ({type(value).__name__})" if not isinstance(value, str) else text
 
 
@@ -242,24 +270,33 @@ def coerce(value: Any, tp: Any, path: str, con: Constraint = Constraint()) -> An
         if value in args and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in args)):
             return value
         choices = ", ".join(repr(a) for a in args)
-        return _raise(
-            path, f"{value!r} is not one of {choices}{did_you_mean(str(value), [str(a) for a in args])}"
-        )
+        hint = did_you_mean(value, [str(a) for a in args]) if isinstance(value, str) else ""
+        return _raise(path, f"{_repr(value)} is not one of {choices}{hint}")
     if tp is bool:
         if isinstance(value, bool):
             return value
         raise _fail(path, f"expected true or false, got {_got(value)}")
     if tp is int:
         if isinstance(value, str) and _INT.fullmatch(value.strip()):
-            value = int(value)  # e.g. from ${oc.env:...}
+            try:
+                value = int(value)  # e.g. from ${oc.env:...}
+            except ValueError:  # more digits than Python converts
+                digits = len(value.strip().lstrip("+-"))
+                raise _fail(path, f"must be a 64-bit integer, got an integer of {digits} digits") from None
         if isinstance(value, int) and not isinstance(value, bool):
-            return _bounded(value, path, con)
+            value = _bounded(value, path, con)
+            if not INT_RANGE[0] <= value <= INT_RANGE[1]:
+                raise _fail(path, f"must be a 64-bit integer (-2**63 to 2**63 - 1), got {_num(value)}")
+            return value
         raise _fail(path, f"expected an integer, got {_got(value)}")
     if tp is float:
         if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
             value = float(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # an int beyond the float range
+                raise _fail(path, f"must be a finite number, got {_num(value)}") from None
             if con.finite and not math.isfinite(value):
                 raise _fail(path, f"must be a finite number, got {value}")
             return _bounded(value, path, con)
@@ -329,7 +366,7 @@ def _build(schema: type, values: Any, path: str, require: bool, what: str = "") 
             valid = ", ".join(fields) or "none"
             raise _fail(
                 _join(path, key),
-                f"unknown option of {owner}{did_you_mean(str(key), fields)}; valid options: {valid}",
+                f"unknown option of {owner}{did_you_mean(_text(key), fields)}; valid options: {valid}",
             )
     kwargs = {}
     for name, f in fields.items():
@@ -372,8 +409,8 @@ def build_options(schema: type | None, values: Any, path: str, what: str) -> Any
         if values:
             if not isinstance(values, Mapping):
                 raise _fail(path, f"expected a mapping of options, got {_got(values)}")
-            key = sorted(values)[0]
-            raise _fail(_join(path, key), f"{what} takes no options; remove {sorted(values)}")
+            keys = sorted(values, key=_text)
+            raise _fail(_join(path, keys[0]), f"{what} takes no options; remove {_repr(keys)}")
         return None
     return _build(schema, values, path, require=True, what=what)
 

@@ -5,19 +5,33 @@ hypothesis test. A mutation changes one or a few places of a spec: unknown keys,
 the wrong type or container, NaN / infinite / negative / huge numbers, bad names, YAML-level
 duplicate keys, interpolations (allowed and forbidden resolvers, loops), deep nesting and
 alias expansion.
+
+Huge integers get their own, exhaustive cases (:func:`huge_int_cases`): every integer of a
+complete spec (every option filled in) replaced by each of :data:`HUGE_INTS` must be refused
+in one line, never accepted (a batch of 10**30 samples fails deep inside torch) and never a
+traceback (Python refuses to print an integer of more than 4300 digits). :func:`unbounded_int_options`
+lists the integer options declared without an upper bound.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import random
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import yaml
 
 from ..contract.errors import MtlzooError
+from ..contract.options import constraint
+
+#: integers no option takes: beyond every bound, beyond 64 bits, beyond a float, beyond printing
+HUGE_INTS: tuple[int, ...] = (10**30, -(10**30), 2**63, 10**400, 10**5000)
+#: integer options whose upper bound is still to come (refusing them is not required yet)
+UNBOUNDED_BY_DESIGN: frozenset[str] = frozenset({"train.num_workers"})
 
 WEIRD_VALUES: list[Any] = [
     None,
@@ -26,8 +40,9 @@ WEIRD_VALUES: list[Any] = [
     0,
     -1,
     7,
-    10**30,
-    -(10**30),
+    # beyond the bounds, 64 bits and the float range; 10**5000 (beyond Python's 4300-digit
+    # printing limit) only at number options, in huge_int_cases
+    *HUGE_INTS[:-1],
     0.5,
     -0.5,
     1e308,
@@ -112,8 +127,11 @@ def mutate(spec: dict[str, Any], rng: random.Random, max_changes: int = 3) -> An
     return out
 
 
-def _text_mutation(spec: Any, rng: random.Random) -> str:
-    text = yaml.safe_dump(spec, sort_keys=False) if isinstance(spec, dict) else str(spec)
+def _text_mutation(spec: Any, rng: random.Random) -> Any:
+    try:
+        text = yaml.safe_dump(spec, sort_keys=False) if isinstance(spec, dict) else str(spec)
+    except ValueError:  # an integer too long to print: the mapping is the case
+        return spec
     lines = text.splitlines()
     choice = rng.random()
     if choice < 0.35 and lines:  # duplicate a top-level line
@@ -153,4 +171,72 @@ def classify(validate: Callable[[Any], Any], spec: Any) -> str:
     return "valid"
 
 
-__all__ = ["mutate", "classify", "WEIRD_VALUES"]
+def _number_leaves(node: Any, prefix: tuple = ()) -> Iterator[tuple[tuple, bool]]:
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            yield from _number_leaves(v, (*prefix, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _number_leaves(v, (*prefix, i))
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        yield prefix, isinstance(node, int)
+
+
+def dotted(path: tuple) -> str:
+    """``("data", "size", 0)`` as ``data.size[0]``."""
+    out = ""
+    for key in path:
+        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
+    return out
+
+
+def huge_int_cases(
+    full: dict[str, Any], values: tuple[int, ...] = HUGE_INTS
+) -> Iterator[tuple[str, int, bool, Any]]:
+    """``(dotted path, value, is_int, spec)`` for every number of ``full`` (a complete, valid
+    spec as a plain dict, e.g. ``OmegaConf.to_container(zoo.spec(path))``) replaced by each of
+    ``values``. Validating each must give one line (:func:`classify` ``"one-line"``) where the
+    number was an integer (``is_int``), and never a traceback where it was a float (a float
+    option without an upper bound takes ``1e30``)."""
+    for path, is_int in _number_leaves(full):
+        for value in values:
+            yield dotted(path), value, is_int, _set(copy.deepcopy(full), path, value)
+
+
+def _has_int(tp: Any) -> bool:
+    return tp is int or any(_has_int(a) for a in typing.get_args(tp) if a is not Ellipsis)
+
+
+def _dataclasses_in(tp: Any) -> list[type]:
+    found = [tp] if dataclasses.is_dataclass(tp) and isinstance(tp, type) else []
+    for a in typing.get_args(tp):
+        if a is not Ellipsis:
+            found += _dataclasses_in(a)
+    return found
+
+
+def unbounded_int_options(schema: type, where: str) -> list[str]:
+    """Integer options of the options dataclass ``schema`` (nested ones included) declared
+    without an upper bound (``le`` or ``lt`` of :func:`~mtlzoo.option`), as ``where.field``."""
+    hints = typing.get_type_hints(schema)
+    out = []
+    for f in dataclasses.fields(schema):
+        key = f"{where}.{f.name}"
+        for nested in _dataclasses_in(hints[f.name]):
+            out += unbounded_int_options(nested, key)
+        con = constraint(f)
+        if _has_int(hints[f.name]) and con.le is None and con.lt is None:
+            out.append(key)
+    return out
+
+
+__all__ = [
+    "mutate",
+    "classify",
+    "huge_int_cases",
+    "unbounded_int_options",
+    "dotted",
+    "WEIRD_VALUES",
+    "HUGE_INTS",
+    "UNBOUNDED_BY_DESIGN",
+]

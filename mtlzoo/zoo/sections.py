@@ -14,6 +14,17 @@ from ..contract.options import option
 
 RUN_NAME = re.compile(r"[^/\\\x00\s][^/\\\x00]*")
 
+# Upper bounds of the integer options: far beyond any real run, low enough that a typo such as
+# 10**30 is refused in one line instead of failing deep inside torch or the data loader.
+#: epochs, and every option counted in epochs
+MAX_EPOCHS = 100_000
+#: samples in one batch
+MAX_BATCH = 65_536
+#: optimisation steps (per epoch, or skipped in a row)
+MAX_STEPS = 1_000_000_000
+#: pixels along one side of an image (crop, resize)
+MAX_SIDE = 16_384
+
 
 def check_file_name(value: str | None, key: str) -> None:
     """Run names become folder names: one path component (no separators, not ``.`` or ``..``)."""
@@ -70,7 +81,7 @@ class SchedulerConfig:
     name: Literal["cosine", "step", "poly", "none"] = "cosine"
     warmup_epochs: float = option(0.0, ge=0)
     min_lr: float = option(0.0, ge=0)
-    step_epochs: int = option(30, ge=1)
+    step_epochs: int = option(30, ge=1, le=MAX_EPOCHS)
     gamma: float = option(0.1, gt=0)
     power: float = option(0.9, gt=0)
 
@@ -97,9 +108,9 @@ class TrainConfig:
             epochs.
     """
 
-    epochs: int = option(10, ge=1)
-    batch_size: int = option(16, ge=1)
-    eval_batch_size: Optional[int] = option(None, ge=1)
+    epochs: int = option(10, ge=1, le=MAX_EPOCHS)
+    batch_size: int = option(16, ge=1, le=MAX_BATCH)
+    eval_batch_size: Optional[int] = option(None, ge=1, le=MAX_BATCH)
     num_workers: int = option(0, ge=0)
     pin_memory: Optional[bool] = None
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -110,18 +121,18 @@ class TrainConfig:
     compile: bool = False
     grad_clip: Optional[float] = option(None, gt=0)
     nonfinite: Literal["stop", "skip"] = "stop"
-    max_skips: int = option(10, ge=1)
-    eval_every: int = option(1, ge=1)
+    max_skips: int = option(10, ge=1, le=MAX_STEPS)
+    eval_every: int = option(1, ge=1, le=MAX_EPOCHS)
     eval_split: str = "val"
     test_split: Optional[str] = None
-    checkpoint_every: int = option(1, ge=1)
-    max_steps_per_epoch: Optional[int] = option(None, ge=1)
+    checkpoint_every: int = option(1, ge=1, le=MAX_EPOCHS)
+    max_steps_per_epoch: Optional[int] = option(None, ge=1, le=MAX_STEPS)
     select: Optional[str] = None
     out_dir: str = "runs"
     run_name: Optional[str] = None
     progress: bool = True
     tensorboard: Literal["auto", "on", "off"] = "auto"
-    tensorboard_images_every: int = option(1, ge=1)
+    tensorboard_images_every: int = option(1, ge=1, le=MAX_EPOCHS)
     deterministic: bool = True
 
     def check(self) -> None:
@@ -152,8 +163,8 @@ class AugmentConfig:
 
     hflip: float = option(0.0, ge=0, le=1)
     scale: Optional[tuple[float, float]] = option(None, gt=0)
-    crop: Optional[tuple[int, int]] = option(None, ge=1)
-    resize: Optional[tuple[int, int]] = option(None, ge=1)
+    crop: Optional[tuple[int, int]] = option(None, ge=1, le=MAX_SIDE)
+    resize: Optional[tuple[int, int]] = option(None, ge=1, le=MAX_SIDE)
     color_jitter: float = option(0.0, ge=0)
 
     def check(self) -> None:

@@ -120,8 +120,8 @@ class PADNetOptions:
             al.'s PAD-Net loss, which adds both with the task's weight; 0 disables them).
     """
 
-    channels: int = option(256, ge=4)
-    min_stride: int = option(4, ge=1)
+    channels: int = option(256, ge=4, le=8192)
+    min_stride: int = option(4, ge=1, le=256)
     norm: Norm = "batch"
     aux_weight: float = option(1.0, ge=0)
 
@@ -143,8 +143,8 @@ class MTINetOptions:
             weight 1 as in Vandenhende et al.'s MTI-Net loss.
     """
 
-    channels: Optional[list[int]] = option(None, ge=1, min_len=1)
-    min_stride: int = option(4, ge=1)
+    channels: Optional[list[int]] = option(None, ge=1, le=8192, min_len=1)
+    min_stride: int = option(4, ge=1, le=256)
     norm: Norm = "batch"
     aux_weight: Optional[float] = option(None, ge=0)
 

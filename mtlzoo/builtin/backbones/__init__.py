@@ -148,7 +148,7 @@ class TimmOptions:
     arch: str = "resnet18"
     pretrained: bool = False
     weights: Optional[str] = None
-    out_indices: Optional[list[int]] = option(None, min_len=1)
+    out_indices: Optional[list[int]] = option(None, ge=-64, le=64, min_len=1)
     drop_path_rate: float = option(0.0, ge=0, lt=1)
 
     def check(self) -> None:
@@ -204,7 +204,7 @@ class CNNOptions:
         norm: ``batch``, ``group`` or ``none`` (the last two keep no batch statistics).
     """
 
-    channels: list[int] = option([16, 32, 64, 128], ge=1, min_len=1)
+    channels: list[int] = option([16, 32, 64, 128], ge=1, le=8192, min_len=1)
     norm: Norm = "batch"
 
 

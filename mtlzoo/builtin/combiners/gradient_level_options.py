@@ -43,7 +43,7 @@ class MGDAOptions(WrtOptions):
     """
 
     normalization: Literal["none", "l2", "loss", "loss+"] = "none"
-    max_iter: int = option(1000, ge=1)
+    max_iter: int = option(1000, ge=1, le=1_000_000)
     tol: float = option(1e-7, gt=0)
 
 
@@ -57,7 +57,7 @@ class PCGradOptions(WrtOptions):
     """
 
     reduction: Literal["sum", "mean"] = "sum"
-    seed: int = 0
+    seed: int = option(0, ge=0, lt=2**63)
 
 
 @dataclass
@@ -86,8 +86,8 @@ class NashMTLOptions(WrtOptions):
     """
 
     max_norm: float = option(1.0, ge=0)
-    update_weights_every: int = option(1, ge=1)
-    max_iter: int = option(100, ge=1)
+    update_weights_every: int = option(1, ge=1, le=1_000_000)
+    max_iter: int = option(100, ge=1, le=1_000_000)
 
 
 @dataclass
@@ -113,7 +113,7 @@ class GradVacOptions(WrtOptions):
     """
 
     beta: float = option(0.5, ge=0, le=1)
-    seed: int = 0
+    seed: int = option(0, ge=0, lt=2**63)
 
 
 @dataclass
@@ -126,7 +126,7 @@ class GradDropOptions(WrtOptions):
     """
 
     leak: float = option(0.0, ge=0, le=1)
-    seed: int = 0
+    seed: int = option(0, ge=0, lt=2**63)
 
 
 @dataclass
@@ -153,7 +153,7 @@ class FairGradOptions(WrtOptions):
     """
 
     alpha: float = option(1.0, gt=0)
-    max_iter: int = option(100, ge=1)
+    max_iter: int = option(100, ge=1, le=1_000_000)
 
 
 #: (name, factory, options, help) of each combiner, registered in this order

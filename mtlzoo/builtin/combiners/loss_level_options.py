@@ -60,7 +60,7 @@ class RLWOptions:
         seed: seed of the per-step random weights (combined with the step number).
     """
 
-    seed: int = 0
+    seed: int = option(0, ge=0, lt=2**63)
 
 
 @dataclass
@@ -109,7 +109,7 @@ class STCHOptions:
     """
 
     mu: float = option(1.0, gt=0)
-    nadir_epoch: int = option(4, ge=0)
+    nadir_epoch: int = option(4, ge=0, le=100_000)
 
 
 #: (name, factory, options, help) of each combiner, registered in this order

@@ -79,7 +79,7 @@ class SDMGradOptions(WrtOptions):
     lam: float = option(0.3, ge=0)
     lr: float = option(5.0, gt=0)
     momentum: float = option(0.5, ge=0, lt=1)
-    n_iter: int = option(20, ge=1)
+    n_iter: int = option(20, ge=1, le=100_000)
 
 
 #: (name, factory, options, help) of each combiner, registered in this order

@@ -62,12 +62,12 @@ class ShapesOptions:
             (default all of ``sphere, box, cylinder, pyramid, torus``).
     """
 
-    size: tuple[int, int] = option((64, 64), ge=8)
-    train_size: int = option(2000, ge=0)
-    val_size: int = option(256, ge=0)
-    test_size: int = option(256, ge=0)
-    seed: int = option(0, ge=0)
-    num_objects: tuple[int, int] = option((1, 4), ge=0)
+    size: tuple[int, int] = option((64, 64), ge=8, le=4096)
+    train_size: int = option(2000, ge=0, le=10_000_000)
+    val_size: int = option(256, ge=0, le=10_000_000)
+    test_size: int = option(256, ge=0, le=10_000_000)
+    seed: int = option(0, ge=0, lt=2**63)
+    num_objects: tuple[int, int] = option((1, 4), ge=0, le=64)
     classes: Optional[list[str]] = None
 
     def check(self) -> None:
@@ -105,7 +105,7 @@ class CamVidOptions:
     """
 
     root: str = option(path=True)
-    size: Optional[tuple[int, int]] = option(None, ge=1)
+    size: Optional[tuple[int, int]] = option(None, ge=1, le=16_384)
 
 
 @dataclass
@@ -169,9 +169,9 @@ class ImageFolderOptions:
         {}, help="boundaries and image labels are derived from a mask with `from`, not read"
     )
     classes: list[str] = option([])
-    ignore_index: int = IGNORE_INDEX
+    ignore_index: int = option(IGNORE_INDEX, ge=-(2**31), lt=2**31)
     depth_scale: float = option(1000.0, gt=0)
-    size: Optional[tuple[int, int]] = option(None, ge=1)
+    size: Optional[tuple[int, int]] = option(None, ge=1, le=16_384)
     scan: bool = True
 
     def target_kinds(self) -> dict[str, str]:

@@ -57,9 +57,9 @@ class FCNOptions:
         norm: ``batch``, ``group`` or ``none``.
     """
 
-    channels: int = option(64, ge=1)
+    channels: int = option(64, ge=1, le=8192)
     use: Literal["all", "last"] = "all"
-    min_stride: int = option(4, ge=1)
+    min_stride: int = option(4, ge=1, le=256)
     norm: Norm = "batch"
 
 
@@ -74,7 +74,7 @@ class UnetOptions:
         norm: ``batch``, ``group`` or ``none``.
     """
 
-    decoder_channels: list[int] = option([128, 64, 32, 16, 8], ge=1, min_len=1)
+    decoder_channels: list[int] = option([128, 64, 32, 16, 8], ge=1, le=8192, min_len=1)
     attention: Optional[Literal["scse"]] = None
     norm: Norm = "batch"
 
@@ -90,8 +90,8 @@ class FPNOptions:
         dropout: channel dropout before the classifier.
     """
 
-    pyramid_channels: int = option(128, ge=1)
-    segmentation_channels: int = option(64, ge=32)
+    pyramid_channels: int = option(128, ge=1, le=8192)
+    segmentation_channels: int = option(64, ge=32, le=8192)
     dropout: float = option(0.0, ge=0, lt=1)
 
     def check(self) -> None:
@@ -114,8 +114,8 @@ class DeepLabV3PlusOptions:
         norm: ``batch``, ``group`` or ``none``.
     """
 
-    channels: int = option(128, ge=1)
-    atrous_rates: tuple[int, int, int] = option((12, 24, 36), ge=1)
+    channels: int = option(128, ge=1, le=8192)
+    atrous_rates: tuple[int, int, int] = option((12, 24, 36), ge=1, le=1024)
     dropout: float = option(0.5, ge=0, lt=1)
     norm: Norm = "batch"
 
@@ -132,9 +132,9 @@ class DenseOptions:
         norm: ``batch``, ``group`` or ``none``.
     """
 
-    channels: int = option(64, ge=1)
+    channels: int = option(64, ge=1, le=8192)
     activation: Literal["none", "relu", "softplus", "sigmoid", "exp"] = "softplus"
-    min_stride: int = option(4, ge=1)
+    min_stride: int = option(4, ge=1, le=256)
     norm: Norm = "batch"
 
 
@@ -148,8 +148,8 @@ class NormalsOptions:
         norm: ``batch``, ``group`` or ``none``.
     """
 
-    channels: int = option(64, ge=1)
-    min_stride: int = option(4, ge=1)
+    channels: int = option(64, ge=1, le=8192)
+    min_stride: int = option(4, ge=1, le=256)
     norm: Norm = "batch"
 
 
@@ -163,8 +163,8 @@ class BoundaryOptions:
         norm: ``batch``, ``group`` or ``none``.
     """
 
-    channels: int = option(32, ge=1)
-    min_stride: int = option(2, ge=1)
+    channels: int = option(32, ge=1, le=8192)
+    min_stride: int = option(2, ge=1, le=256)
     norm: Norm = "batch"
 
 
@@ -179,7 +179,7 @@ class ClassificationOptions:
     """
 
     pool: Literal["avg", "max", "avgmax"] = "avg"
-    hidden: int = option(0, ge=0)
+    hidden: int = option(0, ge=0, le=65536)
     dropout: float = option(0.0, ge=0, lt=1)
 
 

@@ -50,7 +50,7 @@ class BoundaryF1Options:
             probability in (0, 1).
     """
 
-    tolerance: int = option(2, ge=0, help="pixels (Chebyshev distance); 0 = the exact pixel")
+    tolerance: int = option(2, ge=0, le=256, help="pixels (Chebyshev distance); 0 = the exact pixel")
     threshold: float = option(0.5, gt=0, lt=1, help="probability above which a pixel is a boundary")
 
 
