@@ -54,6 +54,7 @@ def resolve_targets(
     """Match every task to a target of the dataset (or derive it); work out its head's channels."""
     infos: dict[str, TaskInfo] = {}
     derived: list[Derived] = []
+    deriving: dict[str, str] = {}  # task -> the target key it derives
     for name, node in cfg.tasks.items():
         path = f"tasks.{name}"
         t = _plain(node)
@@ -79,6 +80,7 @@ def resolve_targets(
             tinfo = derivation.info
             zoo.target_kind(tinfo.kind, f"{path}: {entry.label} derives")
             derived.append(Derived(target, source, derivation.fn, tinfo))
+            deriving[name] = target
         else:
             if target not in info.targets:
                 have = ", ".join(sorted(info.targets)) or "none"
@@ -103,7 +105,24 @@ def resolve_targets(
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
         infos[name] = TaskInfo(name, entry.name, target, channels, tinfo)
+    _refuse_shadowing(info, infos, deriving)
     return infos, derived
+
+
+def _refuse_shadowing(info: DatasetInfo, infos: dict[str, TaskInfo], deriving: dict[str, str]) -> None:
+    """A derived target replaces the dataset's target of that key in every sample: refused when
+    another task reads the dataset's one (it would silently train on the derived values)."""
+    for reader, task in infos.items():
+        if reader in deriving:
+            continue
+        for name, key in deriving.items():
+            if key == task.target:
+                other = name if name != key else f"{name}_derived"
+                raise ConfigError(
+                    f"tasks.{name}: derives target {key!r}, but dataset {info.name!r} yields {key!r} too and task "
+                    f"{reader!r} reads it (it would train on the derived values); give tasks.{name} another "
+                    f"`target` (e.g. target: {other})"
+                )
 
 
 def _check_kind(entry: Any, kind: Any, path: str) -> None:
