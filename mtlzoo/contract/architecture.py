@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from .features import FeatureInfo
+from .settings import ShowsSettings
 
 if TYPE_CHECKING:
     from .tasks import TaskInfo
@@ -103,12 +104,13 @@ class ArchitectureParts:
         return list(stages)
 
 
-class Architecture(nn.Module):
+class Architecture(ShowsSettings, nn.Module):
     """Base class of multi-task architectures (see the module docstring).
 
     Subclasses implement :meth:`run`, :meth:`shared_parameters` and :meth:`task_parameters`,
     set :attr:`task_names`, and say whether they have a shared representation. Attributes:
-    ``aux_weight`` (deep supervision weight), ``normalize`` (set by the zoo).
+    ``aux_weight`` (deep supervision weight), ``normalize`` (set by the zoo). ``repr`` shows
+    the options it was built with (:class:`~mtlzoo.contract.settings.ShowsSettings`).
     """
 
     #: True when :meth:`run` returns a shared representation (``wrt: features`` works)

@@ -82,6 +82,7 @@ from torch import Tensor, nn
 
 from ._autogram import LayerGramian, add_grad
 from .dist import all_reduce_mean, all_reduce_sum, average_grads, is_distributed, world_size
+from .settings import ShowsSettings
 
 Wrt = Literal["params", "features"]
 WRT_CHOICES = ("params", "features")
@@ -481,7 +482,7 @@ class Step:
         average_grads(self._head_params)
 
 
-class Combiner(nn.Module):
+class Combiner(ShowsSettings, nn.Module):
     """Base class of loss combiners.
 
     Subclasses implement :meth:`backward`. Keep any state that must survive a resume in
@@ -500,6 +501,8 @@ class Combiner(nn.Module):
             with torch.no_grad():
                 after = <the same batch's losses recomputed with the updated model>
             combiner.after_step(after)
+
+    ``repr(combiner)`` shows the options it was built with (:class:`ShowsSettings`).
 
     Args:
         task_names: the tasks, in the order of every per-task vector and matrix.

@@ -8,10 +8,10 @@ import torch
 from torch import Tensor, nn
 
 from . import ClassificationOptions
-from .common import feature_infos
+from .common import Head, feature_infos
 
 
-class ClassificationHead(nn.Module):
+class ClassificationHead(Head):
     """Image-level head: global pooling of the coarsest map -> [Linear + ReLU] -> dropout ->
     Linear, returning logits ``[B, out_channels]`` (``size`` is ignored).
 

@@ -1,4 +1,4 @@
-"""Building blocks the built-in heads share: feature checks, resizing, conv blocks."""
+"""Building blocks the built-in heads share: their base class, feature checks, resizing, conv blocks."""
 
 from __future__ import annotations
 
@@ -11,6 +11,15 @@ from torch import Tensor, nn
 from ...contract.errors import ConfigError
 from ...contract.features import FeatureInfo
 from ...contract.layers import make_norm
+from ...contract.settings import ShowsSettings
+
+
+class Head(ShowsSettings, nn.Module):
+    """Base of the built-in heads: ``repr(head)`` shows the options it was built with (the
+    third argument of ``factory(feature_info, out_channels, options)``), or the plain keyword
+    arguments of a head class that several factories build (``FusionHead``)."""
+
+    options_position = 2
 
 
 def feature_infos(feature_info: Sequence, out_channels: int, head: str) -> list[FeatureInfo]:

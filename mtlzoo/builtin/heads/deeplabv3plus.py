@@ -10,10 +10,10 @@ from torch import Tensor, nn
 
 from ...contract.errors import ConfigError
 from . import DeepLabV3PlusOptions
-from .common import convert_norm, feature_infos, resize
+from .common import Head, convert_norm, feature_infos, resize
 
 
-class DeepLabV3PlusHead(nn.Module):
+class DeepLabV3PlusHead(Head):
     """DeepLabV3+ decoder from smp's ``DeepLabV3PlusDecoder``: ASPP on the coarsest map,
     upsampled to the high-resolution map (the one at stride 4, or the nearest to it; its
     index is ``high``) and fused with it, then a 1x1 conv upsampled to ``size``: raw scores

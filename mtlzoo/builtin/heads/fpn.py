@@ -9,10 +9,10 @@ from torch import Tensor, nn
 
 from ...contract.errors import ConfigError
 from . import FPNOptions
-from .common import feature_infos, resize
+from .common import Head, feature_infos, resize
 
 
-class FPNHead(nn.Module):
+class FPNHead(Head):
     """FPN decoder (smp's ``FPNDecoder``) on the four coarsest maps + a 1x1 conv, upsampled to
     ``size``: raw scores ``[B, out_channels, *size]``. The four maps must have strides ``s,
     2s, 4s, 8s``; at sizes that are not a multiple of the coarsest stride the finer maps are

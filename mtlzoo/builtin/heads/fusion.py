@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from ...contract.errors import ConfigError
 from ...contract.features import FeatureInfo
 from . import BoundaryOptions, DenseOptions, FCNOptions, NormalsOptions
-from .common import conv_norm_relu, feature_infos, resize
+from .common import Head, conv_norm_relu, feature_infos, resize
 
 
 def _identity(x: Tensor) -> Tensor:
@@ -94,7 +94,7 @@ class Fusion(nn.Module):
         return out
 
 
-class FusionHead(nn.Module):
+class FusionHead(Head):
     """Dense head ``[fusion] -> convs x (conv3x3+norm+ReLU) -> conv1x1 -> bilinear upsample
     to size -> output``, returning ``[B, out_channels, *size]``.
 

@@ -9,10 +9,10 @@ from torch import Tensor, nn
 
 from ...contract.errors import ConfigError
 from . import UnetOptions
-from .common import as_size, convert_norm, feature_infos
+from .common import Head, as_size, convert_norm, feature_infos
 
 
-class UnetHead(nn.Module):
+class UnetHead(Head):
     """U-Net decoder (smp's ``UnetDecoder``) + a 3x3 conv to ``out_channels``.
 
     Block ``i`` upsamples to the next finer map and concatenates it (skip connection); the
