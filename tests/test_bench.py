@@ -98,7 +98,7 @@ def test_bench_runs_resumes_reports_failures_and_writes_tables(zoo, tmp_path, sp
     md = (tmp_path / "results" / "tinybench.md").read_text()
     assert "Δm" in md and "single-task (semseg)" in md and "| sum |" in md and "(1 failed)" in md
     # the header states the budget every cell shared
-    assert "1 epochs x batch 8 (" in md and "optimizer steps per run)" in md and "ran on cpu x1" in md
+    assert "1 epoch x batch 8 (" in md and "optimizer steps per run)" in md and "ran on cpu x1" in md
     rows = list(csv.DictReader(open(tmp_path / "results" / "tinybench.csv")))
     sum_row = next(r for r in rows if r["method"] == "sum")
     assert sum_row["delta_m_mean"] != "" and "semseg.miou_mean" in sum_row

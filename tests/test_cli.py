@@ -47,6 +47,7 @@ def test_train_prints_per_task_table_and_writes_run(tmp_path, capsys, spec_facto
     assert main(["train", spec, "train.run_name=cli"]) == 0
     out = capsys.readouterr().out
     assert "| semseg | miou (higher is better)" in out
+    assert "\ntiny: 1 epoch in " in out  # not "1 epochs"
     assert "| depth  | abs_err (lower is better)" in out
     assert (tmp_path / "runs" / "cli" / "summary.json").is_file()
     # eval of the run folder reproduces the summary
@@ -223,3 +224,67 @@ def test_the_readme_demo_table_is_what_make_demo_prints(root):
         timeout=1200,
     )
     assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+
+
+def test_list_headings_are_plurals(capsys):
+    assert main(["list"]) == 0
+    headings = [
+        line.split(" (")[0] for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")
+    ]
+    assert headings == [
+        "backbones",
+        "heads",
+        "losses",
+        "combiners",
+        "datasets",
+        "metrics",
+        "tasks",
+        "target_kinds",
+        "architectures",
+    ]
+
+
+def test_counts_are_pluralised():
+    from mtlzoo.apps.cli import count, plural
+
+    assert [count(1, "epoch"), count(2, "epoch"), count(0, "epoch")] == ["1 epoch", "2 epochs", "0 epochs"]
+    assert [plural("loss"), plural("head"), plural("target_kind")] == ["losses", "heads", "target_kinds"]
+
+
+@pytest.mark.parametrize(
+    "args, hint",
+    [
+        (["--epochs", "1"], "train.epochs=1"),
+        (["--epochs=1"], "train.epochs=1"),
+        (["--batch-size", "4", "--lr", "0.1"], "train.batch_size=4 train.optimizer.lr=0.1"),
+        (["--seed", "3"], "seed=3"),
+        (["--epochs"], "train.epochs=VALUE"),
+    ],
+)
+def test_an_option_that_is_a_spec_key_hints_the_override(root, capsys, args, hint):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(root / "configs" / "quickstart.yaml"), *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert (
+        err
+        == f"mtlzoo: error: unrecognized arguments: {' '.join(args)} (spec keys are set as overrides: {hint})"
+    )
+
+
+def test_an_unknown_option_that_is_no_spec_key_gets_no_hint(root, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", str(root / "configs" / "quickstart.yaml"), "--fast"])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "mtlzoo: error: unrecognized arguments: --fast"
+
+
+def test_interrupted_starts_a_new_line(monkeypatch, capsys):
+    import mtlzoo.apps.cli as cli
+
+    def interrupted(args):
+        print("epoch 1/4:  40%|####      | 12/30", end="", file=sys.stderr)  # a progress bar mid-line
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_list", interrupted)
+    assert main(["list"]) == 130
+    assert capsys.readouterr().err.endswith("12/30\ninterrupted\n")

@@ -83,7 +83,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = trainer.fit()
     if trainer.main:
         print(
-            f"\n{cfg.name}: {summary['epochs']} epochs in {summary['seconds']:.1f}s on {summary['device']}"
+            f"\n{cfg.name}: {count(summary['epochs'], 'epoch')} in {summary['seconds']:.1f}s on {summary['device']}"
             f" ({summary['parameters']['total']:,} parameters)"
         )
         print(f"{cfg.train.eval_split} metrics:")
@@ -193,7 +193,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         _print_json(out if not args.kind else out[args.kind])
         return 0
     for kind, rows in out.items():
-        print(f"{kind}s ({len(rows)}):")
+        print(f"{plural(kind)} ({len(rows)}):")
         width = max([len(r["name"]) for r in rows] + [4])
         for r in rows:
             print(f"  {r['name'].ljust(width)}  {r['help']}  [{r['plugin']}]")
@@ -457,6 +457,54 @@ def _is_override(arg: str) -> bool:
     return not arg.startswith("-") and ("=" in arg or arg.startswith("~"))
 
 
+def plural(word: str) -> str:
+    """The plural of a kind's name (``loss`` -> ``losses``, ``head`` -> ``heads``)."""
+    return word + ("es" if word.endswith(("s", "x")) else "s")
+
+
+def count(n: int, word: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{n} {word if n == 1 else plural(word)}"
+
+
+def _spec_keys() -> dict[str, str]:
+    """Last component -> dotted path of every key of the spec's fixed sections (the shallowest wins)."""
+    import dataclasses
+    import typing
+
+    from ..zoo.sections import ExperimentConfig
+
+    keys: dict[str, str] = {}
+    todo: list[tuple[type, str]] = [(ExperimentConfig, "")]
+    while todo:  # breadth first: `name` is the spec's name, not train.optimizer.name
+        schema, prefix = todo.pop(0)
+        hints = typing.get_type_hints(schema)
+        for f in dataclasses.fields(schema):
+            path = f"{prefix}{f.name}"
+            keys.setdefault(f.name, path)
+            if dataclasses.is_dataclass(hints[f.name]):
+                todo.append((hints[f.name], f"{path}."))
+    return keys
+
+
+def _override_hint(extra: Sequence[str]) -> str:
+    """For ``--epochs 1``: `` (spec keys are set as overrides: train.epochs=1)``; else ``""``."""
+    keys = _spec_keys()
+    hints = []
+    for i, arg in enumerate(extra):
+        if not arg.startswith("--"):
+            continue
+        name, eq, value = arg[2:].partition("=")
+        key = keys.get(name.replace("-", "_"))
+        if key is None:
+            continue
+        if not eq:
+            following = extra[i + 1] if i + 1 < len(extra) else ""
+            value = following if following and not following.startswith("--") else "VALUE"
+        hints.append(f"{key}={value}")
+    return f" (spec keys are set as overrides: {' '.join(hints)})" if hints else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mtlzoo`` command."""
     parser = build_parser()
@@ -466,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(args, "overrides") and all(_is_override(a) for a in extra):
             args.overrides = [*args.overrides, *extra]
         else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            parser.error(f"unrecognized arguments: {' '.join(extra)}{_override_hint(extra)}")
     args.debug = getattr(args, "debug", False)
     args.strict_plugins = getattr(args, "strict_plugins", False)
     if args.command == "train" and not args.spec and not args.resume:
@@ -479,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("\ninterrupted", file=sys.stderr)  # a progress bar may hold the line
         return 130
 
 

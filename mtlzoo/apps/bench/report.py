@@ -253,7 +253,7 @@ def budget_text(cfg: Any, results: dict[str, dict[str, Any]]) -> str:
     }  # keeps pretrained=False
     crop = cfg.augment.crop
     return (
-        f"{t.epochs} epochs x batch {t.batch_size}"
+        f"{t.epochs} epoch{'' if t.epochs == 1 else 's'} x batch {t.batch_size}"
         + (f" ({'-'.join(map(str, steps))} optimizer steps per run)" if steps else "")
         + f", {t.optimizer.name} lr {t.optimizer.lr}, {t.scheduler.name} schedule, amp {t.amp}; "
         f"backbone {backbone}; data {dict(cfg.data)}"
