@@ -58,6 +58,12 @@ NPY_TEST_NOTE = (
     "(what MTAN and LibMTL report), so evaluate on val"
 )
 
+#: where each dataset's preprocessed .npy release comes from (mtlzoo never downloads)
+NPY_SOURCES = {
+    "nyuv2": "MTAN's preprocessed NYUv2 (288x384), linked from github.com/lorenmt/mtan (and LibMTL's examples/nyu)",
+    "cityscapes": "MTAN's preprocessed Cityscapes (128x256), linked from github.com/lorenmt/mtan",
+}
+
 # key in the sample -> (kind, channels): how each folder of the layout is read
 _NPY_KINDS = {
     "image": ("image", 3),
@@ -120,6 +126,13 @@ class NpyMTLDataset(Dataset):
             raise split_error(name, split, NPY_SPLITS, NPY_TEST_NOTE if split == "test" else "")
         self.name, self.split, self.folders, self.classes = name, split, dict(folders), tuple(classes)
         layout = f"train/ and val/, each with {', '.join(f'{f}/' for f in folders.values())} of <i>.npy files"
+        where = Path(os.path.expanduser(str(root))).resolve()
+        if not where.is_dir():
+            source = NPY_SOURCES.get(name, "the MTAN/LibMTL preprocessing")
+            raise DataError(
+                f"{name}: no data folder at {where} (data.root); it takes the MTAN/LibMTL .npy layout ({layout}): "
+                f"download {source} and set data.root to its folder"
+            )
         self.root = data_root(root, name, f"the MTAN/LibMTL preprocessed layout ({layout})")
         base = self.root / split
         for folder in self.folders.values():
