@@ -436,16 +436,24 @@ def test_rename_in_order_refuses_another_network():
 LITE_SPECS = ["configs/camvid/lite0.yaml", "configs/camvid/lite0_semseg.yaml"]
 
 
+@pytest.mark.parametrize("layout", ["repository", "../shared is a symbolic link"])
 @pytest.mark.parametrize("spec", LITE_SPECS)
-def test_camvid_lite0_specs_are_accepted(spec, capsys):
+def test_camvid_lite0_specs_are_accepted(spec, layout, capsys, tmp_path):
     from mtlzoo.apps.cli import main
 
-    assert main(["config", "show", str(ROOT / spec)]) == 0
+    path = ROOT / spec
+    if layout != "repository":  # a checkout beside a `shared` that links to the data elsewhere
+        path = tmp_path / "checkout" / spec
+        path.parent.mkdir(parents=True)
+        path.write_text((ROOT / spec).read_text())
+        (tmp_path / "shared").symlink_to(CAMVID.parents[1], target_is_directory=True)
+    assert main(["config", "show", str(path)]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
     assert shown["model"]["backbone"]["arch"] == "tf_efficientnet_lite0"
     assert shown["model"]["backbone"]["weights"] == "package:efficientnet-lite0"
     assert shown["model"]["normalize"] == "auto"
-    assert shown["data"]["root"] == str(CAMVID)
+    # the same folder, however it is spelled (resolved or not, absolute or relative to the spec)
+    assert (path.parent / shown["data"]["root"]).resolve() == CAMVID.resolve()
 
 
 @pytest.fixture
