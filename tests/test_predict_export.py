@@ -151,7 +151,9 @@ def test_export_onnx_verifies_and_runs_in_onnxruntime(run, tmp_path, capsys):
     file = tmp_path / "model.onnx"
     assert main(["export", str(run), "--format", "onnx", "--out", str(file)]) == 0
     out = capsys.readouterr().out
-    assert "H and W multiples of 32 from 64" in out and "max |difference| per task" in out
+    assert (
+        "any H and W from 33 (padded to multiples of 32 inside" in out and "max |difference| per task" in out
+    )
     for task in TASKS:
         line = next(x for x in out.splitlines() if x.strip().startswith(task + " "))
         assert float(line.split()[-1]) <= 1e-4
@@ -168,6 +170,28 @@ def test_export_onnx_verifies_and_runs_in_onnxruntime(run, tmp_path, capsys):
             assert got[task].shape == tuple(eager[task].shape)
             assert np.abs(got[task] - eager[task].numpy()).max() < 1e-4
     assert got["semseg"].shape == (3, 6, 96, 160) and got["labels"].shape == (3, 6)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_export_off_the_size_grid_gives_what_predict_gives(run, tmp_path, fmt):
+    """36 x 44 is no multiple of the backbone's divisor 32: the file pads and crops as predict does."""
+    file = tmp_path / f"model.{fmt}"
+    assert main(["export", str(run), "--format", fmt, "--out", str(file)]) == 0
+    predictor = mtlzoo.load(run)
+    assert predictor.size_divisor == 32
+    x = torch.rand(2, 3, 36, 44, generator=torch.Generator().manual_seed(1))
+    if fmt == "onnx":
+        ort = pytest.importorskip("onnxruntime")
+        session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+        got = dict(zip(TASKS, (torch.from_numpy(o) for o in session.run(None, {"image": x.numpy()}))))
+    else:
+        got = torch.export.load(str(file)).module()(x)
+    want = predictor.predict(x)
+    for task in TASKS:
+        expected = torch.stack([w[task] for w in want])
+        assert got[task].shape == expected.shape, task
+        torch.testing.assert_close(got[task], expected, atol=1e-4, rtol=1e-4)
+    assert got["semseg"].shape == (2, 6, 36, 44) and got["labels"].shape == (2, 6)
 
 
 def test_export_pt2_verifies_and_loads(run, capsys):
@@ -200,7 +224,7 @@ def test_export_fails_in_one_line_above_the_tolerance(run, tmp_path, monkeypatch
     assert main(["export", str(run), "--format", "onnx"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert "depth of" in err and "differs from the eager model by 0.003 (more than --atol 0.0001)" in err
+    assert "depth of" in err and "differs from predict by 0.003 (more than --atol 0.0001)" in err
 
 
 def test_export_dynamic_shapes_respect_the_divisor():
@@ -210,7 +234,7 @@ def test_export_dynamic_shapes_respect_the_divisor():
         backbone = type("B", (), {"feature_info": [(8, 4), (16, 32)]})()
 
     dynamic, min_side, side = export_app.shapes(Stub(), 32)
-    assert (min_side, side) == (64, 64) and set(dynamic) == {0, 2, 3}
+    assert (min_side, side) == (33, 63) and set(dynamic) == {0, 2, 3}  # padded to 64, 64 inside
     _, min_side, side = export_app.shapes(Stub(), 1)
     assert (min_side, side) == (64, 64)
 

@@ -3,9 +3,11 @@ disks, damaged run folders are one line, two processes cannot train one run."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 
@@ -79,11 +81,14 @@ def test_non_finite_weights_are_never_saved_or_evaluated(zoo, tmp_path, spec_fac
     with pytest.raises(ckpt.NonFiniteWeights, match="not written: 1 of .* tensors hold NaN"):
         trainer._save("last")
     assert (d / "checkpoints" / "last" / "weights.safetensors").read_bytes() == before
+
     # a checkpoint that holds NaN (written by hand) is refused by eval in one line
-    weights = load_file(str(d / "checkpoints" / "best" / "weights.safetensors"))
-    key = next(k for k, v in weights.items() if v.is_floating_point())
-    weights[key] = torch.full_like(weights[key], float("nan"))
-    save_file(weights, str(d / "checkpoints" / "best" / "weights.safetensors"))
+    def poison(weights):
+        key = next(k for k, v in weights.items() if v.is_floating_point())
+        weights[key] = torch.full_like(weights[key], float("nan"))
+
+    rewrite_weights(d / "checkpoints" / "best", poison)
+    capsys.readouterr()  # what training printed
     assert main(["eval", str(d)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "hold NaN or infinite values" in err[0]
@@ -147,6 +152,7 @@ def test_a_damaged_state_json_is_one_line(zoo, tmp_path, spec_factory, content, 
     d = new_run_dir(tmp_path, "bad")
     train(zoo, spec_factory(**{"train.epochs": 1}), d)
     (d / "checkpoints" / "last" / "state.json").write_bytes(content)
+    capsys.readouterr()  # what training printed
     assert main(["train", "--resume", str(d), "train.epochs=2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0], err
@@ -155,6 +161,7 @@ def test_a_damaged_state_json_is_one_line(zoo, tmp_path, spec_factory, content, 
 def test_resume_with_another_optimizer_is_one_line(zoo, tmp_path, spec_factory, capsys):
     d = new_run_dir(tmp_path, "opt")
     train(zoo, spec_factory(), d)
+    capsys.readouterr()  # what training printed
     assert main(["train", "--resume", str(d), "train.epochs=2", "train.optimizer.name=sgd"]) == 2
     err = capsys.readouterr().err
     assert "was trained with AdamW, this spec builds SGD" in err and err.count("\n") == 1
@@ -225,3 +232,144 @@ def test_two_processes_cannot_train_one_run(zoo, tmp_path, spec_factory, root):
     finally:
         holder.kill()
         holder.wait()
+
+
+# -- checkpoint integrity (issue 21) --------------------------------------------------------------
+def rewrite_weights(folder, change) -> None:
+    """Rewrite a checkpoint's weights by hand (``change`` edits the tensor dict) and record the new
+    file's checksum, as a deliberate edit would: only damage is refused, not an edit."""
+    weights = load_file(str(folder / "weights.safetensors"))
+    change(weights)
+    save_file(weights, str(folder / "weights.safetensors"))
+    state = json.loads((folder / "state.json").read_text())
+    state["checksums"]["weights.safetensors"] = ckpt.sha256(folder / "weights.safetensors")
+    (folder / "state.json").write_text(json.dumps(state))
+
+
+def flip_bytes_mid_tensors(file) -> int:
+    """XOR the lowest byte of a few float32 values in the middle of a safetensors file's tensor
+    region (never a NaN: only the mantissa's last bits change); the offset changed."""
+    data = bytearray(file.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")  # u64 header length, the JSON header, the tensors
+    offset = start + ((len(data) - start) // 2) // 4 * 4
+    for i in range(0, 16, 4):
+        data[offset + i] ^= 0x5A
+    file.write_bytes(bytes(data))
+    return offset
+
+
+def test_a_checkpoint_records_the_checksum_of_each_weights_file(zoo, tmp_path, spec_factory):
+    d = new_run_dir(tmp_path, "sums")
+    train(zoo, spec_factory(), d)
+    for name, files in (
+        ("last", ["weights.safetensors", "optimizer.safetensors"]),
+        ("best", ["weights.safetensors"]),
+    ):
+        folder = d / "checkpoints" / name
+        state = json.loads((folder / "state.json").read_text())
+        assert state["checksums"] == {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in files}
+
+
+def test_flipped_bytes_in_the_weights_are_one_line_naming_the_file(zoo, tmp_path, spec_factory, capsys):
+    import mtlzoo
+
+    d = new_run_dir(tmp_path, "flip")
+    train(zoo, spec_factory(), d)
+    best = d / "checkpoints" / "best" / "weights.safetensors"
+    before = {k: v.clone() for k, v in load_file(str(best)).items()}  # load_file may map the file
+    flip_bytes_mid_tensors(best)
+    after = load_file(str(best))  # still a readable file, and every value finite: only the checksum tells
+    assert all(bool(torch.isfinite(v).all()) for v in after.values() if v.is_floating_point())
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    capsys.readouterr()  # what training printed
+    assert main(["eval", str(d)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{best}: damaged, its bytes differ from those saved" in err[0], err
+    with pytest.raises(CheckpointError, match="damaged, its bytes differ"):
+        mtlzoo.load(d)
+    # the optimizer's file is checked on resume
+    flip_bytes_mid_tensors(d / "checkpoints" / "last" / "optimizer.safetensors")
+    assert main(["train", "--resume", str(d), "train.epochs=2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "last/optimizer.safetensors: damaged" in err[0], err
+
+
+def test_a_checkpoint_saved_without_checksums_still_loads(zoo, tmp_path, spec_factory):
+    d = new_run_dir(tmp_path, "old")
+    trainer, _ = train(zoo, spec_factory(), d)
+    folder = d / "checkpoints" / "best"
+    state = json.loads((folder / "state.json").read_text())
+    del state["checksums"]
+    (folder / "state.json").write_text(json.dumps(state))
+    assert ckpt.load_weights(folder, trainer.model) == folder
+
+
+# -- resume: NaN weights, read-only folders, the lock, file modes (issue 21) ----------------------
+def test_resume_refuses_a_checkpoint_with_nan_weights_in_one_line(zoo, tmp_path, spec_factory, capsys):
+    d = new_run_dir(tmp_path, "nanresume")
+    train(zoo, spec_factory(), d)
+
+    def poison(weights):
+        key = next(k for k, v in weights.items() if v.is_floating_point())
+        weights[key][..., 0] = float("nan")
+
+    rewrite_weights(d / "checkpoints" / "last", poison)
+    capsys.readouterr()  # what training printed
+    assert main(["train", "--resume", str(d), "train.epochs=2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "hold NaN or infinite values" in err[0] and "cannot be resumed" in err[0], err
+    assert ckpt.read_state(d / "checkpoints" / "last")["epoch"] == 1  # nothing was trained or saved
+
+
+def test_resume_on_a_read_only_run_folder_is_one_line(zoo, tmp_path, spec_factory, monkeypatch, capsys):
+    from mtlzoo.runtime import files
+
+    d = new_run_dir(tmp_path, "ro")
+    train(zoo, spec_factory(), d)
+
+    def read_only(path, *args, **kwargs):  # what open() meets on a read-only disk (root ignores chmod)
+        raise OSError(30, "Read-only file system", str(path))
+
+    monkeypatch.setattr(files, "open", read_only, raising=False)
+    capsys.readouterr()  # what training printed
+    assert main(["train", "--resume", str(d), "train.epochs=2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{d}: cannot write its lock file .lock" in err[0] and "Read-only" in err[0], err
+
+
+def test_a_finished_run_keeps_no_lock_file(zoo, tmp_path, spec_factory):
+    d = new_run_dir(tmp_path, "unlocked")
+    train(zoo, spec_factory(), d)
+    assert not (d / ".lock").exists()
+    # and the lock is taken again on resume, released again at the end
+    train(zoo, spec_factory(**{"train.epochs": 2}), d, resume=d / "checkpoints" / "last")
+    assert not (d / ".lock").exists()
+
+
+def test_a_lock_on_a_removed_lock_file_is_taken_again(tmp_path):
+    from mtlzoo.runtime.files import RunLock
+
+    first = RunLock(tmp_path)
+    first.release()  # removes .lock
+    second = RunLock(tmp_path)
+    assert (tmp_path / ".lock").read_text() == f"mtlzoo process {os.getpid()}\n"
+    with pytest.raises(CheckpointError, match="in use by mtlzoo process"):
+        RunLock(tmp_path)  # flock is per open file: a second open in one process conflicts too
+    second.release()
+
+
+def test_run_files_get_the_umask_permissions(zoo, tmp_path, spec_factory):
+    old = os.umask(0o022)
+    try:
+        d = new_run_dir(tmp_path, "modes")
+        train(zoo, spec_factory(), d)
+        os.umask(0o027)
+        from mtlzoo.runtime.files import write_atomic
+
+        assert stat.S_IMODE(write_atomic(tmp_path / "x.json", "{}").stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
+    files = [d / "config.yaml", d / "summary.json", d / "metrics.csv", d / "model.json", d / "metrics.jsonl"]
+    files += [d / "checkpoints" / n / "state.json" for n in ("last", "best")]
+    for f in files:
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644, f

@@ -6,17 +6,20 @@
 
 The exported graph is the whole model: its input normalisation first (raw RGB in [0, 1] goes
 in, as for :func:`mtlzoo.load`), then the backbone and every head. Its input ``image`` is
-``float32 [batch, 3, H, W]`` with a dynamic batch size and dynamic ``H``, ``W``: multiples of
-the backbone's ``size_divisor`` (pad other sizes, as :class:`~mtlzoo.runtime.predictor.Predictor`
-does), at least twice the backbone's largest stride. The outputs are named by task, in the
-spec's order (ONNX: one output per task; ``.pt2``: the model's ``{task: tensor}``), raw head
-outputs (logits), as ``Predictor.predict`` returns them.
+``float32 [batch, 3, H, W]`` with a dynamic batch size and any ``H``, ``W`` from the smallest
+side it prints: the graph pads the image (bottom/right, zeros) to multiples of the backbone's
+``size_divisor`` and crops every dense output back to ``H x W``, as
+:class:`~mtlzoo.runtime.predictor.Predictor` does, so the file gives what
+``mtlzoo.load(run).predict`` gives at every size. The outputs are named by task, in the spec's
+order (ONNX: one output per task; ``.pt2``: the model's ``{task: tensor}``), raw head outputs
+(logits), as ``Predictor.predict`` returns them.
 
 After writing the file the command loads it back (onnxruntime for ONNX, ``torch.export.load``
-for ``.pt2``), runs it on random images of two sizes and batch sizes, and prints the largest
-absolute difference from the eager model per task; above ``--atol`` it fails in one line.
-The export runs on the CPU. ONNX needs the ``export`` extra: ``pip install 'mtlzoo[export]'``
-(onnx, onnxscript, onnxruntime). ``FILE`` defaults to ``RUN/model-<checkpoint>.onnx`` / ``.pt2``.
+for ``.pt2``), runs it on random images of three sizes and batch sizes (one on the divisor's
+grid, two off it), and prints the largest absolute difference from ``Predictor.predict`` per
+task; above ``--atol`` it fails in one line. The export runs on the CPU. ONNX needs the
+``export`` extra: ``pip install 'mtlzoo[export]'`` (onnx, onnxscript, onnxruntime). ``FILE``
+defaults to ``RUN/model-<checkpoint>.onnx`` / ``.pt2``.
 
 Load the exported files with::
 
@@ -45,20 +48,21 @@ def _largest_stride(model: Any) -> int:
 
 
 def shapes(model: Any, divisor: int) -> tuple[dict[int, Any], int, int]:
-    """``(dynamic shapes of the image, smallest side, example side)``: batch, H and W dynamic,
-    H and W multiples of ``divisor`` and at least twice the largest stride (so the coarsest map
-    is never 1 x 1, which export would specialise)."""
+    """``(dynamic shapes of the image, smallest side, example side)``: batch, H and W dynamic.
+
+    The exported graph pads H and W to multiples of ``divisor`` itself (:class:`AnySize`), so any
+    side from the smallest one works: the padded side must be at least twice the largest stride
+    (so the coarsest map is never 1 x 1, which export would specialise). The example image is
+    off the divisor's grid, so that the traced graph pads."""
     from torch.export import Dim
 
     d = max(1, int(divisor))
     units = -(-2 * _largest_stride(model) // d)
+    smallest = (units - 1) * d + 1 if d > 1 else units
     batch = Dim("batch", min=1)
-    if d > 1:
-        height, width = d * Dim("h", min=units), d * Dim("w", min=units)
-    else:
-        height, width = Dim("height", min=units), Dim("width", min=units)
-    side = max(units, -(-EXAMPLE_SIDE // d)) * d
-    return {0: batch, 2: height, 3: width}, units * d, side
+    height, width = Dim("height", min=smallest), Dim("width", min=smallest)
+    side = max(units, -(-EXAMPLE_SIDE // d)) * d - (1 if d > 1 else 0)
+    return {0: batch, 2: height, 3: width}, smallest, side
 
 
 def task_tuple(model: Any, names: list[str]) -> Any:
@@ -135,13 +139,13 @@ def export(args: Any) -> dict[str, Any]:
     from .predict import load_run
 
     _, predictor = load_run(args, "cpu")
-    model = predictor.model.eval()
+    model = predictor.any_size()  # pads to the divisor and crops back inside the graph
     names = list(predictor.tasks)
     divisor = predictor.size_divisor
     checkpoint = args.checkpoint if args.checkpoint in ("best", "last") else Path(args.checkpoint).name
     out = Path(args.out) if args.out else Path(args.run) / f"model-{checkpoint}.{args.format}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    dynamic, min_side, side = shapes(model, divisor)
+    dynamic, min_side, side = shapes(predictor.model, divisor)
     gen = torch.Generator().manual_seed(0)
     example = torch.rand(2, 3, side, side, generator=gen)
     try:
@@ -169,15 +173,22 @@ def export(args: Any) -> dict[str, Any]:
 
         proto = onnx.load(str(out), load_external_data=False)
         opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    inputs = [(1, 3, side, 2 * side), (3, 3, 2 * side + divisor, side)]
+    on_grid = -(-side // divisor) * divisor
+    inputs = [(1, 3, on_grid, 2 * on_grid), (3, 3, 2 * side + 3, side), (2, 3, min_side, min_side + 5)]
     diffs = dict.fromkeys(names, 0.0)
     for shape in inputs:
         x = torch.rand(*shape, generator=gen)
         with torch.no_grad():
-            eager = model(x)
             got = runner(x)
+        want = predictor.predict(x, batch_size=len(x))
         for n in names:
-            diffs[n] = max(diffs[n], float((got[n].float() - eager[n].float()).abs().max()))
+            eager = torch.stack([p[n] for p in want])
+            if tuple(got[n].shape) != tuple(eager.shape):
+                raise MtlzooError(
+                    f"export: {n} of {out} has shape {list(got[n].shape)} for an input of {list(shape)}, "
+                    f"predict gives {list(eager.shape)}; do not use this file"
+                )
+            diffs[n] = max(diffs[n], float((got[n].float() - eager).abs().max()))
     return {
         "file": out,
         "format": args.format,
@@ -197,18 +208,18 @@ def cmd_export(args: Any) -> int:
     print(
         f"exported {out} ({out.stat().st_size / 2**20:.1f} MiB"
         + (f", opset {result['opset']}" if result["opset"] else "")
-        + f"): input 'image' float32 [batch, 3, H, W], H and W "
-        f"multiples of {result['divisor']} from {result['min_side']}; "
+        + f"): input 'image' float32 [batch, 3, H, W], any H and W from {result['min_side']} "
+        f"(padded to multiples of {result['divisor']} inside, dense outputs cropped back); "
         f"outputs {', '.join(result['max_abs_diff'])}"
     )
-    print(f"verified against the eager model on {sizes}; max |difference| per task:")
+    print(f"verified against predict on {sizes}; max |difference| per task:")
     width = max(len(n) for n in result["max_abs_diff"])
     for name, diff in result["max_abs_diff"].items():
         print(f"  {name.ljust(width)}  {diff:.3g}")
     worst = max(result["max_abs_diff"], key=result["max_abs_diff"].get)
     if result["max_abs_diff"][worst] > args.atol:
         raise MtlzooError(
-            f"export: {worst} of {out} differs from the eager model by {result['max_abs_diff'][worst]:.3g} "
+            f"export: {worst} of {out} differs from predict by {result['max_abs_diff'][worst]:.3g} "
             f"(more than --atol {args.atol:g}); do not use this file"
         )
     return 0
@@ -220,8 +231,9 @@ def add_export_command(sub: Any, common: Any) -> None:
         "export",
         parents=[common],
         help="export a trained run's model to ONNX or torch.export (.pt2), verified",
-        description="Export a run's model (normalisation included; dynamic batch and image size; outputs "
-        "named by task), then check the file against the eager model on random images of two sizes.",
+        description="Export a run's model (normalisation included; dynamic batch; any image size, padded "
+        "to the backbone's size divisor and cropped back inside the graph; outputs named by task), then "
+        "check the file against `predict` on random images of three sizes.",
     )
     p.add_argument("run", help="run folder (written by `mtlzoo train`)")
     p.add_argument("--format", choices=["onnx", "pt2"], required=True, help="onnx or pt2 (torch.export)")

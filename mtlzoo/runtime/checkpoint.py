@@ -4,14 +4,19 @@ A checkpoint is a folder::
 
     weights.safetensors    model.* and combiner.* tensors (what `mtlzoo eval` needs)
     optimizer.safetensors  optimizer moment tensors (resume only)
-    state.json             epoch, step, optimizer param groups, scheduler, RNG states, metrics
+    state.json             epoch, step, optimizer param groups, scheduler, RNG states, metrics,
+                           and the SHA-256 of each .safetensors file ("checksums")
 
 It is written to a temporary sibling folder and renamed into place, so an interrupted
-save never leaves a half-written checkpoint behind the name.
+save never leaves a half-written checkpoint behind the name. Loading checks each weights file
+against the checksum recorded when it was saved: a byte changed on disk or in a copy is one
+line naming the file, never weights that load silently with other values (checkpoints saved
+before checksums were recorded load unchecked).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -32,6 +37,37 @@ from .weights import describe_mismatch, mismatch
 WEIGHTS = "weights.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 STATE = "state.json"
+CHECKSUMS = "checksums"
+
+
+def sha256(file: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_checksum(folder: str | Path, name: str, state: dict[str, Any] | None = None) -> None:
+    """Raise :class:`CheckpointError` when ``folder/name`` differs from the SHA-256 that
+    ``state.json`` recorded for it at save (nothing to check in checkpoints saved without one)."""
+    folder = Path(folder)
+    if state is None:
+        if not (folder / STATE).is_file():
+            return  # a bare weights file (copied without its state.json) has nothing to check against
+        state = read_state(folder)
+    recorded = state.get(CHECKSUMS)
+    want = recorded.get(name) if isinstance(recorded, dict) else None
+    if want is None or not (folder / name).is_file():
+        return  # a missing file is reported by the loader that needs it
+    got = sha256(folder / name)
+    if got != want:
+        raise CheckpointError(
+            f"{folder / name}: damaged, its bytes differ from those saved (SHA-256 {got[:12]}..., "
+            f"{STATE} recorded {str(want)[:12]}...); load another checkpoint of the run (checkpoints/best "
+            f"or last) or a backup copy"
+        )
 
 
 def _tensors(module: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
@@ -117,9 +153,11 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
         save_file(weights, str(tmp / WEIGHTS), metadata={"format": "mtlzoo-checkpoint-1"})
         meta: dict[str, Any] = dict(state or {})
+        meta[CHECKSUMS] = {WEIGHTS: sha256(tmp / WEIGHTS)}
         if optimizer is not None:
             tensors, opt_meta = _optimizer_split(optimizer)
             save_file(tensors, str(tmp / OPTIMIZER))
+            meta[CHECKSUMS][OPTIMIZER] = sha256(tmp / OPTIMIZER)
             meta["optimizer"] = opt_meta
         if scheduler is not None:
             meta["scheduler"] = scheduler.state_dict()
@@ -214,6 +252,11 @@ def read_state(path: str | Path) -> dict[str, Any]:
             not isinstance(state[key], int) or isinstance(state[key], bool) or state[key] < 0
         ):
             raise CheckpointError(f"{file}: {key} is {state[key]!r}, not a count; the checkpoint is damaged")
+    sums = state.get(CHECKSUMS)
+    if sums is not None and not (isinstance(sums, dict) and all(isinstance(v, str) for v in sums.values())):
+        raise CheckpointError(
+            f"{file}: {CHECKSUMS} is {sums!r}, not file checksums; the checkpoint is damaged"
+        )
     return state
 
 
@@ -259,8 +302,10 @@ def check_finite(model: nn.Module, what: str) -> None:
 
 
 def load_weights(path: str | Path, model: nn.Module, combiner: nn.Module | None = None) -> Path:
-    """Load model (and combiner) weights from a checkpoint; return the checkpoint folder."""
+    """Load model (and combiner) weights from a checkpoint, checked against the checksum saved
+    with them; return the checkpoint folder."""
     folder = resolve_checkpoint(path)
+    verify_checksum(folder, WEIGHTS)
     tensors = _load_tensors(folder / WEIGHTS)
     _load_module(model, tensors, "model.", folder / WEIGHTS)
     if combiner is not None and combiner.state_dict():
@@ -271,7 +316,8 @@ def load_weights(path: str | Path, model: nn.Module, combiner: nn.Module | None 
 def load_training_state(
     path: str | Path, optimizer: torch.optim.Optimizer, scheduler: Any = None
 ) -> dict[str, Any]:
-    """Restore optimizer, scheduler and RNG states; return the JSON state."""
+    """Restore optimizer, scheduler and RNG states (the optimizer's file checked against its saved
+    checksum); return the JSON state."""
     folder = resolve_checkpoint(path)
     state = read_state(folder)
     saved, now = state.get("optimizer_class"), type(optimizer).__name__
@@ -280,6 +326,7 @@ def load_training_state(
             f"{folder}: was trained with {saved}, this spec builds {now}; resume with the run's train.optimizer"
         )
     if "optimizer" in state:
+        verify_checksum(folder, OPTIMIZER, state)
         tensors = _load_tensors(folder / OPTIMIZER)
         opt_state: dict[int, dict[str, Any]] = {}
         for key, value in tensors.items():

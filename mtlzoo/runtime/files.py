@@ -19,12 +19,29 @@ def spec_yaml(cfg: DictConfig | Mapping[str, Any]) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (``/proc/self/status``);
+    elsewhere set and restored at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary sibling and a rename, so a crash never
-    leaves a half-written file behind the name."""
+    leaves a half-written file behind the name. The file gets the permissions an ordinary
+    ``open`` would give it (0666 less the umask: 0644 under the usual umask 022), not the
+    0600 of the temporary file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -65,24 +82,44 @@ def close_inherited_locks() -> None:
 class RunLock:
     """An exclusive lock on a run folder (``<run>/.lock``), held while a trainer writes to it:
     a second process that trains or resumes the same run gets one line instead of
-    interleaved checkpoints. Released when the process exits, however it exits."""
+    interleaved checkpoints. Released when the process exits, however it exits; :meth:`release`
+    (a finished run) also removes the file. A folder where the lock file cannot be written
+    (a read-only disk) is one line: training and resuming write to the run folder."""
 
     def __init__(self, run_dir: str | Path):
         import fcntl
 
-        from ..contract.errors import CheckpointError
+        from ..contract.errors import CheckpointError, one_line
 
         self.path = Path(run_dir) / ".lock"
-        self._file = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the trainer's life
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "another process"
+        for _ in range(10):
+            try:
+                self._file = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the trainer's life
+            except OSError as exc:
+                raise CheckpointError(
+                    f"{run_dir}: cannot write its lock file .lock ({one_line(exc)}); training and resuming "
+                    f"write to the run folder: make it writable, or copy the run to a writable place and "
+                    f"resume the copy"
+                ) from None
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self._file.seek(0)
+                holder = self._file.read().strip() or "another process"
+                self._file.close()
+                raise CheckpointError(
+                    f"{run_dir}: in use by {holder}; wait for it to finish (two processes must not train one "
+                    f"run folder)"
+                ) from None
+            # a finished trainer removes the file as it unlocks: a lock taken on the removed file
+            # locks nothing, so take it again on the file now at the path
+            try:
+                same = os.path.samestat(os.fstat(self._file.fileno()), os.stat(self.path))
+            except OSError:
+                same = False
+            if same:
+                break
             self._file.close()
-            raise CheckpointError(
-                f"{run_dir}: in use by {holder}; wait for it to finish (two processes must not train one run folder)"
-            ) from None
         self._file.seek(0)
         self._file.truncate()
         self._file.write(f"mtlzoo process {os.getpid()}\n")
@@ -95,8 +132,10 @@ class RunLock:
             self._file.close()
 
     def release(self) -> None:
-        """Unlock (closing the file releases the lock)."""
+        """Remove the lock file and unlock (closing the file releases the lock): a finished run
+        keeps no ``.lock``."""
         if not self._file.closed:
+            self.path.unlink(missing_ok=True)  # while still held, so no other process holds it meanwhile
             self._file.close()
         if self in _HELD:
             _HELD.remove(self)

@@ -45,6 +45,40 @@ def read_image(path: str | Path) -> Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
 
 
+class AnySize(nn.Module):
+    """A multi-task model that takes images of any size: pads them (bottom/right, with zeros) to
+    a multiple of ``size_divisor``, runs the model and crops every dense prediction back.
+
+    What :meth:`Predictor.predict` runs, and what ``mtlzoo export`` writes into its graph, so an
+    exported file gives what ``predict`` gives at sizes off the divisor's grid too. Its output is
+    the model's ``{task: tensor}``; ``dense`` names the tasks whose outputs are maps to crop.
+    """
+
+    def __init__(self, model: nn.Module, size_divisor: int, dense: Sequence[str]):
+        super().__init__()
+        self.model = model
+        self.size_divisor = max(1, int(size_divisor))
+        self.dense = tuple(dense)
+
+    def forward(self, image: Tensor) -> dict[str, Tensor]:
+        """``{task: prediction}`` of ``image`` ``[B, 3, H, W]``, dense ones ``[B, C, H, W]``."""
+        h, w = image.shape[-2], image.shape[-1]
+        d = self.size_divisor
+        # ceil(h / d) * d, written with floor division so that torch.export keeps it symbolic
+        ph, pw = (h + d - 1) // d * d, (w + d - 1) // d * d
+        x = torch.nn.functional.pad(image, (0, pw - w, 0, ph - h)) if d > 1 else image
+        preds = self.model(x)
+        if d == 1:
+            return preds
+        # index_select rather than slicing: torch.export cannot prove h <= ph for a symbolic h,
+        # and a slice guards on it (and on whether the crop is contiguous)
+        rows, cols = torch.arange(h, device=image.device), torch.arange(w, device=image.device)
+        return {
+            n: (p.index_select(-2, rows).index_select(-1, cols) if n in self.dense else p)
+            for n, p in preds.items()
+        }
+
+
 class Predictor:
     """A trained multi-task model ready to predict.
 
@@ -77,6 +111,13 @@ class Predictor:
         self.model.to(self.device)
         return self
 
+    def any_size(self) -> AnySize:
+        """The model padding its input to :attr:`size_divisor` and cropping dense outputs back
+        (what :meth:`predict` runs on each batch, and what ``mtlzoo export`` exports)."""
+        return AnySize(
+            self.model, self.size_divisor, [n for n, t in self.tasks.items() if t.kind.dense]
+        ).eval()
+
     def _as_batch(self, images: Any) -> list[Tensor]:
         if isinstance(images, (str, Path)):
             images = [images]
@@ -101,21 +142,13 @@ class Predictor:
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, t in enumerate(items):
             by_size.setdefault(tuple(t.shape[-2:]), []).append(i)
-        d = self.size_divisor
-        for (h, w), idx in by_size.items():
-            ph, pw = -(-h // d) * d, -(-w // d) * d
+        model = self.any_size()
+        for idx in by_size.values():
             for start in range(0, len(idx), batch_size):
                 chunk = idx[start : start + batch_size]
-                x = torch.stack([items[i] for i in chunk]).to(self.device)
-                if (ph, pw) != (h, w):
-                    x = torch.nn.functional.pad(x, (0, pw - w, 0, ph - h))
-                preds = self.model(x)
+                preds = model(torch.stack([items[i] for i in chunk]).to(self.device))
                 for j, i in enumerate(chunk):
-                    out = {}
-                    for name, task in self.tasks.items():
-                        p = preds[name][j]
-                        out[name] = (p[..., :h, :w] if task.kind.dense else p).float().cpu()
-                    results[i] = out
+                    results[i] = {name: preds[name][j].float().cpu() for name in self.tasks}
         return results  # type: ignore[return-value]
 
     def decode(self, prediction: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -181,4 +214,4 @@ def info_from_card(data: dict[str, Any]) -> DatasetInfo:
     )
 
 
-__all__ = ["Predictor", "PredictedTask", "card", "info_from_card", "read_image", "CARD"]
+__all__ = ["AnySize", "Predictor", "PredictedTask", "card", "info_from_card", "read_image", "CARD"]
