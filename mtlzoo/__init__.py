@@ -51,7 +51,7 @@ _LAZY = {
     "mark_unused": "mtlzoo.contract.backbone",
     "Trainer": "mtlzoo.runtime.train",
     "Experiment": "mtlzoo.runtime.experiment",
-    "MultiTaskModel": "mtlzoo.runtime.model",
+    "MultiTaskModel": "mtlzoo.contract.model",
 }
 
 

@@ -228,9 +228,12 @@ def test_strict_mode_reports_every_failing_plugin_at_once(monkeypatch):
             ("bad2", plugin_module("bad2", register_heads=bad)),
             strict=True,
         )
-    msg = str(err.value)
-    assert msg.startswith("2 plugin problem(s): ") and "'bad1'" in msg and "'bad2'" in msg and "nope" in msg
-    assert "\n" not in msg
+    head, *lines = str(err.value).splitlines()
+    assert head.startswith("2 plugin problem(s), one per line below; unset MTLZOO_STRICT_PLUGINS")
+    # one problem per line, each naming its plugin and the reason
+    assert len(lines) == 2 and "'bad1'" in lines[0] and "'bad2'" in lines[1]
+    assert all("registration failed: ValueError: nope" in line for line in lines)
+    assert len(err.value.tracebacks) == 2 and all("nope" in tb for tb in err.value.tracebacks)
     monkeypatch.setenv("MTLZOO_STRICT_PLUGINS", "1")
     assert Zoo.load(entry_points=False).strict is True
 

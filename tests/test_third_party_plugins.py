@@ -109,15 +109,36 @@ def test_plugins_human_output_names_distribution_and_error(site):
     assert "3 plugin(s) failed to load and 3 entries were refused" in out.stdout
 
 
-def test_strict_mode_reports_every_broken_plugin_in_one_line(site):
+def test_strict_mode_reports_every_broken_plugin_one_per_line(site):
     out = mtlzoo(site, "list", "head", env={"MTLZOO_STRICT_PLUGINS": "1"})
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: 6 plugin problem(s): "), out.stderr
+    assert lines[0].startswith("error: 6 plugin problem(s), one per line below"), out.stderr
+    assert len(lines) == 7 and all(line.startswith("  plugin '") for line in lines[1:]), out.stderr
     for name in ("broken_import", "broken_register", "broken_hook", "broken_parts"):
-        assert f"'{name}'" in lines[0]
+        assert any(f"'{name}'" in line for line in lines[1:])
     out = mtlzoo(site, "--strict-plugins", "list", "head")
     assert out.returncode == 2 and "broken_hook" in out.stderr
+
+
+def test_debug_shows_the_frame_inside_a_plugin_where_its_import_failed(site):
+    out = mtlzoo(site, "plugins", "--debug")
+    assert out.returncode == 0, out.stderr
+    assert "traceback of plugin 'broken_import' (import failed: ModuleNotFoundError" in out.stderr
+    assert "bad_import.py" in out.stderr and "import mtlzoo_dependency_that_is_not_installed" in out.stderr
+    assert "bad_import.py" not in mtlzoo(site, "plugins").stderr  # only with --debug
+    out = mtlzoo(site, "--debug", "list", "head", env={"MTLZOO_STRICT_PLUGINS": "1"})
+    assert out.returncode == 1 and "bad_import.py" in out.stderr and "PluginError" in out.stderr
+
+
+def test_a_spec_naming_a_refused_part_is_told_why(site):
+    spec = ROOT / "configs" / "examples" / "third_party_plugin.yaml"
+    out = mtlzoo(site, "config", "show", str(spec), "combiner.name=bad_default")
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[-1].startswith(
+        "error: combiner.name: combiner 'bad_default' is not available: it was refused when plugins loaded "
+        "(combiner 'bad_default' (plugin broken_parts): options BadDefault: invalid default"
+    )
 
 
 def test_blocking_broken_plugins_by_env_makes_strict_mode_pass(site):

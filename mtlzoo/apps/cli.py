@@ -17,6 +17,7 @@ from typing import Any
 
 from ..contract.errors import CheckpointError, MtlzooError
 from ..contract.hooks import KINDS
+from ..zoo.parts import Spec
 from ..zoo.zoo import Zoo
 
 EXIT_USER_ERROR = 2
@@ -27,22 +28,33 @@ def _strict(args: argparse.Namespace) -> bool | None:
     return True if args.strict_plugins else None
 
 
-def _warn(zoo: Zoo) -> None:
+def _warn(zoo: Zoo, debug: bool = False) -> None:
     for line in zoo.warnings:
         print(f"warning: {line}", file=sys.stderr)
+    if debug:
+        _plugin_tracebacks(zoo)
+
+
+def _plugin_tracebacks(zoo: Zoo) -> None:
+    """``--debug``: each failed plugin's own traceback (the frame inside it where it failed)."""
+    for record in zoo.records:
+        if record.traceback:
+            print(f"traceback of plugin {record.name!r} ({record.error}):", file=sys.stderr)
+            print(record.traceback.rstrip(), file=sys.stderr)
 
 
 def _zoo(args: argparse.Namespace) -> Zoo:
     zoo = Zoo.load(strict=_strict(args))
-    _warn(zoo)
+    _warn(zoo, args.debug)
     return zoo
 
 
-def _spec(args: argparse.Namespace, spec: Any, overrides: Sequence[str]) -> tuple[Zoo, Any]:
-    """The zoo the spec's ``plugins`` section asks for, and the validated spec."""
-    zoo, _ = Zoo.for_spec(spec, overrides, strict=_strict(args))
-    _warn(zoo)
-    return zoo, zoo.spec(spec, overrides)  # from the file again: relative paths resolve against its folder
+def _spec(args: argparse.Namespace, spec: Any, overrides: Sequence[str]) -> tuple[Zoo, Spec]:
+    """The zoo the spec's ``plugins`` section asks for, and the spec validated against it (read
+    and validated once; relative paths resolve against the spec file's folder)."""
+    zoo, validated = Zoo.open(spec, overrides, strict=_strict(args))
+    _warn(zoo, args.debug)
+    return zoo, validated
 
 
 def _print_json(data: Any) -> None:
@@ -56,20 +68,23 @@ def _is_rank0() -> bool:
 # -- commands -------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     """Train from a spec; print the per-task metrics table at the end."""
-    from ..runtime import distributed as D
-    from ..runtime.checkpoint import resolve_checkpoint
-    from ..runtime.train import Trainer, format_table, new_run_dir
-
     spec, overrides = args.spec, list(args.overrides)
     run_dir = resume = None
     if args.resume:
+        from ..runtime.checkpoint import resolve_checkpoint
+
         run_dir = _run_dir_of(args.resume)
         if spec and not spec.endswith((".yaml", ".yml")):
             overrides = [spec, *overrides]  # `mtlzoo train --resume RUN train.epochs=20`
         spec = str(run_dir / "config.yaml")
         resume = resolve_checkpoint(run_dir / "checkpoints" / "last")
-    zoo, cfg = _spec(args, spec, overrides)
-    exp = zoo.build(cfg)
+    zoo, validated = _spec(args, spec, overrides)
+    cfg = validated.cfg
+    # torch only once the spec is valid: a spec error stays a fast, torch-free one-line error
+    from ..runtime import distributed as D
+    from ..runtime.train import Trainer, format_table, new_run_dir
+
+    exp = zoo.build(validated)
     if run_dir is None and _is_rank0():
         wanted = cfg.train.run_name or cfg.name
         run_dir = new_run_dir(cfg.train.out_dir, wanted)
@@ -131,8 +146,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise MtlzooError("eval: give a run folder, or a spec with --checkpoint PATH")
         folder = resolve_checkpoint(args.checkpoint)
         spec = str(target)
-    zoo, cfg = _spec(args, spec, [*args.overrides, "train.progress=false"])
-    exp = zoo.build(cfg)
+    zoo, validated = _spec(args, spec, [*args.overrides, "train.progress=false"])
+    cfg = validated.cfg
+    exp = zoo.build(validated)
     trainer = Trainer(exp, None)
     load_weights(folder, trainer.model, trainer.combiner)
     check_finite(trainer.model, str(folder))
@@ -216,6 +232,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_plugins(args: argparse.Namespace) -> int:
     """List every plugin with its distribution, version, what it registered and what failed."""
     zoo = Zoo.load(strict=_strict(args))
+    if args.debug:
+        _plugin_tracebacks(zoo)
     records = [r.as_dict() for r in zoo.records]
     if args.json:
         _print_json(records)
@@ -245,8 +263,8 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     """Print the resolved, validated spec with every default filled in."""
     from ..runtime.files import spec_yaml
 
-    _, cfg = _spec(args, args.spec, args.overrides)
-    print(spec_yaml(cfg), end="")
+    _, validated = _spec(args, args.spec, args.overrides)
+    print(spec_yaml(validated.cfg), end="")
     return 0
 
 
@@ -256,8 +274,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
     from .datacheck import check_dataset
 
-    zoo, cfg = _spec(args, args.spec, args.overrides)
-    node = OmegaConf.to_container(cfg.data, resolve=True)
+    zoo, validated = _spec(args, args.spec, args.overrides)
+    node = OmegaConf.to_container(validated.cfg.data, resolve=True)
     problems = check_dataset(zoo, node, splits=tuple(args.splits))
     name = node["name"]
     if args.json:
@@ -287,8 +305,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     """Build a spec's model and print its parameter counts: shared, per task, per module."""
-    zoo, cfg = _spec(args, args.spec, [*args.overrides, "train.progress=false"])
-    exp = zoo.build(cfg)
+    zoo, validated = _spec(args, args.spec, [*args.overrides, "train.progress=false"])
+    cfg = validated.cfg
+    exp = zoo.build(validated)
     model = exp.model
     counts = model.num_parameters()
     if args.json:
@@ -523,6 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except MtlzooError as exc:
         if args.debug:
+            for tb in getattr(exc, "tracebacks", ()):  # a strict-mode PluginError: each plugin's own frames
+                print(tb.rstrip(), file=sys.stderr)
             raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -19,10 +19,13 @@ A split the layout simply does not have (:class:`~mtlzoo.SplitNotFound`) is skip
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..contract.data import DatasetInfo, sample_problems
 from ..contract.errors import DataError, DataProblems, SplitNotFound, one_line
+
+if TYPE_CHECKING:
+    from ..zoo.zoo import Zoo
 
 DEFAULT_SPLITS = ("train", "val", "test")
 
@@ -42,7 +45,7 @@ def _samples(
     return problems
 
 
-def check_dataset(zoo: Any, node: Any, splits: Iterable[str] = DEFAULT_SPLITS) -> list[str]:
+def check_dataset(zoo: Zoo, node: Any, splits: Iterable[str] = DEFAULT_SPLITS) -> list[str]:
     """Every problem of every split of the dataset of a spec's ``data`` node, one message
     each (empty: all good)."""
     problems: list[str] = []

@@ -30,7 +30,14 @@ class UnknownNameError(MtlzooError, KeyError):
 
 class PluginError(MtlzooError):
     """A plugin failed to import or to register (raised only in strict mode), or a part
-    broke its contract (wrong output shape, a factory with the wrong signature ...)."""
+    broke its contract (wrong output shape, a factory with the wrong signature ...).
+
+    ``tracebacks``: the plugins' own tracebacks behind the error (the frame inside a plugin
+    where its import failed), which ``--debug`` prints."""
+
+    def __init__(self, message: str = "", *, tracebacks: Iterable[str] = ()):
+        super().__init__(message)
+        self.tracebacks = list(tracebacks)
 
 
 class DataError(MtlzooError):

@@ -58,25 +58,77 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
+class Returns(NamedTuple):
+    """What a kind's factory must return. :meth:`mtlzoo.Zoo.make` checks every part it builds
+    against its kind's ``Returns`` once, and refuses a wrong product in one line naming the
+    spec key, the part and its plugin (``combiner: combiner 'x' (plugin p) built dict, not a
+    mtlzoo Combiner``).
+
+    Attributes:
+        words: the product in words, as errors and docs name it (``"an nn.Module"``).
+        type: ``"package.module:Class"``: the product is an instance of it (imported when a
+            product is first checked, so this table stays torch-free); ``None``: any type.
+        callable: the product is callable.
+        attributes: ``(name, "package.module:Class" or None)`` pairs: attributes the product
+            carries, an instance of that class (``None``: any value but ``None``).
+        named: the product's ``name`` attribute is its registered name.
+    """
+
+    words: str
+    type: str | None = None
+    callable: bool = False
+    attributes: tuple[tuple[str, str | None], ...] = ()
+    named: bool = False
+
+
 class KindSpec(NamedTuple):
-    """One kind of part: the hook that registers it and the arguments its factory gets
-    before the options instance."""
+    """One kind of part: the hook that registers it, the arguments its factory gets before
+    the options instance, and what the factory returns."""
 
     hook: str
     args: tuple[str, ...]
+    returns: Returns
 
+
+_MODULE = Returns("an nn.Module", "torch.nn:Module")
 
 #: every kind of part, in the order ``mtlzoo list`` shows them
 KINDS: dict[str, KindSpec] = {
-    "backbone": KindSpec("register_backbones", ()),
-    "head": KindSpec("register_heads", ("feature_info", "out_channels")),
-    "loss": KindSpec("register_losses", ("task",)),
-    "combiner": KindSpec("register_combiners", ("task_names",)),
-    "dataset": KindSpec("register_datasets", ("split",)),
-    "metric": KindSpec("register_metrics", ("task",)),
-    "task": KindSpec("register_tasks", ()),
-    "target_kind": KindSpec("register_target_kinds", ()),
-    "architecture": KindSpec("register_architectures", ("parts",)),
+    "backbone": KindSpec("register_backbones", (), _MODULE),
+    "head": KindSpec("register_heads", ("feature_info", "out_channels"), _MODULE),
+    "loss": KindSpec("register_losses", ("task",), Returns("a callable (an nn.Module)", callable=True)),
+    "combiner": KindSpec(
+        "register_combiners",
+        ("task_names",),
+        Returns("a mtlzoo Combiner", "mtlzoo.contract.combine:Combiner"),
+    ),
+    "dataset": KindSpec(
+        "register_datasets",
+        ("split",),
+        Returns(
+            "a dataset with an `info: DatasetInfo` attribute (datasets describe their targets with a "
+            "DatasetInfo)",
+            attributes=(("info", "mtlzoo.contract.data:DatasetInfo"),),
+        ),
+    ),
+    "metric": KindSpec(
+        "register_metrics",
+        ("task",),
+        Returns("a metric that sets higher_is_better", attributes=(("higher_is_better", None),)),
+    ),
+    "task": KindSpec("register_tasks", (), Returns("a mtlzoo TaskType", "mtlzoo.contract.tasks:TaskType")),
+    "target_kind": KindSpec(
+        "register_target_kinds",
+        (),
+        Returns(
+            "a TargetKind whose name is its registered name", "mtlzoo.contract.data:TargetKind", named=True
+        ),
+    ),
+    "architecture": KindSpec(
+        "register_architectures",
+        ("parts",),
+        Returns("a mtlzoo Architecture", "mtlzoo.contract.architecture:Architecture"),
+    ),
 }
 
 
@@ -207,4 +259,4 @@ def register_architectures(register):
     """
 
 
-__all__ = ["hookimpl", "hookspec", "KINDS", "KindSpec", "PROJECT", "ENTRY_POINT_GROUP"]
+__all__ = ["hookimpl", "hookspec", "KINDS", "KindSpec", "Returns", "PROJECT", "ENTRY_POINT_GROUP"]

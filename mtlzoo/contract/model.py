@@ -1,4 +1,9 @@
-"""The shared-parameter multi-task model: input normalisation, one backbone, one head per task."""
+"""Hard parameter sharing, the model every spec without ``model.architecture`` builds: input
+normalisation, one backbone, one head per task.
+
+Public (``mtlzoo.MultiTaskModel``): the built-in ``hps`` architecture returns it, and a
+plugin's architecture may build on it.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..contract.architecture import Architecture, ArchitectureOutput
-from ..contract.features import FeatureInfo
+from .architecture import Architecture, ArchitectureOutput
+from .features import FeatureInfo
 
 
 class Normalize(nn.Module):
@@ -16,6 +21,9 @@ class Normalize(nn.Module):
 
     The statistics are buffers that are not saved in checkpoints (``persistent=False``):
     they come from the spec, the backbone and the dataset, which the run folder records."""
+
+    mean: Tensor
+    std: Tensor
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
@@ -96,3 +104,6 @@ class MultiTaskModel(Architecture):
             counts[name] = sum(p.numel() for p in head.parameters())
         counts["total"] = sum(p.numel() for p in self.parameters())
         return counts
+
+
+__all__ = ["MultiTaskModel", "Normalize"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..contract.errors import CheckpointError, one_line
+from .errors import CheckpointError, one_line
 
 #: suffix of BatchNorm's step counter, the one key a state dict may lack (loading keeps the module's)
 _COUNTER = "num_batches_tracked"

@@ -9,10 +9,10 @@ from typing import Any
 from omegaconf import DictConfig
 from torch import nn
 
+from ..contract.architecture import Architecture
 from ..contract.combine import Combiner
 from ..contract.data import DatasetInfo, TargetKind
 from ..contract.tasks import TaskInfo
-from .model import MultiTaskModel
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Experiment:
     """
 
     cfg: DictConfig
-    model: MultiTaskModel
+    model: Architecture
     tasks: dict[str, Task]
     combiner: Combiner
     info: DatasetInfo

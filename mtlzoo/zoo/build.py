@@ -7,7 +7,8 @@ pass (maps vs ``feature_info``, head outputs vs their tasks) -> losses, metrics,
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -15,51 +16,59 @@ from omegaconf import DictConfig, OmegaConf
 from ..contract import checks
 from ..contract.architecture import Architecture, ArchitectureParts
 from ..contract.combine import Combiner
-from ..contract.data import DatasetInfo, TargetInfo
+from ..contract.data import DatasetInfo, TargetInfo, TargetKind
 from ..contract.errors import ConfigError, PluginError
+from ..contract.features import FeatureInfo
+from ..contract.model import MultiTaskModel, Normalize
 from ..contract.tasks import Derivation, TaskInfo
 from ..runtime.experiment import Experiment, Task
-from ..runtime.model import MultiTaskModel, Normalize
 from ..runtime.pipeline import Derived, build_pipeline
-from .spec import task_type
+from .parts import Spec
+from .registry import Entry
+
+if TYPE_CHECKING:
+    from .zoo import Zoo
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: an input normalisation: ``(mean, std)`` per channel
+Stats = tuple[list[float], list[float]]
 
 
 def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def base_dataset(zoo: Any, cfg: DictConfig, split: str) -> Any:
+def _validated(zoo: Zoo, spec: Spec | DictConfig) -> Spec:
+    """``spec`` as a :class:`Spec` (a tree that :meth:`Zoo.spec` returned is validated again)."""
+    return spec if isinstance(spec, Spec) else zoo.validate(spec)
+
+
+def base_dataset(zoo: Zoo, spec: Spec | DictConfig, split: str) -> Any:
     """The dataset plugin's ``split`` (no pipeline), its ``info`` checked."""
-    dataset = zoo.make("dataset", cfg.data, split, path="data")
-    entry = zoo.entry("dataset", cfg.data.name)
-    info = getattr(dataset, "info", None)
-    if not isinstance(info, DatasetInfo):
-        raise PluginError(
-            f"data: {entry.label} has no `info: DatasetInfo` attribute (got {type(info).__name__}); "
-            f"datasets describe their targets with a DatasetInfo"
-        )
-    for key, tinfo in info.targets.items():
+    spec = _validated(zoo, spec)
+    dataset = zoo.make("dataset", spec.data, split)
+    label = spec.data.label
+    for key, tinfo in dataset.info.targets.items():
         if not isinstance(tinfo, TargetInfo):
-            raise PluginError(f"data: {entry.label}: info.targets[{key!r}] is not a TargetInfo")
-        zoo.target_kind(tinfo.kind, f"data: {entry.label}: target {key!r}")
+            raise PluginError(f"data: {label}: info.targets[{key!r}] is not a TargetInfo")
+        zoo.target_kind(tinfo.kind, f"data: {label}: target {key!r}")
     return dataset
 
 
 def resolve_targets(
-    zoo: Any, cfg: DictConfig, info: DatasetInfo
+    zoo: Zoo, spec: Spec | DictConfig, info: DatasetInfo
 ) -> tuple[dict[str, TaskInfo], list[Derived]]:
     """Match every task to a target of the dataset (or derive it); work out its head's channels."""
+    spec = _validated(zoo, spec)
     infos: dict[str, TaskInfo] = {}
     derived: list[Derived] = []
     deriving: dict[str, str] = {}  # task -> the target key it derives
-    for name, node in cfg.tasks.items():
+    for name, task in spec.tasks.items():
         path = f"tasks.{name}"
-        t = _plain(node)
-        entry, _, ttype = task_type(zoo.registries, t, path)
-        target, source = t["target"], t.get("from")
+        entry, ttype = task.type.entry, task.task_type
+        target, source = task.target, task.source
         if source is not None:
             src = info.targets.get(source)
             if src is None:
@@ -96,10 +105,8 @@ def resolve_targets(
                 f"but {target!r} is {tinfo.kind!r}; pick another task type or target"
             )
         kind = zoo.target_kind(tinfo.kind)
-        for part, pnode in (("head", t["head"]), ("loss", t["loss"])):
-            _check_kind(zoo.entry(part, pnode["name"]), kind, f"{path}.{part}")
-        for i, m in enumerate(t["metrics"]):
-            _check_kind(zoo.entry("metric", m["name"]), kind, f"{path}.metrics[{i}]")
+        for part in (task.head, task.loss, *task.metrics):
+            _check_kind(part.entry, kind, part.path)
         try:
             channels = int(ttype.out_channels(tinfo))
         except ConfigError as exc:
@@ -125,19 +132,20 @@ def _refuse_shadowing(info: DatasetInfo, infos: dict[str, TaskInfo], deriving: d
                 )
 
 
-def _check_kind(entry: Any, kind: Any, path: str) -> None:
+def _check_kind(entry: Entry, kind: TargetKind, path: str) -> None:
     if not entry.accepts(kind):
         raise ConfigError(
-            f"{path}: {entry.kind} {entry.name!r} works on {', '.join(entry.targets)} targets, not "
+            f"{path}: {entry.kind} {entry.name!r} works on {', '.join(entry.targets or ())} targets, not "
             f"{kind.name!r}; pick another {entry.kind} (`mtlzoo list {entry.kind}`)"
         )
 
 
-def normalization(cfg: DictConfig, backbone: Any, info: DatasetInfo, label: str) -> tuple[list, list] | None:
+def normalization(cfg: DictConfig, backbone: Any, info: DatasetInfo, label: str) -> Stats | None:
     """The model's input statistics from ``model.normalize`` (see :class:`~mtlzoo.zoo.sections.ModelConfig`)."""
     mode = cfg.model.normalize
-    own = (getattr(backbone, "input_mean", None), getattr(backbone, "input_std", None))
-    data = (info.mean, info.std)
+    own: tuple[Any, Any] = (getattr(backbone, "input_mean", None), getattr(backbone, "input_std", None))
+    data: tuple[Any, Any] = (info.mean, info.std)
+    chosen: tuple[Any, Any]
     if mode == "none":
         return None
     if mode == "imagenet":
@@ -160,18 +168,19 @@ def normalization(cfg: DictConfig, backbone: Any, info: DatasetInfo, label: str)
     return [float(m) for m in chosen[0]], [float(s) for s in chosen[1]]
 
 
-def build_pipeline_for(zoo: Any, cfg: DictConfig, split: str, base: Any) -> Any:
+def build_pipeline_for(zoo: Zoo, spec: Spec | DictConfig, split: str, base: Any) -> Any:
     """The pipeline of one split of a spec's dataset (``base`` from :func:`base_dataset`), with
     the spec's derived targets and augmentation: what training reads, without a model."""
-    _, derived = resolve_targets(zoo, cfg, base.info)
-    return _pipeline(zoo, cfg, split, derived, base)
+    spec = _validated(zoo, spec)
+    _, derived = resolve_targets(zoo, spec, base.info)
+    return _pipeline(zoo, spec, split, derived, base)
 
 
-def _pipeline(zoo: Any, cfg: DictConfig, split: str, derived: list[Derived], base: Any = None) -> Any:
-    base = base if base is not None else base_dataset(zoo, cfg, split)
+def _pipeline(zoo: Zoo, spec: Spec, split: str, derived: list[Derived], base: Any = None) -> Any:
+    base = base if base is not None else base_dataset(zoo, spec, split)
     kinds = {t.kind: zoo.target_kind(t.kind) for t in base.info.targets.values()}
     kinds.update({d.info.kind: zoo.target_kind(d.info.kind) for d in derived})
-    return build_pipeline(base, split, _plain(cfg.augment), derived, kinds, seed=int(cfg.seed))
+    return build_pipeline(base, split, _plain(spec.cfg.augment), derived, kinds, seed=int(spec.cfg.seed))
 
 
 def _probe_size(dataset: Any, divisor: int) -> tuple[int, int]:
@@ -183,20 +192,18 @@ def _probe_size(dataset: Any, divisor: int) -> tuple[int, int]:
     return -(-h // divisor) * divisor, -(-w // divisor) * divisor
 
 
-def build_experiment(zoo: Any, cfg: DictConfig, split: str = "train") -> Experiment:
-    """Build everything from a validated spec (see the module docstring)."""
-    base = base_dataset(zoo, cfg, split)
-    infos, derived = resolve_targets(zoo, cfg, base.info)
-    dataset = _pipeline(zoo, cfg, split, derived, base)
-    labels = {
-        "backbone": zoo.entry("backbone", cfg.model.backbone.name).label,
-        "combiner": zoo.entry("combiner", cfg.combiner.name).label,
-        "dataset": zoo.entry("dataset", cfg.data.name).label,
-    }
-    tasks = build_tasks(zoo, cfg, infos)
-    model, backbone, norm = build_model(zoo, cfg, infos, base.info, labels)
+def build_experiment(zoo: Zoo, spec: Spec, split: str = "train") -> Experiment:
+    """Build everything from a validated spec (see the module docstring); no option is
+    validated again."""
+    cfg = spec.cfg
+    base = base_dataset(zoo, spec, split)
+    infos, derived = resolve_targets(zoo, spec, base.info)
+    dataset = _pipeline(zoo, spec, split, derived, base)
+    labels = {"backbone": spec.backbone.label, "combiner": spec.combiner.label, "dataset": spec.data.label}
+    tasks = build_tasks(zoo, spec, infos)
+    model, backbone, norm = build_model(zoo, spec, infos, base.info, labels)
     checks.dry_forward(model, backbone, tasks, _probe_size(dataset, int(backbone.size_divisor)), labels)
-    combiner = build_combiner(zoo, cfg, list(tasks))
+    combiner = build_combiner(zoo, spec, list(tasks))
     if cfg.combiner.get("wrt") == "features" and not model.has_shared_representation:
         raise ConfigError(
             f"combiner.wrt: {labels['architecture']} has no shared representation, so 'features' has nothing to "
@@ -209,7 +216,7 @@ def build_experiment(zoo: Any, cfg: DictConfig, split: str = "train") -> Experim
         combiner,
         dataset.info,
         {split: dataset},
-        lambda s: _pipeline(zoo, cfg, s, derived),
+        lambda s: _pipeline(zoo, spec, s, derived),
         labels,
         norm,
         int(backbone.size_divisor),
@@ -217,39 +224,31 @@ def build_experiment(zoo: Any, cfg: DictConfig, split: str = "train") -> Experim
 
 
 def build_model(
-    zoo: Any, cfg: DictConfig, infos: dict[str, TaskInfo], info: DatasetInfo, labels: dict[str, str]
-) -> tuple[Architecture, Any, tuple[list, list] | None]:
+    zoo: Zoo, spec: Spec | DictConfig, infos: dict[str, TaskInfo], info: DatasetInfo, labels: dict[str, str]
+) -> tuple[Architecture, Any, Stats | None]:
     """The backbone (contract attributes checked), one head per task, the architecture
     (hard parameter sharing without one) and its input normalisation: ``(model, backbone,
     normalisation)``. Fills ``labels``."""
-    torch.manual_seed(int(cfg.seed))  # model init depends only on the seed
-    backbone = zoo.make("backbone", cfg.model.backbone, path="model.backbone")
+    spec = _validated(zoo, spec)
+    torch.manual_seed(int(spec.cfg.seed))  # model init depends only on the seed
+    backbone = zoo.make("backbone", spec.backbone)
     feature_info = checks.backbone_attributes(backbone, f"model.backbone: {labels['backbone']}")
 
-    def make_head(name: str, fi: Any) -> torch.nn.Module:
-        hnode = cfg.tasks[name].head
-        labels[name] = zoo.entry("head", hnode.name).label
-        head = zoo.make("head", hnode, list(fi), infos[name].out_channels, path=f"tasks.{name}.head")
-        if not isinstance(head, torch.nn.Module):
-            raise PluginError(
-                f"tasks.{name}.head: {labels[name]} built {type(head).__name__}, not an nn.Module"
-            )
-        return head
+    def make_head(name: str, fi: Sequence[FeatureInfo]) -> torch.nn.Module:
+        part = spec.tasks[name].head
+        labels[name] = part.label
+        return zoo.make("head", part, list(fi), infos[name].out_channels)
 
     heads = {name: make_head(name, feature_info) for name in infos}
-    norm = normalization(cfg, backbone, info, labels["backbone"])
-    node = cfg.model.get("architecture")
-    if node is None:
+    norm = normalization(spec.cfg, backbone, info, labels["backbone"])
+    model: Architecture
+    if spec.architecture is None:
         labels["architecture"] = "hard parameter sharing (no model.architecture)"
-        model: Architecture = MultiTaskModel(backbone, heads)
+        model = MultiTaskModel(backbone, heads)
     else:
-        labels["architecture"] = zoo.entry("architecture", node.name).label
+        labels["architecture"] = spec.architecture.label
         parts = ArchitectureParts(backbone, heads, dict(infos), make_head)
-        model = zoo.make("architecture", node, parts, path="model.architecture")
-        if not isinstance(model, Architecture):
-            raise PluginError(
-                f"model.architecture: {labels['architecture']} built {type(model).__name__}, not a mtlzoo Architecture"
-            )
+        model = zoo.make("architecture", spec.architecture, parts)
         if list(model.task_names) != list(infos):
             raise PluginError(
                 f"model.architecture: {labels['architecture']} predicts tasks {list(model.task_names)}, the spec has "
@@ -261,41 +260,30 @@ def build_model(
     return model, backbone, norm
 
 
-def build_tasks(zoo: Any, cfg: DictConfig, infos: dict[str, TaskInfo]) -> dict[str, Task]:
+def build_tasks(zoo: Zoo, spec: Spec | DictConfig, infos: dict[str, TaskInfo]) -> dict[str, Task]:
     """Each task's loss and metrics."""
+    spec = _validated(zoo, spec)
     tasks = {}
     for name, info in infos.items():
-        t = cfg.tasks[name]
-        labels = {"loss": zoo.entry("loss", t.loss.name).label}
-        loss = zoo.make("loss", t.loss, info, path=f"tasks.{name}.loss")
-        if not callable(loss):
-            raise PluginError(
-                f"tasks.{name}.loss: {labels['loss']} built {type(loss).__name__}, which is not callable"
-            )
+        t = spec.tasks[name]
+        labels = {"loss": t.loss.label}
+        loss = zoo.make("loss", t.loss, info)
         metrics = {}
-        for i, mnode in enumerate(t.metrics):
-            path = f"tasks.{name}.metrics[{i}]"
-            entry = zoo.entry("metric", mnode.name)
-            metric = zoo.make("metric", mnode, info, path=path)
-            if getattr(metric, "higher_is_better", None) is None:
-                raise PluginError(f"{path}: {entry.label} does not set higher_is_better")
-            key = getattr(metric, "key", None) or mnode.name
+        for part in t.metrics:
+            metric = zoo.make("metric", part, info)
+            key = getattr(metric, "key", None) or part.name
             if key in metrics:
                 raise ConfigError(f"tasks.{name}.metrics: two metrics report {key!r}; drop one")
             metrics[key] = metric
-            labels[key] = entry.label
+            labels[key] = part.label
         kind = zoo.target_kind(info.kind)
         tasks[name] = Task(name, info.type, info.target, info, kind, loss, metrics, labels)
     return tasks
 
 
-def build_combiner(zoo: Any, cfg: DictConfig, task_names: list[str]) -> Combiner:
+def build_combiner(zoo: Zoo, spec: Spec | DictConfig, task_names: list[str]) -> Combiner:
     """The loss combiner for these tasks."""
-    combiner = zoo.make("combiner", cfg.combiner, list(task_names), path="combiner")
-    if not isinstance(combiner, Combiner):
-        label = zoo.entry("combiner", cfg.combiner.name).label
-        raise PluginError(f"combiner: {label} built {type(combiner).__name__}, not a mtlzoo Combiner")
-    return combiner
+    return zoo.make("combiner", _validated(zoo, spec).combiner, list(task_names))
 
 
 __all__ = [

@@ -39,8 +39,9 @@ def load(
         run / "checkpoints" / checkpoint if checkpoint in ("best", "last") else checkpoint
     )
     if zoo is None:
-        zoo, _ = Zoo.for_spec(run / "config.yaml")
-    cfg = zoo.spec(run / "config.yaml")
+        zoo, spec = Zoo.open(run / "config.yaml")
+    else:
+        spec = zoo.validate(run / "config.yaml")
     try:
         data = json.loads((run / CARD).read_text(encoding="utf-8"))
         info = info_from_card(data)
@@ -48,13 +49,13 @@ def load(
         raise CheckpointError(
             f"{run / CARD}: unreadable ({type(exc).__name__}: {exc}); the run folder is damaged"
         ) from None
-    infos, _ = resolve_targets(zoo, cfg, info)
-    labels = {"backbone": zoo.entry("backbone", cfg.model.backbone.name).label}
-    model, backbone, _ = build_model(zoo, cfg, infos, info, labels)
+    infos, _ = resolve_targets(zoo, spec, info)
+    labels = {"backbone": spec.backbone.label}
+    model, backbone, _ = build_model(zoo, spec, infos, info, labels)
     load_weights(folder, model)
     check_finite(model, str(folder))
     tasks = {n: PredictedTask(t, zoo.target_kind(t.kind)) for n, t in infos.items()}
-    return Predictor(model, tasks, int(backbone.size_divisor), info, cfg, device)
+    return Predictor(model, tasks, int(backbone.size_divisor), info, spec.cfg, device)
 
 
 __all__ = ["load"]

@@ -103,6 +103,8 @@ class Loader:
         self.pm.add_hookspecs(hooks)
         self.records: list[PluginRecord] = []
         self._staged: list[tuple[PluginRecord, Entry]] = []
+        #: (kind, name) -> why an entry of that name was refused (said when a spec names it)
+        self._refused: dict[tuple[str, str], str] = {}
 
     # -- loading -----------------------------------------------------------------------------------
     def load_entry_points(self, group: str = hooks.ENTRY_POINT_GROUP) -> None:
@@ -207,6 +209,7 @@ class Loader:
                 entry.validate()
             except PluginError as exc:
                 record.refused.append(str(exc))
+                self._refused.setdefault((kind, name), str(exc))
                 return
             staged.append(entry)
 
@@ -250,17 +253,32 @@ class Loader:
                         f"{kind} {name!r} is registered by plugins {owners}: both entries refused; block one "
                         f"of them ({BLOCK_ENV}={others} or plugins.block in the spec) to use the other"
                     )
+                self._refused[(kind, name)] = (
+                    f"it collides: plugins {owners} both register it; block one of them "
+                    f"({BLOCK_ENV} or plugins.block in the spec) to use the other"
+                )
             if winner is not None:
                 record, entry = winner
                 registries[kind].add(entry)
                 record.registered.setdefault(kind, []).append(name)
+        for (kind, name), why in self._refused.items():
+            if name not in registries[kind]:
+                registries[kind].refused[name] = why
+        registries.note_not_loaded(
+            {
+                r.name: "blocked" if r.status == "blocked" else "failed to load"
+                for r in self.records
+                if r.status != "loaded"
+            }
+        )
         if self.strict:
             problems = [p for r in self.records for p in r.problems()]
             if problems:
                 raise PluginError(
-                    f"{len(problems)} plugin problem(s): "
-                    + " | ".join(problems)
-                    + f"; unset {STRICT_ENV} to skip broken plugins, or block them with {BLOCK_ENV}=name"
+                    f"{len(problems)} plugin problem(s), one per line below; unset {STRICT_ENV} to skip broken "
+                    f"plugins, or block them with {BLOCK_ENV}=name (`--debug` shows where each import failed):\n"
+                    + "\n".join(f"  {p}" for p in problems),
+                    tracebacks=[r.traceback for r in self.records if r.traceback],
                 )
         return registries
 

@@ -16,7 +16,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..contract.errors import PluginError, UnknownNameError, close_matches, one_line
+from ..contract.errors import (
+    ConfigError,
+    MtlzooError,
+    PluginError,
+    UnknownNameError,
+    close_matches,
+    one_line,
+)
 from ..contract.hooks import KINDS
 from ..contract.options import build_options, check_schema, describe_fields
 
@@ -50,6 +57,34 @@ def check_factory_signature(factory: Callable[..., Any], kind: str, has_options:
                 f"its parameter {name!r} has a default but receives the {value!r} argument: a {kind} "
                 f"factory is called as {call}"
             )
+    return None
+
+
+def _import(ref: str) -> Any:
+    """The object a ``"package.module:attribute"`` reference names."""
+    module_name, _, attr = ref.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def product_problem(kind: str, name: str, product: Any) -> str | None:
+    """Why ``product`` is not what a ``kind`` factory must return (its kind's
+    :class:`~mtlzoo.contract.hooks.Returns`), or ``None``. ``name`` is the registered name."""
+    returns = KINDS[kind].returns
+    got = type(product).__name__
+    if returns.type is not None and not isinstance(product, _import(returns.type)):
+        return f"built {got}, not {returns.words}"
+    if returns.callable and not callable(product):
+        return f"built {got}, which is not callable; a {kind} factory returns {returns.words}"
+    for attr, cls in returns.attributes:
+        value = getattr(product, attr, None)
+        if value is None or (cls is not None and not isinstance(value, _import(cls))):
+            shown = type(value).__name__ if cls is not None and value is not None else repr(value)
+            return f"built {got} whose {attr} is {shown}, not {returns.words}"
+    if returns.named and getattr(product, "name", None) != name:
+        return f"built {product!r}, not {returns.words} ({name!r})"
     return None
 
 
@@ -122,11 +157,8 @@ class Entry:
             return self._resolved[0]
         factory = self.factory
         if isinstance(factory, str):
-            module_name, _, attr = factory.partition(":")
             try:
-                obj: Any = importlib.import_module(module_name)
-                for part in attr.split("."):
-                    obj = getattr(obj, part)
+                obj = _import(factory)
             except Exception as exc:  # noqa: BLE001 - a plugin module may raise anything on import
                 raise PluginError(
                     f"{self.label}: cannot import its factory {factory!r}: {one_line(exc)}"
@@ -150,6 +182,33 @@ class Entry:
         factory = self.load()
         return factory(*args, options) if self.options is not None else factory(*args)
 
+    def build(self, *args: Any, options: Any = None, path: str) -> Any:
+        """:meth:`call`, with every error one line naming ``path`` (the spec key) and the part:
+        a :class:`ConfigError` or :class:`UnknownNameError` the factory raises is reported at
+        ``path``; anything else that is not an :class:`MtlzooError` becomes
+        ``<path>: building <kind> '<name>' (plugin <p>) failed: ...``."""
+        try:
+            return self.call(*args, options=options)
+        except ConfigError as exc:
+            if str(exc).startswith(path):
+                raise
+            raise ConfigError(f"{path}: {exc}") from exc
+        except UnknownNameError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        except MtlzooError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - plugin code may raise anything
+            raise PluginError(f"{path}: building {self.label} failed: {one_line(exc)}") from exc
+
+    def check(self, product: Any, path: str) -> Any:
+        """``product`` if it is what this kind's factory must return
+        (:data:`~mtlzoo.contract.hooks.KINDS`), else :class:`PluginError`
+        ``<path>: <kind> '<name>' (plugin <p>) built X, not ...``."""
+        problem = product_problem(self.kind, self.name, product)
+        if problem:
+            raise PluginError(f"{path}: {self.label} {problem}")
+        return product
+
     def accepts(self, kind: Any) -> bool:
         """Whether the part works on targets of ``kind`` (a :class:`TargetKind`): named in
         :attr:`targets`, or covered by ``"dense"`` (any dense kind) / ``"image"`` (any
@@ -169,6 +228,10 @@ class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, Entry] = {}
+        #: name -> why the loader refused it (a collision, an invalid registration)
+        self.refused: dict[str, str] = {}
+        #: said after an unknown name: which plugins were not loaded (blocked, failed)
+        self.not_loaded = ""
 
     def add(self, entry: Entry) -> Entry:
         """Add an entry whose name is free (the loader resolves conflicts before this)."""
@@ -185,10 +248,16 @@ class Registry:
             return self._entries[name]
         except (KeyError, TypeError):
             pass
+        if isinstance(name, str) and name in self.refused:
+            raise UnknownNameError(
+                f"{self.kind} {name!r} is not available: it was refused when plugins loaded ("
+                f"{self.refused[name]}); `mtlzoo plugins` shows why"
+            )
         hits = close_matches(str(name), self._entries)
         hint = f"; did you mean {' or '.join(repr(h) for h in hits)}?" if hits else ""
         raise UnknownNameError(
             f"unknown {self.kind} {name!r}{hint} (`mtlzoo list {self.kind}` shows all {len(self)})"
+            f"{self.not_loaded}"
         )
 
     def __contains__(self, name: object) -> bool:
@@ -227,10 +296,18 @@ class Registries:
     def __iter__(self) -> Iterator[Registry]:
         return iter(self._by_kind.values())
 
+    def note_not_loaded(self, plugins: dict[str, str]) -> None:
+        """Say after every unknown name which plugins were not loaded (name -> why: ``blocked``,
+        ``failed to load``): a part of one of them is unknown for that reason."""
+        if plugins:
+            shown = ", ".join(f"{name!r} ({why})" for name, why in sorted(plugins.items()))
+            for registry in self:
+                registry.not_loaded = f"; not loaded: plugin {shown}"
+
 
 def valid_name(name: Any) -> bool:
     """True for a usable part name (no spaces, no path separators)."""
     return isinstance(name, str) and bool(_NAME.fullmatch(name))
 
 
-__all__ = ["Entry", "Registry", "Registries", "check_factory_signature", "valid_name"]
+__all__ = ["Entry", "Registry", "Registries", "check_factory_signature", "product_problem", "valid_name"]

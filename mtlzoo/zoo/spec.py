@@ -17,8 +17,9 @@ options.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,10 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ..contract.errors import ConfigError, PluginError, did_you_mean, one_line
-from ..contract.options import build_options, plain, to_dict
+from ..contract.errors import ConfigError, did_you_mean, one_line
+from ..contract.options import build_options, constraint, plain, to_dict
 from ..contract.tasks import TaskType
+from .parts import Part, TaskSpec
 from .registry import Entry, Registries
 from .sections import MOVED, ExperimentConfig
 
@@ -245,11 +247,54 @@ def split_node(node: Any, path: str) -> tuple[str, dict[str, Any]]:
     return name, node
 
 
+def _relative_paths(options: Any, path: str, base: Path, given: Collection[str]) -> Any:
+    """``options`` with every ``option(path=True)`` field that holds a relative path resolved
+    against ``base`` (the spec file's folder); a value set by an override (its key or its
+    node's key in ``given``) stays relative to the current directory."""
+    changes = {}
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        key = f"{path}.{f.name}"
+        if (
+            constraint(f).path
+            and isinstance(value, str)
+            and value
+            and not os.path.isabs(value)
+            and key not in given
+            and path not in given
+        ):
+            changes[f.name] = os.path.normpath(base.resolve() / value)
+    return dataclasses.replace(options, **changes) if changes else options
+
+
+def resolve_part(
+    node: Any,
+    registries: Registries,
+    kind: str,
+    path: str,
+    *,
+    base: Path | None = None,
+    given: Collection[str] = (),
+) -> Part:
+    """Validate one plugin node against its entry: the :class:`Part` (entry and options
+    instance, defaults filled in). With ``base`` (the spec file's folder), relative
+    ``option(path=True)`` values are resolved against it (see :func:`_relative_paths`)."""
+    name, values = split_node(node, path)
+    entry = lookup(registries, kind, name, f"{path}.name" if isinstance(node, Mapping) else path)
+    options = entry.build_options(values, path)
+    if base is not None and options is not None:
+        options = _relative_paths(options, path, base, given)
+    return Part(path, entry, options)
+
+
+def node_of(part: Part) -> dict[str, Any]:
+    """A part as the spec tree records it: ``{name, **options}``."""
+    return {"name": part.name, **to_dict(part.options)}
+
+
 def resolve_node(node: Any, registries: Registries, kind: str, path: str) -> dict[str, Any]:
     """Validate one plugin node against its entry; return ``{name, **options}`` with defaults."""
-    name, options = split_node(node, path)
-    entry = lookup(registries, kind, name, f"{path}.name" if isinstance(node, Mapping) else path)
-    return {"name": name, **to_dict(entry.build_options(options, path))}
+    return node_of(resolve_part(node, registries, kind, path))
 
 
 def _with_default(given: Any, default: Mapping[str, Any]) -> Any:
@@ -275,14 +320,7 @@ def task_type(registries: Registries, node: Mapping[str, Any], path: str) -> tup
                 f"valid keys: {', '.join(valid)}"
             )
     options = entry.build_options({k: v for k, v in node.items() if k in option_names}, path)
-    try:
-        ttype = entry.call(options=options)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - plugin code
-        raise PluginError(f"{path}: building {entry.label} failed: {one_line(exc)}") from exc
-    if not isinstance(ttype, TaskType):
-        raise PluginError(f"{path}: {entry.label} built {type(ttype).__name__}, not a mtlzoo TaskType")
+    ttype = entry.check(entry.build(options=options, path=path), path)
     return entry, options, ttype
 
 
@@ -301,12 +339,20 @@ def target_kinds(registries: Registries, names: tuple[str, ...], path: str) -> l
     out = []
     for name in names:
         entry = lookup(registries, "target_kind", name, path)
-        out.append(entry.call())
+        out.append(entry.check(entry.build(path=path), path))
     return out
 
 
 def resolve_task(name: Any, node: Any, registries: Registries) -> dict[str, Any]:
-    """Validate one task and fill its head, loss and metrics from its task type's defaults."""
+    """Validate one task and fill its head, loss and metrics from its task type's defaults;
+    return its complete node."""
+    return resolve_task_spec(name, node, registries)[0]
+
+
+def resolve_task_spec(
+    name: Any, node: Any, registries: Registries, *, base: Path | None = None, given: Collection[str] = ()
+) -> tuple[dict[str, Any], TaskSpec]:
+    """:func:`resolve_task`, also returning the validated :class:`TaskSpec`."""
     path = f"tasks.{name}"
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][\w-]*", name):
         raise ConfigError(f"{path}: task names are identifiers (letters, digits, _ and -)")
@@ -337,21 +383,27 @@ def resolve_task(name: Any, node: Any, registries: Registries) -> dict[str, Any]
             )
     out["from"] = source
     out.update(plain(options) if options is not None else {})
-    head = resolve_node(_with_default(node.get("head"), ttype.head), registries, "head", f"{path}.head")
-    loss = resolve_node(_with_default(node.get("loss"), ttype.loss), registries, "loss", f"{path}.loss")
-    metrics = node.get("metrics") or ttype.metrics
-    if not isinstance(metrics, (list, tuple)):
-        raise ConfigError(f"{path}.metrics: expected a list of metrics, got {metrics!r}")
-    out["head"], out["loss"] = head, loss
-    out["metrics"] = [
-        resolve_node(m, registries, "metric", f"{path}.metrics[{i}]") for i, m in enumerate(metrics)
-    ]
+    paths = {"base": base, "given": given}
+    head = resolve_part(
+        _with_default(node.get("head"), ttype.head), registries, "head", f"{path}.head", **paths
+    )
+    loss = resolve_part(
+        _with_default(node.get("loss"), ttype.loss), registries, "loss", f"{path}.loss", **paths
+    )
+    metric_nodes = node.get("metrics") or ttype.metrics
+    if not isinstance(metric_nodes, (list, tuple)):
+        raise ConfigError(f"{path}.metrics: expected a list of metrics, got {metric_nodes!r}")
+    metrics = tuple(
+        resolve_part(m, registries, "metric", f"{path}.metrics[{i}]", **paths)
+        for i, m in enumerate(metric_nodes)
+    )
+    out["head"], out["loss"] = node_of(head), node_of(loss)
+    out["metrics"] = [node_of(m) for m in metrics]
     kinds = target_kinds(registries, tuple(ttype.target_kinds), f"{path}.type")
-    _check_targets(registries["head"].get(head["name"]), kinds, f"{path}.head", entry.name)
-    _check_targets(registries["loss"].get(loss["name"]), kinds, f"{path}.loss", entry.name)
-    for i, m in enumerate(out["metrics"]):
-        _check_targets(registries["metric"].get(m["name"]), kinds, f"{path}.metrics[{i}]", entry.name)
-    return out
+    for part in (head, loss, *metrics):
+        _check_targets(part.entry, kinds, part.path, entry.name)
+    task = TaskSpec(str(name), Part(path, entry, options), ttype, target, source, head, loss, metrics)
+    return out, task
 
 
 def _moved(container: Mapping[str, Any]) -> None:
@@ -365,46 +417,73 @@ def _moved(container: Mapping[str, Any]) -> None:
 def validate(container: Mapping[str, Any], registries: Registries) -> dict[str, Any]:
     """Validate a resolved spec (a plain mapping) against the fixed sections and the zoo's
     parts; return the complete tree."""
+    return validate_parts(container, registries)[0]
+
+
+def validate_parts(
+    container: Mapping[str, Any],
+    registries: Registries,
+    *,
+    base: Path | None = None,
+    given: Collection[str] = (),
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`validate`, also returning the validated parts: ``(tree, parts)`` where ``parts``
+    holds ``backbone``, ``architecture``, ``combiner``, ``data`` (:class:`Part`) and ``tasks``
+    (name -> :class:`TaskSpec`), the fields of a :class:`~mtlzoo.zoo.parts.Spec`. ``base`` and
+    ``given``: see :func:`resolve_part`."""
+    paths = {"base": base, "given": given}
     _moved(container)
     top = build_options(ExperimentConfig, container, "", "the spec")
     out: dict[str, Any] = {"name": top.name, "seed": top.seed}
     model = plain(top.model)
-    backbone = model["backbone"]
-    if not backbone:
+    if not model["backbone"]:
         raise ConfigError(
             "model.backbone: missing; name the shared backbone, e.g. model: {backbone: {name: ...}} "
             "(`mtlzoo list backbone` shows them)"
         )
-    architecture = model["architecture"]
+    backbone = resolve_part(model["backbone"], registries, "backbone", "model.backbone", **paths)
+    architecture = (
+        resolve_part(model["architecture"], registries, "architecture", "model.architecture", **paths)
+        if model["architecture"]
+        else None
+    )
     out["model"] = {
-        "backbone": resolve_node(backbone, registries, "backbone", "model.backbone"),
+        "backbone": node_of(backbone),
         "normalize": model["normalize"],
-        "architecture": (
-            resolve_node(architecture, registries, "architecture", "model.architecture")
-            if architecture
-            else None
-        ),
+        "architecture": node_of(architecture) if architecture else None,
     }
     if not top.tasks:
         raise ConfigError(
             "tasks: no tasks given; add at least one, e.g. tasks: {semseg: {type: segmentation}}"
         )
-    out["tasks"] = {name: resolve_task(name, node, registries) for name, node in top.tasks.items()}
+    tasks: dict[str, TaskSpec] = {}
+    out["tasks"] = {}
+    for name, node in top.tasks.items():
+        out["tasks"][name], tasks[name] = resolve_task_spec(name, node, registries, **paths)
     if not top.combiner:
         raise ConfigError(
             "combiner: missing; say how the task losses become one update, e.g. combiner: "
             "{name: ...} (`mtlzoo list combiner` shows them)"
         )
-    out["combiner"] = resolve_node(top.combiner, registries, "combiner", "combiner")
+    combiner = resolve_part(top.combiner, registries, "combiner", "combiner", **paths)
+    out["combiner"] = node_of(combiner)
     if not top.data:
         raise ConfigError(
             "data: no dataset given; add e.g. data: {name: shapes} (`mtlzoo list dataset` shows all)"
         )
-    out["data"] = resolve_node(top.data, registries, "dataset", "data")
+    data = resolve_part(top.data, registries, "dataset", "data", **paths)
+    out["data"] = node_of(data)
     out["augment"] = plain(top.augment)
     out["train"] = plain(top.train)
     out["plugins"] = plain(top.plugins)
-    return out
+    parts = {
+        "backbone": backbone,
+        "architecture": architecture,
+        "combiner": combiner,
+        "data": data,
+        "tasks": tasks,
+    }
+    return out, parts
 
 
 __all__ = [
@@ -412,8 +491,12 @@ __all__ = [
     "apply_override",
     "resolve",
     "validate",
+    "validate_parts",
     "resolve_node",
+    "resolve_part",
+    "node_of",
     "resolve_task",
+    "resolve_task_spec",
     "split_node",
     "lookup",
     "parse_yaml",

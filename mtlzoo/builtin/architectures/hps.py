@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...contract.architecture import ArchitectureParts
-from ...runtime.model import MultiTaskModel
+from ...contract.model import MultiTaskModel
 
 
 def make_hps(parts: ArchitectureParts) -> MultiTaskModel:

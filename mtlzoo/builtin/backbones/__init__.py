@@ -21,7 +21,7 @@ dataset's own.
 Where weights come from:
 
 * ``weights: /path/file.safetensors`` (or ``.pth``/``.pt``/``.bin``, read with
-  ``torch.load(weights_only=True)``, see :mod:`mtlzoo.runtime.weights`): a local file
+  ``torch.load(weights_only=True)``, see :mod:`mtlzoo.contract.weights`): a local file
   (``timm`` and ``smp``).
 * ``pretrained: true`` (``timm``, and ``smp``'s ``tu-`` encoders): timm's published weights
   of ``arch``, through timm's own loading. A copy in the local Hugging Face (or torch hub)
@@ -152,7 +152,12 @@ class TimmOptions:
     drop_path_rate: float = option(0.0, ge=0, lt=1)
 
     def check(self) -> None:
-        """Packaged weights exist and fit ``arch``."""
+        """``arch`` is a timm architecture (checked without importing timm, so a spec is
+        refused by validation exactly as by building); packaged weights exist and fit it."""
+        from .names import is_timm_architecture, unknown_timm_architecture
+
+        if not is_timm_architecture(self.arch):
+            raise ValueError(f"arch: {unknown_timm_architecture(self.arch)}")
         spec = packaged(self.weights)
         if spec is not None and spec.arch != self.arch:
             raise ValueError(
@@ -181,7 +186,12 @@ class SmpOptions:
 
     def check(self) -> None:
         """``pretrained: true`` alone only for ``tu-`` encoders; packaged weights are the
-        ``timm`` backbone's."""
+        ``timm`` backbone's; a ``tu-`` encoder names a timm architecture (smp's own encoder
+        names are checked when the model is built)."""
+        from .names import is_timm_architecture, unknown_timm_architecture
+
+        if self.arch.startswith("tu-") and not is_timm_architecture(self.arch[3:]):
+            raise ValueError(f"arch: tu-: {unknown_timm_architecture(self.arch[3:])}")
         if self.pretrained and not self.weights and not self.arch.startswith("tu-"):
             raise ValueError(
                 f"pretrained: smp would download the weights of its own encoder {self.arch!r}; "

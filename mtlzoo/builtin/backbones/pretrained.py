@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ...contract.errors import CheckpointError, ConfigError, one_line
-from ...runtime.weights import read_state_dict, rename_in_order
+from ...contract.weights import read_state_dict, rename_in_order
 from . import GIVE_FILE, PackagedWeights
 
 #: seconds the reachability probe waits before calling a weights source unreachable

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ...contract.backbone import Backbone
 from ...contract.errors import CheckpointError, ConfigError, UnknownNameError, close_matches, one_line
 from ...contract.features import FeatureInfo
-from ...runtime.weights import fit_prefix, load_strict, read_state_dict
+from ...contract.weights import fit_prefix, load_strict, read_state_dict
 from . import GIVE_FILE, SmpOptions, smp_names
 from .pretrained import timm_overlay
 from .timm import feature_list_stages, pretrained_stats

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ...contract.backbone import Backbone
 from ...contract.errors import CheckpointError, ConfigError, UnknownNameError, close_matches, one_line
 from ...contract.features import FeatureInfo
-from ...runtime.weights import check_fit, fit_prefix, load_strict, mismatch, read_state_dict
+from ...contract.weights import check_fit, fit_prefix, load_strict, mismatch, read_state_dict
 from . import GIVE_FILE, TimmOptions, packaged
 from .pretrained import packaged_state_dict, timm_overlay
 
