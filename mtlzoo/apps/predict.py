@@ -45,9 +45,12 @@ import sys
 import textwrap
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..contract.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from ..zoo.zoo import Zoo
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 #: a cell of a contact sheet fits in this many pixels (height, width)
@@ -249,7 +252,7 @@ def class_key(kind: Any, info: Any) -> list[tuple[str, Any]]:
 
 
 # -- the command ---------------------------------------------------------------------------------
-def _items(args: Any, zoo: Any, predictor: Any) -> tuple[list[dict[str, Any]], Any]:
+def _items(args: Any, zoo: Zoo, predictor: Any) -> tuple[list[dict[str, Any]], Any]:
     """What to predict: ``[{"name", "source"}]`` and, with ``--split``, the dataset."""
     if args.split:
         from ..zoo.build import base_dataset, build_pipeline_for
