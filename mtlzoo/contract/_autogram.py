@@ -92,7 +92,9 @@ class _ConvSite:
                 [r.transpose(0, 1).reshape(cout, -1) if r.numel() else self.x.new_zeros(shape) for r in rows]
             )  # T, Cout, N
             kh, kw = self.param.shape[-2:]
-            x = F.unfold(self.x, (kh, kw), self.dilation, self.padding, self.stride)  # B, Ckk, L
+            x = F.unfold(
+                self.x, (kh, kw), tuple(self.dilation), tuple(self.padding), tuple(self.stride)
+            )  # B, Ckk, L
             x = x.transpose(0, 1).reshape(x.shape[1], -1)  # Ckk, N
             e = d @ (x.T @ x)
             return torch.einsum("ion,jon->ij", e, d).double()
@@ -123,7 +125,7 @@ class LayerGramian:
         self,
         features: list[Tensor],
         cotangents: list[list[Tensor | None]],
-        shared: list[Tensor],
+        shared: Sequence[Tensor],
         release: bool = False,
     ):
         tasks = len(cotangents)
@@ -200,6 +202,7 @@ class LayerGramian:
             for t in range(tasks):
                 current[0] = t
                 pairs = [(f, c) for f, c in zip(features, cotangents[t]) if c is not None]
+                grads: Sequence[Tensor | None]
                 if self.fallback and pairs:
                     # the last pass may free the backbone's saved activations: the update is
                     # then assembled from what the passes kept, lowering the step's peak memory
@@ -223,7 +226,7 @@ class LayerGramian:
             for k, p in enumerate(self.fallback):
                 r = torch.stack(
                     [
-                        row[k].reshape(-1) if row[k] is not None else p.new_zeros(p.numel())
+                        g.reshape(-1) if (g := row[k]) is not None else p.new_zeros(p.numel())
                         for row in self.rows
                     ]
                 )
@@ -237,10 +240,9 @@ class LayerGramian:
         """``(param, gradient)`` pairs of ``sum_t w_t g_t`` for every reached parameter."""
         out = []
         for k, p in enumerate(self.fallback):
-            total = None
+            total: Tensor | None = None
             for t, row in enumerate(self.rows):
-                if row[k] is not None:
-                    g = row[k]
+                if (g := row[k]) is not None:
                     total = w[t].to(p.dtype) * g if total is None else total.add_(g, alpha=float(w[t]))
             if total is not None:
                 out.append((p, total))

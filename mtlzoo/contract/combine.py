@@ -75,7 +75,7 @@ Outside distributed training every ``all_reduce`` is skipped.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -149,7 +149,7 @@ class Step:
 
     def _reset(self) -> None:
         self._cot: list[list[Tensor | None]] | None = None  # per task, per graph feature
-        self._head: list[tuple] | None = None
+        self._head: list[tuple[Tensor | None, ...]] | None = None
         self._jac: dict[str, Tensor] = {}
         self._gram: dict[str, Tensor] = {}
         self._layers: LayerGramian | None = None
@@ -170,7 +170,7 @@ class Step:
                 "wrt='features' needs a shared representation, and this architecture has none; use wrt='params'"
             )
 
-    def _wrt_tensors(self, wrt: Wrt) -> list[Tensor]:
+    def _wrt_tensors(self, wrt: Wrt) -> Sequence[Tensor]:
         self._check(wrt)
         return self.shared_params if wrt == "params" else self._graph_features()
 
@@ -229,7 +229,8 @@ class Step:
         if heads == "weighted" and self._cot is None:
             # nothing per-task computed yet: one plain backward of the weighted loss is cheapest
             losses = list(self.losses.values())
-            self.backward(sum(w[i].to(loss.device, loss.dtype) * loss for i, loss in enumerate(losses)))
+            total = sum(w[i].to(loss.device, loss.dtype) * loss for i, loss in enumerate(losses))
+            self.backward(cast(Tensor, total))
             return
         self._head_pass()
         if wrt == "params" and "params" in self._jac:
@@ -257,9 +258,10 @@ class Step:
         self._check(wrt)
         if wrt in self._jac:
             return self._jac[wrt]
-        self._head_pass()
+        cots = self._head_pass()
         feats = self._graph_features()
-        tasks = len(self._cot)
+        tasks = len(cots)
+        matrix: Tensor | None
         if wrt == "features":
             if not feats:
                 matrix = torch.zeros(tasks, 0)
@@ -272,7 +274,7 @@ class Step:
                 self._cot = [
                     [
                         None if c is None else part.view_as(f)
-                        for c, part, f in zip(self._cot[t], torch.split(matrix[t], sizes), feats)
+                        for c, part, f in zip(cots[t], torch.split(matrix[t], sizes), feats)
                     ]
                     for t in range(tasks)
                 ]
@@ -286,9 +288,7 @@ class Step:
                 stop = min(start + chunk, tasks)
                 part = [self._dense(t) for t in range(start, stop)]
                 used = [
-                    k
-                    for k in range(len(feats))
-                    if any(self._cot[t][k] is not None for t in range(start, stop))
+                    k for k in range(len(feats)) if any(cots[t][k] is not None for t in range(start, stop))
                 ]
                 rows = self._batched_param_grads(
                     [feats[k] for k in used], [[c[k] for k in used] for c in part]
@@ -307,6 +307,7 @@ class Step:
         params = self.shared_params
         if not params or not feats:
             return torch.zeros(n, self.num_shared("params"))  # no task reaches the backbone
+        grads: Sequence[Tensor | None]
         if n == 1:
             grads = [
                 g.unsqueeze(0) if g is not None else None
@@ -318,13 +319,14 @@ class Step:
                 feats, params, cot, retain_graph=True, allow_unused=True, is_grads_batched=True
             )
         # copy into one preallocated matrix, freeing each block as it goes (peak ~T x P, not 2x)
-        grads = list(grads)
+        blocks = list(grads)
+        del grads
         out = params[0].new_zeros(n, sum(p.numel() for p in params))
         offset = 0
         for k, p in enumerate(params):
-            if grads[k] is not None:
-                out[:, offset : offset + p.numel()] = grads[k].reshape(n, -1)
-                grads[k] = None
+            if (g := blocks[k]) is not None:
+                out[:, offset : offset + p.numel()] = g.reshape(n, -1)
+                blocks[k] = g = None
             offset += p.numel()
         return out
 
@@ -340,18 +342,18 @@ class Step:
             if wrt == "features" and is_distributed():
                 gram = all_reduce_sum(gram) / world_size() ** 2
         elif wrt == "features":
-            self._head_pass()
-            gram = torch.zeros(len(self._cot), len(self._cot), dtype=torch.float64)
+            cots = self._head_pass()
+            gram = torch.zeros(len(cots), len(cots), dtype=torch.float64)
             for k, f in enumerate(self._graph_features()):
                 r = torch.stack(
-                    [c[k].reshape(-1) if c[k] is not None else f.new_zeros(f.numel()) for c in self._cot]
+                    [ck.reshape(-1) if (ck := c[k]) is not None else f.new_zeros(f.numel()) for c in cots]
                 )
                 gram += (r @ r.T).double().cpu()
             if is_distributed():
                 gram = all_reduce_sum(gram) / world_size() ** 2
         else:
-            self._head_pass()
-            self._layers = LayerGramian(self._graph_features(), self._cot, self.shared_params, release=True)
+            cots = self._head_pass()
+            self._layers = LayerGramian(self._graph_features(), cots, self.shared_params, release=True)
             gram = self._layers.gram
         self._gram[wrt] = gram
         return gram
@@ -380,14 +382,15 @@ class Step:
         self._finish_heads(hw)
 
     # -- internals -----------------------------------------------------------------------
-    def _head_pass(self) -> None:
+    def _head_pass(self) -> list[list[Tensor | None]]:
         """One backward per task through the heads only: feature cotangents (partial
-        derivatives) and head-parameter gradients."""
+        derivatives) and head-parameter gradients; returns the cotangents (kept until the
+        step's update is made)."""
         if self._cot is not None:
-            return
+            return self._cot
         if not self.has_representation:
             self._cot, self._head = self._loss_cut_pass()
-            return
+            return self._cot
         feats = self._graph_features()
         inputs = [*feats, *self._head_params]
         # Stop the backward at the feature maps: the later maps are computed from the earlier
@@ -395,11 +398,13 @@ class Step:
         # the cotangents are backpropagated) and run the backbone between them. The engine
         # captures a requested tensor's gradient before its producer's pre-hooks run, so a
         # pre-hook on each producer that drops the gradient leaves the partial derivatives.
-        blockers = list(dict.fromkeys(f.grad_fn for f in feats))
+        blockers = list(dict.fromkeys(f.grad_fn for f in feats if f.grad_fn is not None))
         handles = [n.register_prehook(lambda grads: tuple(None for _ in grads)) for n in blockers]
-        cots, heads = [], []
+        cots: list[list[Tensor | None]] = []
+        heads: list[tuple[Tensor | None, ...]] = []
         try:
             for loss in self.losses.values():
+                grads: tuple[Tensor | None, ...]
                 if loss.requires_grad and inputs:
                     grads = torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True)
                 else:
@@ -410,12 +415,14 @@ class Step:
             for h in handles:
                 h.remove()
         self._cot, self._head = cots, heads
+        return cots
 
-    def _loss_cut_pass(self) -> tuple[list[list[Tensor | None]], list[tuple]]:
+    def _loss_cut_pass(self) -> tuple[list[list[Tensor | None]], list[tuple[Tensor | None, ...]]]:
         """Without a shared representation: task ``t``'s cotangent is 1 on its own loss, and
         its own parameters' gradients come from its loss alone."""
         losses = list(self.losses.values())
-        cots, heads = [], []
+        cots: list[list[Tensor | None]] = []
+        heads: list[tuple[Tensor | None, ...]] = []
         for t, loss in enumerate(losses):
             cots.append(
                 [torch.ones_like(loss) if k == t and loss.requires_grad else None for k in range(len(losses))]
@@ -429,13 +436,13 @@ class Step:
         return cots, heads
 
     def _weighted_cotangent(self, w: Tensor, k: int) -> Tensor | None:
-        terms = [w[t].to(c[k].dtype) * c[k] for t, c in enumerate(self._cot) if c[k] is not None]
+        terms = [w[t].to(ck.dtype) * ck for t, c in enumerate(self._head_pass()) if (ck := c[k]) is not None]
         return torch.stack(terms).sum(0) if terms else None
 
     def _dense(self, t: int) -> list[Tensor]:
         """Task ``t``'s feature cotangents with zeros where the task does not use a map."""
         feats = self._graph_features()
-        return [c if c is not None else torch.zeros_like(f) for c, f in zip(self._cot[t], feats)]
+        return [c if c is not None else torch.zeros_like(f) for c, f in zip(self._head_pass()[t], feats)]
 
     def _need_backbone_graph(self) -> None:
         if self._layers is not None and self._layers.released:
@@ -461,7 +468,7 @@ class Step:
         for k, p in enumerate(self._head_params):
             terms = [
                 (g if w is None else w[t].to(g.dtype) * g)
-                for t, row in enumerate(self._head)
+                for t, row in enumerate(self._head or [])
                 if (g := row[k]) is not None
             ]
             if terms:

@@ -43,7 +43,7 @@ def all_reduce_mean(t: Tensor) -> Tensor:
     return t
 
 
-def average_grads(params: Sequence[nn.Parameter]) -> None:
+def average_grads(params: Sequence[Tensor]) -> None:
     """Average the ``.grad`` of ``params`` over ranks, in one collective."""
     if not is_distributed():
         return

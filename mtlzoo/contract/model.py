@@ -8,6 +8,7 @@ plugin's architecture may build on it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +41,12 @@ class Normalize(nn.Module):
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
+def _size(images: Tensor) -> tuple[int, int]:
+    """``(H, W)`` of a batch, as the shape gives them (symbolic while a graph is exported, so the
+    exported model keeps taking any size)."""
+    return cast(tuple[int, int], tuple(images.shape[-2:]))
+
+
 class MultiTaskModel(Architecture):
     """Hard parameter sharing (the ``hps`` architecture): input normalisation, one shared
     backbone and one head per task.
@@ -60,7 +67,7 @@ class MultiTaskModel(Architecture):
     @property
     def feature_info(self) -> list[FeatureInfo]:
         """Channels and stride of each shared feature map, fine to coarse."""
-        return [FeatureInfo(int(c), int(s)) for c, s in self.backbone.feature_info]
+        return [FeatureInfo(int(c), int(s)) for c, s in cast(Any, self.backbone).feature_info]
 
     @property
     def task_names(self) -> list[str]:
@@ -78,11 +85,11 @@ class MultiTaskModel(Architecture):
     def run(self, images: Tensor) -> ArchitectureOutput:
         """Backbone maps of the normalised ``images`` (the shared representation), then every head."""
         features = list(self.backbone(images))
-        return ArchitectureOutput(self.decode(features, tuple(images.shape[-2:])), {}, features)
+        return ArchitectureOutput(self.decode(features, _size(images)), {}, features)
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """Predict every task for a batch of images ``[B, 3, H, W]``."""
-        return self.decode(self.encode(images), tuple(images.shape[-2:]))
+        return self.decode(self.encode(images), _size(images))
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters shared by all tasks (the backbone's)."""

@@ -156,7 +156,7 @@ def type_name(tp: Any) -> str:
     if origin in (list, tuple, dict):
         inner = ", ".join("..." if a is Ellipsis else type_name(a) for a in args)
         return f"{origin.__name__}[{inner}]"
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return f"a mapping ({tp.__name__})"
     return getattr(tp, "__name__", str(tp))
 
@@ -330,7 +330,7 @@ def coerce(value: Any, tp: Any, path: str, con: Constraint = Constraint()) -> An
                 raise _fail(_join(path, k), f"keys must be strings, got {_got(k)}")
             out[k] = coerce(v, args[1], _join(path, k), con)
         return out
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):  # a default instance: validate its fields like a mapping
             value = plain(value)
         return _build(tp, value, path, require=True, what=path)

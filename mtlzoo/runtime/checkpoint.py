@@ -22,7 +22,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -77,7 +77,7 @@ def _tensors(module: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
 
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states as JSON-ready values."""
-    np_state = np.random.get_state()
+    np_state = cast(tuple[Any, ...], np.random.get_state())  # numpy's default: the legacy tuple
     state = {
         "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
         "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],

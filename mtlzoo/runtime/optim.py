@@ -45,10 +45,16 @@ def freeze(model: nn.Module, patterns: list[str]) -> list[str]:
     return sorted(set(frozen))
 
 
+def _shared_ids(model: nn.Module) -> set[int]:
+    """Ids of the model's shared parameters (none for a model that declares none)."""
+    shared = getattr(model, "shared_parameters", None)
+    return {id(p) for p in shared()} if callable(shared) else set()
+
+
 def shared_batchnorms(model: nn.Module) -> list[nn.Module]:
     """The BatchNorm layers that hold only shared parameters (kept in eval mode with ``freeze_bn``)."""
-    shared = {id(p) for p in model.shared_parameters()} if hasattr(model, "shared_parameters") else set()
-    out = []
+    shared = _shared_ids(model)
+    out: list[nn.Module] = []
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             params = list(m.parameters(recurse=False))
@@ -63,7 +69,7 @@ def build_optimizer(cfg: DictConfig, model: nn.Module, combiner: nn.Module) -> t
     decay (``no_decay_norm_bias``). Applies ``freeze`` first."""
     o = cfg.train.optimizer
     freeze(model, list(o.freeze))
-    shared = {id(p) for p in model.shared_parameters()} if hasattr(model, "shared_parameters") else set()
+    shared = _shared_ids(model)
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for p in model.parameters():
         if p.requires_grad:

@@ -139,7 +139,7 @@ class Predictor:
         paths, or a list of either (sizes may differ). Returns one ``{task: tensor}`` per image."""
         items = self._as_batch(images)
         results: list[dict[str, Tensor] | None] = [None] * len(items)
-        by_size: dict[tuple[int, int], list[int]] = {}
+        by_size: dict[tuple[int, ...], list[int]] = {}
         for i, t in enumerate(items):
             by_size.setdefault(tuple(t.shape[-2:]), []).append(i)
         model = self.any_size()

@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -222,7 +222,7 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         msg = getattr(exc, "msg", None) or str(exc)
         raise ConfigError(f"{key}: {msg.splitlines()[0]}") from None
     assert isinstance(out, dict)
-    return out
+    return cast(dict[str, Any], out)  # keys as written; validation refuses any that is not a name
 
 
 # -- validating ----------------------------------------------------------------------------------
@@ -383,18 +383,27 @@ def resolve_task_spec(
             )
     out["from"] = source
     out.update(plain(options) if options is not None else {})
-    paths = {"base": base, "given": given}
     head = resolve_part(
-        _with_default(node.get("head"), ttype.head), registries, "head", f"{path}.head", **paths
+        _with_default(node.get("head"), ttype.head),
+        registries,
+        "head",
+        f"{path}.head",
+        base=base,
+        given=given,
     )
     loss = resolve_part(
-        _with_default(node.get("loss"), ttype.loss), registries, "loss", f"{path}.loss", **paths
+        _with_default(node.get("loss"), ttype.loss),
+        registries,
+        "loss",
+        f"{path}.loss",
+        base=base,
+        given=given,
     )
     metric_nodes = node.get("metrics") or ttype.metrics
     if not isinstance(metric_nodes, (list, tuple)):
         raise ConfigError(f"{path}.metrics: expected a list of metrics, got {metric_nodes!r}")
     metrics = tuple(
-        resolve_part(m, registries, "metric", f"{path}.metrics[{i}]", **paths)
+        resolve_part(m, registries, "metric", f"{path}.metrics[{i}]", base=base, given=given)
         for i, m in enumerate(metric_nodes)
     )
     out["head"], out["loss"] = node_of(head), node_of(loss)
@@ -431,7 +440,6 @@ def validate_parts(
     holds ``backbone``, ``architecture``, ``combiner``, ``data`` (:class:`Part`) and ``tasks``
     (name -> :class:`TaskSpec`), the fields of a :class:`~mtlzoo.zoo.parts.Spec`. ``base`` and
     ``given``: see :func:`resolve_part`."""
-    paths = {"base": base, "given": given}
     _moved(container)
     top = build_options(ExperimentConfig, container, "", "the spec")
     out: dict[str, Any] = {"name": top.name, "seed": top.seed}
@@ -441,9 +449,13 @@ def validate_parts(
             "model.backbone: missing; name the shared backbone, e.g. model: {backbone: {name: ...}} "
             "(`mtlzoo list backbone` shows them)"
         )
-    backbone = resolve_part(model["backbone"], registries, "backbone", "model.backbone", **paths)
+    backbone = resolve_part(
+        model["backbone"], registries, "backbone", "model.backbone", base=base, given=given
+    )
     architecture = (
-        resolve_part(model["architecture"], registries, "architecture", "model.architecture", **paths)
+        resolve_part(
+            model["architecture"], registries, "architecture", "model.architecture", base=base, given=given
+        )
         if model["architecture"]
         else None
     )
@@ -459,19 +471,19 @@ def validate_parts(
     tasks: dict[str, TaskSpec] = {}
     out["tasks"] = {}
     for name, node in top.tasks.items():
-        out["tasks"][name], tasks[name] = resolve_task_spec(name, node, registries, **paths)
+        out["tasks"][name], tasks[name] = resolve_task_spec(name, node, registries, base=base, given=given)
     if not top.combiner:
         raise ConfigError(
             "combiner: missing; say how the task losses become one update, e.g. combiner: "
             "{name: ...} (`mtlzoo list combiner` shows them)"
         )
-    combiner = resolve_part(top.combiner, registries, "combiner", "combiner", **paths)
+    combiner = resolve_part(top.combiner, registries, "combiner", "combiner", base=base, given=given)
     out["combiner"] = node_of(combiner)
     if not top.data:
         raise ConfigError(
             "data: no dataset given; add e.g. data: {name: shapes} (`mtlzoo list dataset` shows all)"
         )
-    data = resolve_part(top.data, registries, "dataset", "data", **paths)
+    data = resolve_part(top.data, registries, "dataset", "data", base=base, given=given)
     out["data"] = node_of(data)
     out["augment"] = plain(top.augment)
     out["train"] = plain(top.train)
