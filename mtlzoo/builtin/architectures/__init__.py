@@ -149,6 +149,141 @@ class MTINetOptions:
     aux_weight: Optional[float] = option(None, ge=0)
 
 
+#: how a mixture-of-experts gate sees the maps: one weight per expert per image, or per position
+GateMode = Literal["pooled", "pixel"]
+
+
+@dataclass
+class ExpertOptions:
+    """Options every expert-based architecture (``mmoe``, ``cgc``, ``ple``, ``dselect_k``,
+    ``ltb``) has.
+
+    Attributes:
+        min_stride: the experts act on the backbone maps of stride >= ``min_stride`` (the
+            coarsest map alone when none is that coarse); finer maps reach the heads as the
+            backbone gives them.
+        reduction: an expert is a residual bottleneck block per chosen map, ``1x1 -> 3x3 ->
+            1x1`` through ``C / reduction`` channels (``C`` the map's).
+        norm: the experts' normalisation: ``batch``, ``group`` or ``none``.
+    """
+
+    min_stride: int = option(8, ge=1)
+    reduction: int = option(4, ge=1)
+    norm: Norm = "batch"
+
+
+@dataclass
+class GatedOptions(ExpertOptions):
+    """:class:`ExpertOptions` plus the gates' input.
+
+    Attributes:
+        gate: ``pooled``: each gate reads the chosen maps averaged over space and gives one
+            weight per expert per image (the papers' per-example gates); ``pixel``: a 1x1 conv
+            per map gives one weight per expert per position.
+    """
+
+    gate: GateMode = "pooled"
+
+
+@dataclass
+class MMoEOptions(GatedOptions):
+    """Options of ``mmoe`` (and :class:`GatedOptions`).
+
+    Attributes:
+        experts: number of experts, shared by every task.
+    """
+
+    experts: int = option(4, ge=1)
+
+
+@dataclass
+class DSelectKOptions(GatedOptions):
+    """Options of ``dselect_k`` (and :class:`GatedOptions`).
+
+    Attributes:
+        experts: number of experts, shared by every task.
+        k: number of single-expert selectors per gate (LibMTL's ``num_nonzeros``): each task
+            ends up using at most ``k`` experts.
+        gamma: width of the smooth-step (LibMTL's ``kgamma``).
+        entropy_reg: weight of the selectors' entropy in each task's loss (LibMTL's 1e-6).
+    """
+
+    experts: int = option(4, ge=2)
+    k: int = option(2, ge=1)
+    gamma: float = option(1.0, gt=0)
+    entropy_reg: float = option(1e-6, ge=0)
+
+
+@dataclass
+class CGCOptions(GatedOptions):
+    """Options of ``cgc`` (and :class:`GatedOptions`).
+
+    Attributes:
+        shared_experts: number of experts shared by every task.
+        task_experts: number of experts of each task.
+    """
+
+    shared_experts: int = option(2, ge=1)
+    task_experts: int = option(1, ge=1)
+
+
+@dataclass
+class PLEOptions(CGCOptions):
+    """Options of ``ple`` (and :class:`CGCOptions`).
+
+    Attributes:
+        levels: number of stacked extraction levels (1 is CGC).
+    """
+
+    levels: int = option(2, ge=1)
+
+
+@dataclass
+class LTBOptions(ExpertOptions):
+    """Options of ``ltb`` (and :class:`ExpertOptions`).
+
+    Attributes:
+        layers: number of branching layers after the backbone (the last has one block per task).
+        branches: blocks per inner layer; ``null``: one per task.
+        tau: Gumbel-softmax temperature of the parent sampling in training.
+        tau_decay_steps: ``null``: constant ``tau``; else ``tau / sqrt(1 + step /
+            tau_decay_steps)`` (LibMTL's ``1/sqrt(epoch)`` decay with ``tau_decay_steps`` steps
+            per epoch).
+        warmup_steps: training steps during which every block reads the mean of all its
+            possible parents (before any sampling).
+    """
+
+    layers: int = option(3, ge=1)
+    branches: Optional[int] = option(None, ge=1)
+    tau: float = option(1.0, gt=0)
+    tau_decay_steps: Optional[int] = option(None, ge=1)
+    warmup_steps: int = option(0, ge=0)
+
+
+@dataclass
+class LoRAOptions:
+    """Options of ``lora``.
+
+    Attributes:
+        rank: rank of each task's low-rank update of every adapted layer.
+        alpha: the updates are scaled by ``alpha / rank``; ``null``: ``alpha = rank`` (scale 1).
+        targets: shell patterns of the backbone's module names to adapt (its linear layers
+            and plain convs among them), e.g. ``["*attn.qkv", "*attn.proj"]``; default every one.
+        shared_rank: rank of a low-rank update shared by all tasks, added to every adapted
+            layer (MTLoRA's task-agnostic module); 0: none.
+        trainable: shell patterns of backbone parameter names that stay trainable (shared);
+            the rest of the backbone is frozen. Default: a ViT's feature pyramid, which is new.
+        freeze_norm: keep the frozen BatchNorm layers' running statistics as loaded.
+    """
+
+    rank: int = option(8, ge=1)
+    alpha: Optional[float] = option(None, gt=0)
+    targets: list[str] = option(["*"], min_len=1)
+    shared_rank: int = option(0, ge=0)
+    trainable: list[str] = option(["pyramid.*"])
+    freeze_norm: bool = True
+
+
 # -- examples (the conformance kit builds each architecture with these) ----------------------------
 def mtan_examples(folder: Path) -> list[dict]:
     """Both designs, shared extractors, a norm without batch statistics."""
@@ -173,6 +308,40 @@ def padnet_examples(folder: Path) -> list[dict]:
 def mti_net_examples(folder: Path) -> list[dict]:
     """Two scales at the backbone's widths, and three narrow ones."""
     return [{}, {"channels": [4, 4, 8], "min_stride": 1, "norm": "none", "aux_weight": 0.5}]
+
+
+def mmoe_examples(folder: Path) -> list[dict]:
+    """Experts on the kit's coarsest map, and on every map with per-pixel gates."""
+    return [{"experts": 3}, {"experts": 2, "min_stride": 1, "gate": "pixel", "norm": "none"}]
+
+
+def dselect_k_examples(folder: Path) -> list[dict]:
+    """A power of two of experts, and three (the regulariser's non-existent-expert term), per pixel."""
+    return [{"experts": 4}, {"experts": 3, "k": 1, "min_stride": 1, "gate": "pixel", "entropy_reg": 0.1}]
+
+
+def cgc_examples(folder: Path) -> list[dict]:
+    """Default and per-pixel gates on every map."""
+    return [{}, {"shared_experts": 1, "task_experts": 2, "min_stride": 1, "gate": "pixel"}]
+
+
+def ple_examples(folder: Path) -> list[dict]:
+    """Two levels, three levels per pixel, and one level (CGC)."""
+    return [{}, {"levels": 3, "min_stride": 1, "gate": "pixel", "norm": "group"}, {"levels": 1}]
+
+
+def ltb_examples(folder: Path) -> list[dict]:
+    """Three layers, two layers with two branches and warm-up, and a single layer."""
+    return [{}, {"layers": 2, "branches": 2, "min_stride": 1, "warmup_steps": 1}, {"layers": 1}]
+
+
+def lora_examples(folder: Path) -> list[dict]:
+    """Every layer with a shared update, and the kit backbone's last conv with a trainable first
+    stage (the kit compares shared gradients, so each example has shared parameters)."""
+    return [
+        {"rank": 2, "shared_rank": 1},
+        {"rank": 1, "targets": ["blocks.2.*"], "trainable": ["blocks.0.*"]},
+    ]
 
 
 @hookimpl
@@ -214,6 +383,48 @@ def register_architectures(register):
         "MTI-Net (Vandenhende et al. 2020): multi-scale distillation with feature propagation",
         examples=mti_net_examples,
     )
+    register(
+        "mmoe",
+        f"{IMPL}.moe:MMoE",
+        MMoEOptions,
+        "MMoE (Ma et al. 2018): shared conv experts on the backbone's maps, one softmax gate per task",
+        examples=mmoe_examples,
+    )
+    register(
+        "cgc",
+        f"{IMPL}.moe:CGC",
+        CGCOptions,
+        "CGC (Tang et al. 2020): shared and task-specific conv experts, one gate per task",
+        examples=cgc_examples,
+    )
+    register(
+        "ple",
+        f"{IMPL}.moe:PLE",
+        PLEOptions,
+        "PLE (Tang et al. 2020): stacked CGC levels with a shared path and shared gates",
+        examples=ple_examples,
+    )
+    register(
+        "dselect_k",
+        f"{IMPL}.moe:DSelectK",
+        DSelectKOptions,
+        "DSelect-k (Hazimeh et al. 2021): MMoE with sparse differentiable k-expert gates",
+        examples=dselect_k_examples,
+    )
+    register(
+        "ltb",
+        f"{IMPL}.branch:LTB",
+        LTBOptions,
+        "Learning to Branch (Guo et al. 2020): Gumbel-sampled tree of conv blocks, argmax path at evaluation",
+        examples=ltb_examples,
+    )
+    register(
+        "lora",
+        f"{IMPL}.lora:LoRA",
+        LoRAOptions,
+        "Per-task LoRA (Hu et al. 2022) on a frozen shared encoder: low-rank updates of its linear and conv layers",
+        examples=lora_examples,
+    )
 
 
 __all__ = [
@@ -223,4 +434,12 @@ __all__ = [
     "NDDROptions",
     "PADNetOptions",
     "MTINetOptions",
+    "ExpertOptions",
+    "GatedOptions",
+    "MMoEOptions",
+    "DSelectKOptions",
+    "CGCOptions",
+    "PLEOptions",
+    "LTBOptions",
+    "LoRAOptions",
 ]

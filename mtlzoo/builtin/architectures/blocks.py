@@ -46,12 +46,13 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """ResNet's bottleneck block: ``1x1 (cout/4) -> 3x3 -> 1x1 (cout)`` with norms and ReLUs,
-    plus the input (through ``1x1 -> norm`` when the width changes), then ReLU."""
+    """ResNet's bottleneck block: ``1x1 (mid) -> 3x3 -> 1x1 (cout)`` with norms and ReLUs,
+    plus the input (through ``1x1 -> norm`` when the width changes), then ReLU. ``mid``
+    defaults to ``cout / 4``."""
 
-    def __init__(self, cin: int, cout: int, norm: str):
+    def __init__(self, cin: int, cout: int, norm: str, mid: int | None = None):
         super().__init__()
-        mid = max(cout // 4, 1)
+        mid = max(cout // 4, 1) if mid is None else mid
         self.body = nn.Sequential(
             conv(cin, mid, 1, norm),
             make_norm(norm, mid),

@@ -41,7 +41,7 @@ pretrained and packaged weights in :mod:`.pretrained`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from ...contract.errors import did_you_mean
 from ...contract.hooks import hookimpl
@@ -143,6 +143,23 @@ class TimmOptions:
             those weights were trained with, ``(pixel - 127) / 128``).
         out_indices: which feature levels to return (timm's default: all, usually 0..4).
         drop_path_rate: stochastic depth rate, for architectures that support it.
+        img_size: the input size a transformer is built for (its position embeddings),
+            ``[side]`` or ``[height, width]``; passed to timm when given.
+        dynamic_img_size: let a transformer take any size that is a multiple of its patch
+            (position embeddings resampled at run time); ``null``: on for every model timm
+            marks as having a fixed input size and that accepts the option (ViT, DeiT,
+            DINOv2, EVA, Swin ...).
+        dynamic_img_pad: pad the input to a multiple of the patch inside the model (then any
+            size works); passed to timm when given.
+        patch_size: a transformer's patch size (random init, or a weights file of that patch).
+        model_args: any other keyword arguments of ``timm.create_model`` for ``arch``, e.g.
+            ``{depth: 4, embed_dim: 96, num_heads: 2}`` for a small transformer.
+        pyramid: give a plain ViT (every map at one stride, its patch) a ViTDet-style feature
+            pyramid at strides 4, 8, 16, 32 (:mod:`mtlzoo.builtin.backbones.vit`), so every
+            head reads it; ``false``: timm's maps as they are. For a plain ViT,
+            ``out_indices`` names the blocks the pyramid reads: one (every level from it) or
+            four (one per level); default: the last block.
+        pyramid_channels: width of every pyramid level (ViTDet: 256); ``null``: no projection.
     """
 
     arch: str = "resnet18"
@@ -150,6 +167,13 @@ class TimmOptions:
     weights: Optional[str] = None
     out_indices: Optional[list[int]] = option(None, ge=-64, le=64, min_len=1)
     drop_path_rate: float = option(0.0, ge=0, lt=1)
+    img_size: Optional[list[int]] = option(None, ge=1, min_len=1, max_len=2)
+    dynamic_img_size: Optional[bool] = None
+    dynamic_img_pad: Optional[bool] = None
+    patch_size: Optional[int] = option(None, ge=1)
+    model_args: dict[str, Any] = option({})
+    pyramid: bool = True
+    pyramid_channels: Optional[int] = option(256, ge=1)
 
     def check(self) -> None:
         """``arch`` is a timm architecture (checked without importing timm, so a spec is
@@ -164,6 +188,19 @@ class TimmOptions:
                 f"weights: {self.weights!r} are weights of timm's {spec.arch!r}; "
                 f"set arch: {spec.arch} (got {self.arch!r})"
             )
+        own = (
+            "img_size",
+            "dynamic_img_size",
+            "dynamic_img_pad",
+            "patch_size",
+            "out_indices",
+            "drop_path_rate",
+        )
+        for key in self.model_args:
+            if key in own:
+                raise ValueError(f"model_args: {key!r} is an option of its own; set {key}: ... instead")
+            if key in ("pretrained", "features_only", "pretrained_cfg_overlay"):
+                raise ValueError(f"model_args: {key!r} is set by the backbone itself")
 
 
 @dataclass

@@ -21,6 +21,7 @@ from ...contract.features import FeatureInfo
 from ...contract.weights import check_fit, fit_prefix, load_strict, mismatch, read_state_dict
 from . import GIVE_FILE, TimmOptions, packaged
 from .pretrained import packaged_state_dict, timm_overlay
+from .vit import InputSize, SimplePyramid, patch_embed, tracing
 
 Stats = tuple[float, float, float] | None
 
@@ -52,6 +53,30 @@ def _quiet_timm_loading() -> Iterator[None]:
 def _body(sd: dict[str, Tensor], classifier: tuple[str, ...]) -> dict[str, Tensor]:
     """``sd`` without the classifier layer's keys (those starting with ``classifier``)."""
     return {k: v for k, v in sd.items() if not k.startswith(classifier)}
+
+
+def _model_kwargs(options: TimmOptions) -> dict[str, Any]:
+    """The keyword arguments of ``timm.create_model`` the options give (beyond ``arch``)."""
+    kwargs: dict[str, Any] = dict(options.model_args)
+    if options.out_indices is not None:
+        kwargs["out_indices"] = tuple(options.out_indices)
+    if options.drop_path_rate:
+        kwargs["drop_path_rate"] = options.drop_path_rate
+    if options.img_size is not None:
+        kwargs["img_size"] = tuple(options.img_size) if len(options.img_size) == 2 else options.img_size[0]
+    for key in ("dynamic_img_size", "dynamic_img_pad", "patch_size"):
+        if getattr(options, key) is not None:
+            kwargs[key] = getattr(options, key)
+    return kwargs
+
+
+def _fixed_input_size(arch: str) -> bool:
+    """True when timm's configuration of ``arch`` says it takes one input size (transformers)."""
+    try:
+        cfg = timm.get_pretrained_cfg(arch)
+    except Exception:  # noqa: BLE001 - a model without a registered configuration
+        return False
+    return bool(getattr(cfg, "fixed_input_size", False))
 
 
 def feature_list_stages(model: nn.Module) -> list[nn.Module] | None:
@@ -107,25 +132,49 @@ class TimmBackbone(Backbone):
                 f"(search them with `mtlzoo list backbone 'timm:*pattern*'`)"
             )
         self.arch = arch
-        kwargs: dict[str, Any] = {}
-        if options.out_indices is not None:
-            kwargs["out_indices"] = tuple(options.out_indices)
-        if options.drop_path_rate:
-            kwargs["drop_path_rate"] = options.drop_path_rate
+        kwargs = _model_kwargs(options)
+        # timm builds transformers for one input size unless told otherwise: ask for any size
+        auto = options.dynamic_img_size is None and _fixed_input_size(arch)
+        if auto:
+            kwargs["dynamic_img_size"] = True
         spec = packaged(options.weights)
-        if options.weights is None and options.pretrained:
-            self.model = self._pretrained(arch, kwargs)
-        else:
-            self.model = self._create(arch, kwargs, options.weights)
+        try:
+            self.model = self._build(arch, kwargs, options)
+        except (ConfigError, CheckpointError) as exc:
+            if not (auto and "dynamic_img_size" in str(exc)):
+                raise
+            del kwargs["dynamic_img_size"]  # a fixed-size model that does not take the option
+            self.model = self._build(arch, kwargs, options)
         info = self.model.feature_info
         self.feature_info = [FeatureInfo(int(c), int(s)) for c, s in zip(info.channels(), info.reduction())]
         self.size_divisor = max(fi.stride for fi in self.feature_info)
+        pe = patch_embed(self.model)
+        self._input = InputSize(arch, pe) if pe is not None else None
+        self.pyramid: SimplePyramid | None = None
+        self._take: int | None = None
+        strides = {fi.stride for fi in self.feature_info}
+        if self._input is not None and len(strides) == 1:
+            # a plain ViT: every block at its patch stride; it takes multiples of the patch
+            self.size_divisor = self._input.divisor
+            if options.pyramid:  # the pyramid reads the last block or the chosen ones
+                self._take = None if options.out_indices is None else len(self.feature_info)
+                chosen = self.feature_info[-1:] if self._take is None else self.feature_info
+                self.pyramid = SimplePyramid(
+                    [fi.channels for fi in chosen], strides.pop(), options.pyramid_channels
+                )
+                self.feature_info = list(self.pyramid.feature_info)
         if spec is not None:
             self.input_mean, self.input_std = spec.mean, spec.std
         elif options.weights or options.pretrained:
             self.input_mean, self.input_std = pretrained_stats(self.model)
         # a few timm families (swin, ...) return channels-last maps
         self._nhwc = str(getattr(self.model, "output_fmt", "NCHW")) in ("NHWC", "Format.NHWC")
+
+    def _build(self, arch: str, kwargs: dict[str, Any], options: TimmOptions) -> nn.Module:
+        """The features model: timm's published weights, a weights file, or random init."""
+        if options.weights is None and options.pretrained:
+            return self._pretrained(arch, kwargs)
+        return self._create(arch, kwargs, options.weights)
 
     @staticmethod
     def _pretrained(arch: str, kwargs: dict[str, Any]) -> nn.Module:
@@ -220,10 +269,17 @@ class TimmBackbone(Backbone):
         return full.state_dict(), tuple(c + "." for c in classifier)
 
     def staged(self) -> list[nn.Module] | None:
-        """timm's feature modules as stages (``FeatureListNet`` models with NCHW maps)."""
-        return None if self._nhwc else feature_list_stages(self.model)
+        """timm's feature modules as stages (``FeatureListNet`` models with NCHW maps; not a
+        ViT with its pyramid, whose levels all come from the last blocks)."""
+        return None if self._nhwc or self.pyramid is not None else feature_list_stages(self.model)
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        """Feature maps of ``images [B,3,H,W]``, fine to coarse, as ``feature_info`` says."""
+        """Feature maps of ``images [B,3,H,W]``, fine to coarse, as ``feature_info`` says (a
+        transformer refuses a size it cannot take in one line, see :class:`.vit.InputSize`)."""
+        if self._input is not None and not tracing():
+            self._input.check(int(images.shape[-2]), int(images.shape[-1]))
         maps = self.model(images)
-        return [m.permute(0, 3, 1, 2).contiguous() for m in maps] if self._nhwc else list(maps)
+        maps = [m.permute(0, 3, 1, 2).contiguous() for m in maps] if self._nhwc else list(maps)
+        if self.pyramid is not None:
+            return self.pyramid(maps if self._take else maps[-1:], images.shape[-2:])
+        return maps
