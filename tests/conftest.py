@@ -27,6 +27,41 @@ def root() -> Path:
     return ROOT
 
 
+#: what registering and listing plugins must never import (checked in a fresh process)
+HEAVY_MODULES = (
+    "torch",
+    "torchvision",
+    "timm",
+    "segmentation_models_pytorch",
+    "torchmetrics",
+    "scipy",
+    "numpy",
+    "PIL",
+)
+
+#: every built-in combiner, in registration order (`mtlzoo list combiner`)
+COMBINERS = (
+    *("sum", "weighted", "uncertainty", "dwa", "rlw", "gls", "imtl_l", "famo", "gradnorm"),
+    *("mgda", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl", "gradvac", "graddrop", "upgrad"),
+    *("config", "db_mtl", "fairgrad", "excess_mtl", "moco", "modo", "sdmgrad", "stch", "dualproj"),
+)
+#: the built-in combiners that weight the losses (one backward pass of a weighted sum)
+LOSS_LEVEL_COMBINERS = (
+    "sum",
+    "weighted",
+    "uncertainty",
+    "dwa",
+    "rlw",
+    "gls",
+    "imtl_l",
+    "famo",
+    "gradnorm",
+    "stch",
+)
+#: the built-in combiners that work on the task gradients, in registration order
+GRADIENT_LEVEL_COMBINERS = tuple(c for c in COMBINERS if c not in LOSS_LEVEL_COMBINERS)
+
+
 def tiny_spec(**overrides) -> dict:
     """A fast 3-task spec on `shapes` with the in-house CNN backbone (seconds on CPU)."""
     spec = {

@@ -12,7 +12,7 @@ from torch import nn
 
 from mtlzoo import Architecture, ConfigError, PluginError, Zoo, hookimpl, option
 from mtlzoo.contract.architecture import ArchitectureOutput, unique
-from mtlzoo.runtime.model import MultiTaskModel
+from mtlzoo.contract.model import MultiTaskModel
 from mtlzoo.runtime.train import Trainer
 from mtlzoo.testing import check_plugin
 

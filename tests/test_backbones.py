@@ -20,7 +20,7 @@ from mtlzoo.builtin.backbones.timm import TimmBackbone
 from mtlzoo.contract.backbone import Backbone
 from mtlzoo.contract.errors import CheckpointError, ConfigError, MtlzooError, UnknownNameError
 from mtlzoo.contract.features import FeatureInfo
-from mtlzoo.runtime.weights import describe_mismatch, fit_prefix, mismatch, read_state_dict
+from mtlzoo.contract.weights import describe_mismatch, fit_prefix, mismatch, read_state_dict
 
 # channels and strides of each arch's features, read off timm's model cards / source
 TIMM_EXPECTED = {
@@ -33,16 +33,6 @@ TIMM_EXPECTED = {
 # a tiny timm model whose pretrained weights expect other statistics than ImageNet's
 HALF_ARCH = "mobilenetv4_conv_small_035"
 HALF = (0.5, 0.5, 0.5)
-HEAVY = {
-    "torch",
-    "torchvision",
-    "timm",
-    "segmentation_models_pytorch",
-    "torchmetrics",
-    "scipy",
-    "numpy",
-    "PIL",
-}
 
 
 def tb(arch: str = "resnet18", **options) -> TimmBackbone:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import HEAVY_MODULES
 
 from mtlzoo.testing import check_plugin
 
@@ -23,16 +24,6 @@ PACKAGES = {
     "builtin_targets": "mtlzoo.builtin.targets",
     "builtin_architectures": "mtlzoo.builtin.architectures",
 }
-HEAVY = (
-    "torch",
-    "torchvision",
-    "timm",
-    "segmentation_models_pytorch",
-    "torchmetrics",
-    "scipy",
-    "numpy",
-    "PIL",
-)
 
 
 def test_every_builtin_package_is_an_entry_point_of_mtlzoo():
@@ -49,7 +40,7 @@ def test_every_builtin_package_is_an_entry_point_of_mtlzoo():
 def test_registering_every_builtin_part_imports_nothing_heavy():
     code = (
         "import sys; from mtlzoo import Zoo; zoo = Zoo.load(strict=True); "
-        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r})))"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY_MODULES)!r})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import HEAVY_MODULES
 
 from mtlzoo.apps.cli import main
 
@@ -172,10 +173,9 @@ def test_list_shows_targets_and_option_names(capsys):
 
 @pytest.mark.parametrize("args", [["list"], ["plugins"], ["config", "show", "configs/quickstart.yaml"]])
 def test_commands_that_only_read_plugins_never_import_torch(args, root):
-    heavy = ("torch", "timm", "segmentation_models_pytorch", "scipy", "torchvision")
     code = (
         f"import sys; from mtlzoo.apps.cli import main; rc = main({args!r}); "
-        f"print('HEAVY', sorted(m for m in {heavy!r} if m in sys.modules)); sys.exit(rc)"
+        f"print('HEAVY', sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules)); sys.exit(rc)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
     assert out.returncode == 0, out.stderr

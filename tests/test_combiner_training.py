@@ -9,30 +9,13 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from conftest import GRADIENT_LEVEL_COMBINERS, LOSS_LEVEL_COMBINERS
 from torch import nn
 
 from mtlzoo.contract.combine import Step
 
-LOSS_LEVEL = ["sum", "weighted", "uncertainty", "dwa", "rlw", "gls", "imtl_l", "famo", "gradnorm", "stch"]
-GRADIENT_LEVEL = [
-    "mgda",
-    "pcgrad",
-    "cagrad",
-    "nash_mtl",
-    "imtl_g",
-    "aligned_mtl",
-    "gradvac",
-    "graddrop",
-    "upgrad",
-    "config",
-    "db_mtl",
-    "fairgrad",
-    "excess_mtl",
-    "moco",
-    "modo",
-    "sdmgrad",
-    "dualproj",
-]
+LOSS_LEVEL = list(LOSS_LEVEL_COMBINERS)
+GRADIENT_LEVEL = list(GRADIENT_LEVEL_COMBINERS)
 TASKS = ["seg", "depth", "cls"]
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchjd.aggregation as tjd
+from conftest import GRADIENT_LEVEL_COMBINERS
 from scipy.optimize import minimize
 from torch import nn
 
@@ -397,28 +398,7 @@ def config_error(zoo: Zoo, node: dict) -> str:
     return str(err.value)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "mgda",
-        "pcgrad",
-        "cagrad",
-        "nash_mtl",
-        "imtl_g",
-        "aligned_mtl",
-        "gradvac",
-        "graddrop",
-        "upgrad",
-        "config",
-        "db_mtl",
-        "fairgrad",
-        "excess_mtl",
-        "moco",
-        "modo",
-        "sdmgrad",
-        "dualproj",
-    ],
-)
+@pytest.mark.parametrize("name", GRADIENT_LEVEL_COMBINERS)
 def test_wrt_is_validated(zoo, name):
     assert config_error(zoo, {"name": name, "wrt": "parameters"}) == (
         "combiner.wrt: 'parameters' is not one of 'params', 'features' (did you mean 'params'?)"
@@ -465,25 +445,7 @@ def test_bad_options_are_config_errors(zoo, node, message):
 
 
 def test_registry_holds_every_gradient_combiner(zoo):
-    for name in [
-        "mgda",
-        "pcgrad",
-        "cagrad",
-        "nash_mtl",
-        "imtl_g",
-        "aligned_mtl",
-        "gradvac",
-        "graddrop",
-        "upgrad",
-        "config",
-        "db_mtl",
-        "fairgrad",
-        "excess_mtl",
-        "moco",
-        "modo",
-        "sdmgrad",
-        "dualproj",
-    ]:
+    for name in GRADIENT_LEVEL_COMBINERS:
         entry = zoo.entry("combiner", name)
         assert entry.plugin == "builtin_combiners"
         comb = zoo.make("combiner", {"name": name, "wrt": "features"}, ["a", "b"], path="combiner")

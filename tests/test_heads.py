@@ -80,16 +80,6 @@ FACTORIES = {
     "boundary": "fusion:make_boundary",
     "classification": "classification:ClassificationHead",
 }
-HEAVY = {
-    "torch",
-    "torchvision",
-    "timm",
-    "segmentation_models_pytorch",
-    "torchmetrics",
-    "scipy",
-    "numpy",
-    "PIL",
-}
 FOUR = [FeatureInfo(8, 2), FeatureInfo(16, 4), FeatureInfo(32, 8), FeatureInfo(64, 16)]
 
 

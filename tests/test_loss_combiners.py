@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchjd.scalarization as tjs
+from conftest import COMBINERS, LOSS_LEVEL_COMBINERS
 from torch import nn
 
 import mtlzoo.builtin.combiners as C
@@ -285,23 +286,7 @@ def test_bad_options_are_config_errors(zoo):
 
 
 # -- registration ---------------------------------------------------------------------------------
-LOSS_LEVEL = ["sum", "weighted", "uncertainty", "dwa", "rlw", "gls", "imtl_l", "famo", "gradnorm"]
-GRADIENT_LEVEL = [
-    "mgda",
-    "pcgrad",
-    "cagrad",
-    "nash_mtl",
-    "imtl_g",
-    "aligned_mtl",
-    "gradvac",
-    "graddrop",
-    "upgrad",
-    "config",
-    "db_mtl",
-]
-#: the methods added from LibMTL and torchjd, registered last (``stch`` is loss-level)
-ADDED = ["fairgrad", "excess_mtl", "moco", "modo", "sdmgrad", "stch", "dualproj"]
-ALL = LOSS_LEVEL + GRADIENT_LEVEL + ADDED
+ALL = list(COMBINERS)
 
 
 def test_hook_registers_all_27_names_lazily_in_order():
@@ -325,7 +310,7 @@ def test_hook_registers_all_27_names_lazily_in_order():
 
 
 def test_registry_holds_every_loss_combiner(zoo):
-    for name in [*LOSS_LEVEL, "stch"]:
+    for name in LOSS_LEVEL_COMBINERS:
         entry = zoo.entry("combiner", name)
         assert entry.plugin == "builtin_combiners"
         assert zoo.make("combiner", {"name": name}, NAMES, path="combiner").level == "loss"
@@ -337,7 +322,7 @@ def test_registry_holds_every_loss_combiner(zoo):
 def test_every_name_builds_from_its_defaults(zoo, name):
     comb = zoo.make("combiner", {"name": name}, ["a", "b"], path="combiner")
     assert isinstance(comb, Combiner) and comb.task_names == ["a", "b"]
-    assert comb.level == ("loss" if name in [*LOSS_LEVEL, "stch"] else "gradient")
+    assert comb.level == ("loss" if name in LOSS_LEVEL_COMBINERS else "gradient")
     if comb.level == "gradient":
         assert comb.wrt == "params"
 

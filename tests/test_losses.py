@@ -27,16 +27,6 @@ TARGETS = {
 }
 NAMES = list(TARGETS)
 OPTIONS = {"ce": CrossEntropyOptions, "weighted_bce": WeightedBCEOptions, "bce": BCEOptions}
-HEAVY = {
-    "torch",
-    "torchvision",
-    "timm",
-    "segmentation_models_pytorch",
-    "torchmetrics",
-    "scipy",
-    "numpy",
-    "PIL",
-}
 
 
 def task(

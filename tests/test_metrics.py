@@ -44,16 +44,6 @@ KEYS = {
     "accuracy": "accuracy",
     "map": "map",
 }
-HEAVY = {
-    "torch",
-    "torchvision",
-    "timm",
-    "segmentation_models_pytorch",
-    "torchmetrics",
-    "scipy",
-    "numpy",
-    "PIL",
-}
 
 
 def task(kind="segmentation", num_classes=3, ignore_index=255, name="t") -> TaskInfo:

@@ -42,7 +42,7 @@ from mtlzoo.builtin.backbones import (
 from mtlzoo.builtin.backbones.smp import SmpBackbone
 from mtlzoo.builtin.backbones.timm import TimmBackbone
 from mtlzoo.contract.errors import CheckpointError, ConfigError
-from mtlzoo.runtime.weights import rename_in_order
+from mtlzoo.contract.weights import rename_in_order
 
 # a tiny timm model whose published weights live on the Hugging Face hub only
 TINY = "test_efficientnet"
