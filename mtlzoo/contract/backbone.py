@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from torch import nn
+from torch import Tensor, nn
 
 from .features import FeatureInfo
 
@@ -50,7 +50,7 @@ def mark_unused(params: nn.Parameter | Iterable[nn.Parameter]) -> None:
         setattr(p, _UNUSED, True)
 
 
-def is_marked_unused(param: nn.Parameter) -> bool:
+def is_marked_unused(param: Tensor) -> bool:
     """True for a parameter given to :func:`mark_unused`."""
     return bool(getattr(param, _UNUSED, False))
 
