@@ -270,14 +270,11 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 def cmd_data_check(args: argparse.Namespace) -> int:
     """Scan every file and sample of a spec's dataset and report every problem found."""
-    from omegaconf import OmegaConf
-
     from .datacheck import check_dataset
 
     zoo, validated = _spec(args, args.spec, args.overrides)
-    node = OmegaConf.to_container(validated.cfg.data, resolve=True)
-    problems = check_dataset(zoo, node, splits=tuple(args.splits))
-    name = node["name"]
+    problems = check_dataset(zoo, validated.data, splits=tuple(args.splits))
+    name = validated.data.name
     if args.json:
         _print_json({"dataset": name, "problems": problems})
     elif problems:

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..contract.data import DatasetInfo, sample_problems
 from ..contract.errors import DataError, DataProblems, SplitNotFound, one_line
+from ..zoo.parts import Part
+from ..zoo.spec import resolve_part
 
 if TYPE_CHECKING:
     from ..zoo.zoo import Zoo
@@ -45,16 +47,19 @@ def _samples(
     return problems
 
 
-def check_dataset(zoo: Zoo, node: Any, splits: Iterable[str] = DEFAULT_SPLITS) -> list[str]:
-    """Every problem of every split of the dataset of a spec's ``data`` node, one message
-    each (empty: all good)."""
+def check_dataset(zoo: Zoo, node: Part | Any, splits: Iterable[str] = DEFAULT_SPLITS) -> list[str]:
+    """Every problem of every split of the dataset of a spec's ``data`` node (a validated
+    :class:`~mtlzoo.zoo.parts.Part`, or a node ``{name, **options}`` validated here), one
+    message each (empty: all good). A dataset without ``info`` is one more problem here, not
+    an error."""
     problems: list[str] = []
     missing: list[str] = []
     found = 0
-    name = node["name"]
+    part = node if isinstance(node, Part) else resolve_part(node, zoo.registries, "dataset", "data")
+    name = part.name
     for split in splits:
         try:
-            dataset = zoo.make("dataset", node, split, path="data")
+            dataset = zoo.call(part.entry, split, options=part.options, path="data")
         except SplitNotFound as exc:
             missing.append(f"{split} ({exc})")
             continue
