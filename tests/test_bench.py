@@ -116,10 +116,13 @@ def test_bench_runs_resumes_reports_failures_and_writes_tables(zoo, tmp_path, sp
     diff = mt["test"]["semseg"]["miou"] - st["semseg"]["miou"]
     assert "Paired against the single-task model of the same seed" in md
     assert f"miou ↑ {diff:+.4f}, {int(diff > 0)}/1" in md
-    # a second call skips the finished cells (their folders are not touched)
+    # a second call skips the committed cells (their folders and files are not touched)
     stamp = (runs / "combiner=sum__seed0" / "summary.json").stat().st_mtime_ns
+    cell_file = tmp_path / "results" / "tinybench" / "cells" / "combiner=sum__seed0.json"
+    cell_stamp = cell_file.stat().st_mtime_ns
     run_bench(path, log=lambda *_: None, zoo=zoo)
     assert (runs / "combiner=sum__seed0" / "summary.json").stat().st_mtime_ns == stamp
+    assert cell_file.stat().st_mtime_ns == cell_stamp
     # an edited spec never reuses cells made from the old config: each is reported, none is run
     table = (tmp_path / "results" / "tinybench.md").read_text()
     spec = yaml.safe_load(path.read_text())
@@ -127,8 +130,8 @@ def test_bench_runs_resumes_reports_failures_and_writes_tables(zoo, tmp_path, sp
     path.write_text(yaml.safe_dump(spec))
     summary = run_bench(path, log=lambda *_: None, zoo=zoo)
     error = summary["failures"]["combiner=sum__seed0"]
-    assert "made with a different config (train.epochs: 1 in the run, 2 now)" in error
-    assert "delete" in error and "combiner=sum__seed0" in error
+    assert "made with a different config (train.epochs: 1 in the cell, 2 now)" in error
+    assert f"delete {cell_file}" in error
     assert (runs / "combiner=sum__seed0" / "summary.json").stat().st_mtime_ns == stamp
     assert (tmp_path / "results" / "tinybench.md").read_text() == table  # no empty table over it
     # plots: every metric per method, and the two-task view (matplotlib comes with `make test`)

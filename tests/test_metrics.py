@@ -7,7 +7,13 @@ import torch
 
 import mtlzoo.builtin.metrics as plugin
 from mtlzoo import Zoo
-from mtlzoo.builtin.metrics import AccuracyOptions, BoundaryF1Options, NormalWithinOptions
+from mtlzoo.builtin.metrics import (
+    AccuracyOptions,
+    BoundaryF1Options,
+    DepthDeltaOptions,
+    DepthLogOptions,
+    NormalWithinOptions,
+)
 from mtlzoo.builtin.metrics import impl as M
 from mtlzoo.contract.data import TargetInfo
 from mtlzoo.contract.errors import ConfigError
@@ -15,10 +21,14 @@ from mtlzoo.contract.tasks import TaskInfo
 
 TARGETS = {
     "miou": ("segmentation",),
+    "iou_per_class": ("segmentation",),
     "pixel_acc": ("segmentation",),
     "boundary_f1": ("boundary",),
     "depth_abs_err": ("depth",),
     "depth_rel_err": ("depth",),
+    "depth_rmse": ("depth",),
+    "depth_log10": ("depth",),
+    "depth_delta": ("depth",),
     "normal_mean_angle": ("normals",),
     "normal_median_angle": ("normals",),
     "normal_within": ("normals",),
@@ -30,14 +40,27 @@ OPTIONS = {
     "boundary_f1": BoundaryF1Options,
     "normal_within": NormalWithinOptions,
     "accuracy": AccuracyOptions,
+    "depth_log10": DepthLogOptions,
+    "depth_delta": DepthDeltaOptions,
 }
-LOWER_IS_BETTER = {"depth_abs_err", "depth_rel_err", "normal_mean_angle", "normal_median_angle"}
+LOWER_IS_BETTER = {
+    "depth_abs_err",
+    "depth_rel_err",
+    "depth_rmse",
+    "depth_log10",
+    "normal_mean_angle",
+    "normal_median_angle",
+}
 KEYS = {
     "miou": "miou",
+    "iou_per_class": "iou",
     "pixel_acc": "pixel_acc",
     "boundary_f1": "boundary_f1",
     "depth_abs_err": "abs_err",
     "depth_rel_err": "rel_err",
+    "depth_rmse": "rmse",
+    "depth_log10": "log10",
+    "depth_delta": "delta1",
     "normal_mean_angle": "mean_angle",
     "normal_median_angle": "median_angle",
     "normal_within": "within_11.25",
@@ -63,11 +86,16 @@ def config_error(zoo: Zoo, node, t: TaskInfo, path: str) -> str:
     return str(err.value)
 
 
-def value(metric, *batches) -> float:
+def as_number(result: torch.Tensor) -> float | list[float]:
+    """A metric's value: a float, or the list of per-class values of a 1-D result."""
+    return result.tolist() if result.dim() == 1 else float(result)
+
+
+def value(metric, *batches) -> float | list[float]:
     metric.reset()
     for pred, target in batches:
         metric.update(pred, target)
-    return float(metric.compute())
+    return as_number(metric.compute())
 
 
 def check_exact(metric, batch_a, batch_b, expected: float, dim: int = 0) -> None:
@@ -114,7 +142,7 @@ def test_every_metric_builds_through_the_zoo_with_direction_and_key(plugin_zoo, 
     assert metric.higher_is_better is (name not in LOWER_IS_BETTER)
     assert metric.key == KEYS[name]
     torch.manual_seed(0)
-    assert torch.isfinite(torch.tensor(value(metric, batch())))
+    assert torch.isfinite(torch.tensor(value(metric, batch()))).all()
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n not in OPTIONS])
@@ -160,6 +188,33 @@ def test_miou_from_logits_and_without_ignore_index():
     assert value(M.make_miou(task()), (logits, target)) == pytest.approx(0.5)
     # no ignore index: 255 is out of range and still not counted
     assert value(M.make_miou(task(ignore_index=None)), (pred, target)) == pytest.approx(0.5)
+
+
+def test_per_class_iou_by_hand_names_and_nan_for_absent_classes():
+    named = TaskInfo(
+        "semseg", "segmentation", "semseg", 3, TargetInfo("segmentation", 3, ("road", "car", "sky"), 255)
+    )
+    metric = M.make_iou_per_class(named)
+    assert metric.key == "iou" and metric.class_names == ("road", "car", "sky") and metric.higher_is_better
+    # class 0: inter 1 union 2; class 1: inter 1 union 2; class 2: predicted only on void -> 0/0
+    road, car, sky = value(metric, seg_batch())
+    assert (road, car) == pytest.approx((0.5, 0.5)) and sky != sky  # NaN
+    # mIoU is the mean of the per-class values that are defined
+    assert value(M.make_miou(task()), seg_batch()) == pytest.approx((road + car) / 2)
+    pred, target = seg_batch()
+    pred[0, 0, 1] = 2  # now predicted on a class-0 pixel: IoU 0, defined
+    assert value(metric, (pred, target)) == pytest.approx([0.5, 1.0, 0.0])
+    assert M.make_iou_per_class(task()).class_names == ("0", "1", "2")  # no names: the indices
+
+
+def test_per_class_iou_is_exact_over_batches():
+    metric = M.make_iou_per_class(task())
+    a = (torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long))
+    b = (torch.tensor([[[0, 1], [1, 1]]]), torch.tensor([[[1, 1], [255, 1]]]))
+    # split: class 0 inter 4 union 5; class 1 inter 2 union 3; class 2 absent
+    both = value(metric, a, b)
+    assert both[:2] == pytest.approx([4 / 5, 2 / 3]) and both[2] != both[2]
+    assert value(metric, (torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])))[:2] == pytest.approx(both[:2])
 
 
 def test_segmentation_metrics_are_exact_over_batches():
@@ -224,7 +279,7 @@ def test_boundary_f1_options_are_checked(plugin_zoo):
     t, path = task("boundary", 0), "tasks.boundary.metrics[0]"
     assert (
         config_error(plugin_zoo, {"name": "boundary_f1", "tolerance": -1}, t, path)
-        == "tasks.boundary.metrics[0].tolerance: must be >= 0, got -1"
+        == "tasks.boundary.metrics[0].tolerance: must be >= 0 and <= 256, got -1"
     )
     assert (
         config_error(plugin_zoo, {"name": "boundary_f1", "threshold": 1.5}, t, path)
@@ -245,6 +300,38 @@ def test_depth_errors_over_valid_pixels():
     target = torch.tensor([[[[2.0, 0.0], [1.0, float("nan")]]]])
     assert value(M.make_depth_abs_err(task("depth", 0)), (pred, target)) == pytest.approx((1 + 2) / 2)
     assert value(M.make_depth_rel_err(task("depth", 0)), (pred, target)) == pytest.approx((1 / 2 + 2 / 1) / 2)
+    # the two valid pixels err by 1 and 2: sqrt((1 + 4) / 2)
+    assert value(M.make_depth_rmse(task("depth", 0)), (pred, target)) == pytest.approx(2.5**0.5)
+
+
+def test_depth_log10_by_hand_with_clamped_predictions():
+    pred = torch.tensor([[[[10.0, 1.0], [100.0, 0.0]]]])
+    target = torch.tensor([[[[1.0, 10.0], [100.0, 10.0]]]])
+    # |1 - 0|, |0 - 1|, |2 - 2|, |log10(1e-3) - 1| = 4 (the 0 prediction is raised to min_depth)
+    log10 = M.make_depth_log10(task("depth", 0), DepthLogOptions())
+    assert log10.key == "log10" and log10.higher_is_better is False
+    assert value(log10, (pred, target)) == pytest.approx((1 + 1 + 0 + 4) / 4)
+    assert value(M.make_depth_log10(task("depth", 0), DepthLogOptions(min_depth=0.1)), (pred, target)) == (
+        pytest.approx((1 + 1 + 0 + 2) / 4)
+    )
+
+
+@pytest.mark.parametrize("power,expected", [(1, 1 / 4), (2, 2 / 4), (3, 3 / 4)])
+def test_depth_delta_thresholds_by_hand(power, expected):
+    # ratios max(p/g, g/p): 1.2, 1.3, 1.9, 2.0 (0.5 vs 1) and an invalid pixel (gt 0);
+    # thresholds 1.25, 1.5625, 1.953125
+    pred = torch.tensor([[[[1.2, 1.3, 1.9, 0.5, 3.0]]]])
+    target = torch.tensor([[[[1.0, 1.0, 1.0, 1.0, 0.0]]]])
+    metric = M.make_depth_delta(task("depth", 0), DepthDeltaOptions(power=power))
+    assert metric.key == f"delta{power}" and metric.higher_is_better is True
+    assert value(metric, (pred, target)) == pytest.approx(expected)
+
+
+def test_depth_delta_power_is_checked(plugin_zoo):
+    msg = config_error(
+        plugin_zoo, {"name": "depth_delta", "power": 4}, task("depth", 0), "tasks.d.metrics[2]"
+    )
+    assert msg.startswith("tasks.d.metrics[2].power:") and "4" in msg
 
 
 def test_depth_errors_are_exact_over_batches():
@@ -252,6 +339,13 @@ def test_depth_errors_are_exact_over_batches():
     b = (torch.full((1, 1, 1, 2), 4.0), torch.ones(1, 1, 1, 2))  # 2 valid pixels, error 3 (rel 3)
     check_exact(M.make_depth_abs_err(task("depth", 0)), a, b, (1 + 6) / 3)
     check_exact(M.make_depth_rel_err(task("depth", 0)), a, b, (0.5 + 6) / 3)
+    check_exact(M.make_depth_rmse(task("depth", 0)), a, b, ((1 + 9 + 9) / 3) ** 0.5)
+    c = (torch.tensor([[[[1.1, 2.0]]]]), torch.ones(1, 1, 1, 2))  # delta1: 1 of 2 (ratios 1.1, 2)
+    d = (torch.full((1, 1, 1, 4), 3.0), torch.ones(1, 1, 1, 4))  # delta1: 0 of 4
+    check_exact(M.make_depth_delta(task("depth", 0), DepthDeltaOptions()), c, d, 1 / 6, dim=-1)
+    e = (torch.tensor([[[[10.0]]]]), torch.ones(1, 1, 1, 1))  # log10 error 1
+    f = (torch.ones(1, 1, 1, 2), torch.ones(1, 1, 1, 2))  # log10 error 0, twice
+    check_exact(M.make_depth_log10(task("depth", 0), DepthLogOptions()), e, f, 1 / 3, dim=-1)
 
 
 # -- normals --------------------------------------------------------------------------------
@@ -397,8 +491,17 @@ ALL_CASES = {
         lambda: (logits(edge(3)), edge(3)),
         {"tolerance": 1},
     ),
+    "iou_per_class": (
+        task(),
+        lambda: (torch.tensor([[[0, 1], [1, 2]]]), torch.tensor([[[0, 0], [1, 2]]])),
+        lambda: (torch.tensor([[[2, 2], [1, 0]]]), torch.tensor([[[2, 1], [1, 0]]])),
+        {},
+    ),
     "depth_abs_err": (task("depth", 0), _rand_depth, _rand_depth, {}),
     "depth_rel_err": (task("depth", 0), _rand_depth, _rand_depth, {}),
+    "depth_rmse": (task("depth", 0), _rand_depth, _rand_depth, {}),
+    "depth_log10": (task("depth", 0), _rand_depth, _rand_depth, {}),
+    "depth_delta": (task("depth", 0), _rand_depth, _rand_depth, {"power": 1}),
     "normal_mean_angle": (
         task("normals", 0),
         lambda: normals_at([3, 10, 50], 1),
@@ -461,8 +564,8 @@ def test_distributed_sync_equals_one_process_on_all_data(plugin_zoo, name):
 
     rank0.dist_sync_fn = gather
     rank0.distributed_available_fn = lambda: True
-    expected = float(single.compute())
-    assert float(rank0.compute()) == pytest.approx(expected, abs=1e-5)
+    expected = as_number(single.compute())
+    assert as_number(rank0.compute()) == pytest.approx(expected, abs=1e-5)
     assert value(alone, b0) != pytest.approx(expected, abs=1e-4)  # rank 0's data alone differs
 
 

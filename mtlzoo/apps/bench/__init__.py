@@ -1,7 +1,9 @@
 """Benchmarks: run a grid of experiments plus single-task baselines, then write tables.
 
-Modules: :mod:`.spec` (the bench spec), :mod:`.plan` (the cells), :mod:`.run` (running and
-resuming them), :mod:`.report` (statistics and tables), :mod:`.plots`, :mod:`.cli`.
+Modules: :mod:`.spec` (the bench spec), :mod:`.plan` (the cells), :mod:`.cells` (committed
+cell files), :mod:`.run` (running, resuming and committing cells), :mod:`.jobs` (``--jobs N``:
+cells in parallel processes), :mod:`.report` (statistics and tables), :mod:`.paired`,
+:mod:`.plots`, :mod:`.cli`.
 
 A bench spec (YAML)::
 
@@ -13,13 +15,17 @@ A bench spec (YAML)::
     seeds: [0, 1, 2]
     baselines: true                       # one single-task run per task, same budget
     split: test                           # split reported (the epoch is chosen on val)
+    report: best_on_val                   # or last_k_mean: also the mean of the last last_k evaluations
     out_dir: runs/bench                   # where cell run folders go
-    results_dir: benchmarks/results       # where <name>.md/.csv/.png go
+    results_dir: benchmarks/results       # where <name>.md/.csv/.png and <name>/cells/ go
 
-Every cell is a normal run folder; finished cells are skipped, so re-running the same
-command resumes a bench. A failed cell is reported and the others go on. A cell whose folder
-holds a run made from a different config (the spec was edited) is reported as failed, never
-reused: delete its folder to run it again.
+Every cell runs as a normal run folder; a finished cell's result (not its weights) is
+committed as ``<results_dir>/<name>/cells/<cell id>.json`` and the tables are built from those
+files alone, so a bench can be run in pieces on several machines. Committed cells are
+skipped; an interrupted cell resumes from its last checkpoint. A failed cell is reported and
+the others go on. A committed cell made from a different config (the spec was edited) or from
+another version of its parts' code is reported as refused, never reused: delete its cell file
+to run it again.
 
 delta-m (Maninis et al. 2019; Vandenhende et al. 2021), as reported in every table::
 

@@ -43,44 +43,80 @@ def _slug(text: str) -> str:
 #: grid keys whose values are plugin nodes: a bare name means {name: <name>}
 NODE_KEYS = ("combiner", "model.backbone", "model.architecture")
 
+#: a grid key naming tasks of the base spec to leave out of a cell (``[]``: none), e.g. to
+#: report every method with and without an auxiliary task against the same baselines
+DROP_TASKS = "drop_tasks"
 
-def _override(key: str, value: Any) -> str:
+
+def _overrides(key: str, value: Any) -> list[str]:
+    if key == DROP_TASKS:
+        return [f"~tasks.{t}" for t in value]
     if key in NODE_KEYS and isinstance(value, str):
         value = {"name": value}
-    return f"{key}={json.dumps(value)}"
+    return [f"{key}={json.dumps(value)}"]
+
+
+def _override(key: str, value: Any) -> str:
+    (out,) = _overrides(key, value)
+    return out
 
 
 #: grid keys that make the method of a row (the rest are settings, each with its own baselines)
-METHOD_KEYS = ("model.architecture", "combiner")
+METHOD_KEYS = ("model.architecture", "combiner", DROP_TASKS)
 
 
 def _method(assignment: dict[str, Any], base_cfg: Any) -> str:
-    """``sum``, or ``mtan + pcgrad`` when the grid varies the architecture too."""
+    """``sum``, or ``mtan + pcgrad`` when the grid varies the architecture too, with ``
+    (without labels)`` when the cell leaves tasks out."""
     combiner = _value_label(
         assignment.get("combiner", OmegaConf.to_container(base_cfg.combiner, resolve=True))
     )
-    if "model.architecture" not in assignment:
-        return combiner
-    return f"{_value_label(assignment['model.architecture'])} + {combiner}"
+    method = combiner
+    if "model.architecture" in assignment:
+        method = f"{_value_label(assignment['model.architecture'])} + {combiner}"
+    if assignment.get(DROP_TASKS):
+        method += f" (without {', '.join(assignment[DROP_TASKS])})"
+    return method
+
+
+def grids(spec: BenchSpec) -> list[dict[str, list[Any]]]:
+    """The bench's grids: ``grid`` is one mapping (its cells are the product of its values)
+    or a list of mappings (the union of their products)."""
+    return spec.grid if isinstance(spec.grid, list) else [spec.grid]
+
+
+def _assignments(spec: BenchSpec) -> list[dict[str, Any]]:
+    """Every grid assignment (key -> value), in order, without repeats."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for grid in grids(spec):
+        keys = list(grid)
+        for combo in itertools.product(*(grid[k] for k in keys)) if keys else [()]:
+            assignment = dict(zip(keys, combo))
+            sig = json.dumps(assignment, sort_keys=True, default=str)
+            if sig not in seen:
+                seen.add(sig)
+                out.append(assignment)
+    return out
 
 
 def plan(spec: BenchSpec, base_cfg: Any) -> list[Cell]:
     """Every cell of the bench: the grid x seeds, then the single-task baselines (one per task
-    and setting; methods — combiners and architectures — share them)."""
-    keys = list(spec.grid)
-    settings_keys = [k for k in keys if k not in METHOD_KEYS]
+    and setting; methods — combiners, architectures, left-out tasks — share them)."""
     cells: list[Cell] = []
-    for combo in itertools.product(*(spec.grid[k] for k in keys)) if keys else [()]:
-        assignment = dict(zip(keys, combo))
+    settings: list[dict[str, Any]] = []
+    for assignment in _assignments(spec):
         method = _method(assignment, base_cfg)
-        setting = ", ".join(f"{k}={_value_label(assignment[k])}" for k in settings_keys)
-        overrides = [_override(k, v) for k, v in assignment.items()]
+        setting_of = {k: v for k, v in assignment.items() if k not in METHOD_KEYS}
+        if setting_of not in settings:
+            settings.append(setting_of)
+        setting = ", ".join(f"{k}={_value_label(v)}" for k, v in setting_of.items())
+        overrides = [o for k, v in assignment.items() for o in _overrides(k, v)]
         for seed in spec.seeds:
             label = "__".join(_slug(f"{k}={_value_label(v)}") for k, v in assignment.items()) or "base"
             cells.append(Cell(f"{label}__seed{seed}", method, overrides, seed, setting=setting))
     if spec.baselines and len(base_cfg.tasks) > 1:
-        for combo in itertools.product(*(spec.grid[k] for k in settings_keys)) if settings_keys else [()]:
-            assignment = dict(zip(settings_keys, combo))
+        for assignment in settings:
             setting = ", ".join(f"{k}={_value_label(v)}" for k, v in assignment.items())
             for task in base_cfg.tasks:
                 others = [f"~tasks.{t}" for t in base_cfg.tasks if t != task]
@@ -117,4 +153,4 @@ def cell_overrides(spec: BenchSpec, cell: Cell, run_dir: Path) -> list[str]:
     return out
 
 
-__all__ = ["Cell", "plan", "cell_overrides"]
+__all__ = ["Cell", "plan", "grids", "cell_overrides", "METHOD_KEYS", "DROP_TASKS"]

@@ -8,6 +8,10 @@ pixel_acc            pixel_acc     fraction of non-void pixels labelled correctl
 boundary_f1          boundary_f1   F1 of boundary pixels at a pixel tolerance
 depth_abs_err        abs_err       mean ``|pred - gt|`` over valid depth pixels
 depth_rel_err        rel_err       mean ``|pred - gt| / gt`` over valid depth pixels
+depth_rmse           rmse          ``sqrt(mean (pred - gt)^2)`` over valid depth pixels
+depth_log10          log10         mean ``|log10 pred - log10 gt|`` over valid depth pixels
+depth_delta          delta<k>      fraction of valid pixels with ``max(pred/gt, gt/pred) < 1.25^k``
+iou_per_class        iou           IoU of every class (a 1-D tensor: ``iou/<class>`` in results)
 normal_mean_angle    mean_angle    mean angular error (degrees) over valid normal pixels
 normal_median_angle  median_angle  exact median angular error (degrees)
 normal_within        within_<t>    % of valid normal pixels with an error below ``t`` degrees
@@ -18,7 +22,15 @@ map                  map           multi-label mean average precision (macro)
 Every metric is a :class:`torchmetrics.Metric` built by ``factory(task: TaskInfo, options)``
 (``factory(task)`` for the metrics without options) with ``update(pred, target)`` (raw head
 output, target as in :mod:`mtlzoo.contract.data`) and ``compute()`` returning one scalar
-tensor. States are sums, a confusion matrix or concatenations, reduced with ``"sum"`` /
+tensor, or a 1-D tensor of per-class values (``iou_per_class``: one value per class, named by
+the metric's ``class_names``; the trainer reports them as ``<key>/<class name>``, details that
+never select checkpoints or enter delta-m).
+
+The depth task's defaults stay ``depth_abs_err`` and ``depth_rel_err``; the other depth metrics
+are opt-in through a task's ``metrics:`` list, e.g. ``metrics: [{name: depth_abs_err}, {name:
+depth_rmse}, {name: depth_delta, power: 1}]`` (a task's list replaces its type's defaults).
+
+States are sums, a confusion matrix or concatenations, reduced with ``"sum"`` /
 ``"cat"`` across ranks, so a value never depends on the batch size or the number of ranks.
 Each metric sets ``higher_is_better`` (the depth and angle errors are lower-is-better) and a
 ``key`` (its name in logs).
@@ -68,6 +80,32 @@ class NormalWithinOptions:
 
 
 @dataclass
+class DepthLogOptions:
+    """Options of ``depth_log10``.
+
+    Attributes:
+        min_depth: predictions below it are raised to it before the logarithm (a depth head
+            may output 0 or less; Eigen et al.'s NYUv2 evaluation clamps at 1e-3).
+    """
+
+    min_depth: float = option(1e-3, gt=0, help="predictions are clamped to at least this depth")
+
+
+@dataclass
+class DepthDeltaOptions:
+    """Options of ``depth_delta``.
+
+    Attributes:
+        power: the threshold is ``1.25 ** power`` (1, 2 or 3: the literature's delta < 1.25,
+            1.25^2 and 1.25^3); logged as ``delta<power>`` (``delta1``, ``delta2``, ``delta3``).
+        min_depth: predictions below it are raised to it before the ratio.
+    """
+
+    power: int = option(1, ge=1, le=3, help="threshold 1.25**power")
+    min_depth: float = option(1e-3, gt=0, help="predictions are clamped to at least this depth")
+
+
+@dataclass
 class AccuracyOptions:
     """Options of ``accuracy``.
 
@@ -89,6 +127,13 @@ def register_metrics(register):
         f"{_IMPL}:make_miou",
         None,
         "Mean IoU over classes present in target or prediction (void ignored)",
+        targets=("segmentation",),
+    )
+    register(
+        "iou_per_class",
+        f"{_IMPL}:make_iou_per_class",
+        None,
+        "IoU of every class, one value per class (reported as iou/<class>)",
         targets=("segmentation",),
     )
     register(
@@ -117,6 +162,27 @@ def register_metrics(register):
         f"{_IMPL}:make_depth_rel_err",
         None,
         "Mean absolute relative depth error over valid pixels",
+        targets=("depth",),
+    )
+    register(
+        "depth_rmse",
+        f"{_IMPL}:make_depth_rmse",
+        None,
+        "Root mean squared depth error over valid pixels",
+        targets=("depth",),
+    )
+    register(
+        "depth_log10",
+        f"{_IMPL}:make_depth_log10",
+        DepthLogOptions,
+        "Mean absolute log10 depth error over valid pixels",
+        targets=("depth",),
+    )
+    register(
+        "depth_delta",
+        f"{_IMPL}:make_depth_delta",
+        DepthDeltaOptions,
+        "Fraction of valid depth pixels with max(pred/gt, gt/pred) < 1.25^power",
         targets=("depth",),
     )
     register(
@@ -156,4 +222,11 @@ def register_metrics(register):
     )
 
 
-__all__ = ["BoundaryF1Options", "NormalWithinOptions", "AccuracyOptions", "register_metrics"]
+__all__ = [
+    "BoundaryF1Options",
+    "DepthLogOptions",
+    "DepthDeltaOptions",
+    "NormalWithinOptions",
+    "AccuracyOptions",
+    "register_metrics",
+]

@@ -18,7 +18,7 @@ from torchmetrics import Metric
 
 from ...contract.errors import ConfigError
 from ...contract.tasks import TaskInfo
-from . import AccuracyOptions, BoundaryF1Options, NormalWithinOptions
+from . import AccuracyOptions, BoundaryF1Options, DepthDeltaOptions, DepthLogOptions, NormalWithinOptions
 
 
 class MtlMetric(Metric):
@@ -131,6 +131,38 @@ class PixelAccuracy(ConfusionMatrixMetric):
         return _ratio(self.confmat.diagonal().sum(), self.confmat.sum())
 
 
+class PerClassIoU(ConfusionMatrixMetric):
+    """IoU of every class over the split: ``compute()`` returns a 1-D tensor of ``C`` values.
+
+    ``class_names`` names them (the dataset's class names, else ``"0"``, ``"1"`` ...); the
+    trainer reports them as ``<key>/<class name>`` (``iou/Sky``). A class absent from both
+    target and prediction on non-void pixels has an undefined IoU (0/0) and is NaN, as in
+    :class:`MeanIoU`, which averages exactly the classes that are not NaN here.
+    """
+
+    higher_is_better = True
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int | None = None,
+        class_names: tuple[str, ...] | list[str] = (),
+        key: str = "iou",
+        **kwargs: Any,
+    ):
+        super().__init__(num_classes, ignore_index, key, **kwargs)
+        names = [str(n) for n in class_names][: self.num_classes]
+        self.class_names = tuple(names + [str(i) for i in range(len(names), self.num_classes)])
+
+    def compute(self) -> Tensor:
+        """IoU per class, NaN for a class with no target and no predicted pixel."""
+        cm = self.confmat.double()
+        inter = cm.diagonal()
+        union = cm.sum(0) + cm.sum(1) - inter
+        iou = inter / union.clamp_min(1)
+        return torch.where(union > 0, iou, torch.full_like(iou, float("nan"))).float()
+
+
 def make_miou(task: TaskInfo) -> MeanIoU:
     """Build ``miou`` for a segmentation task."""
     return MeanIoU(_num_classes(task, "miou"), task.ignore_index, key="miou")
@@ -139,6 +171,12 @@ def make_miou(task: TaskInfo) -> MeanIoU:
 def make_pixel_acc(task: TaskInfo) -> PixelAccuracy:
     """Build ``pixel_acc`` for a segmentation task."""
     return PixelAccuracy(_num_classes(task, "pixel_acc"), task.ignore_index, key="pixel_acc")
+
+
+def make_iou_per_class(task: TaskInfo) -> PerClassIoU:
+    """Build ``iou_per_class`` for a segmentation task (class names from the dataset)."""
+    n = _num_classes(task, "iou_per_class")
+    return PerClassIoU(n, task.ignore_index, task.class_names, key="iou")
 
 
 # -- boundary -------------------------------------------------------------------------------
@@ -251,6 +289,111 @@ def make_depth_abs_err(task: TaskInfo) -> DepthError:
 def make_depth_rel_err(task: TaskInfo) -> DepthError:
     """Build ``depth_rel_err``."""
     return DepthError(relative=True)
+
+
+def _depth_pair(pred: Tensor, target: Tensor, what: str) -> tuple[Tensor, Tensor, Tensor]:
+    """``(pred, gt, valid)`` in float64, ``[B,1,H,W]``; invalid pixels (``gt <= 0`` or NaN)
+    get ``gt = 1`` so that every elementwise expression stays finite (masks, no indexing: no
+    host-device sync per batch)."""
+    if target.dim() == pred.dim() - 1:
+        target = target.unsqueeze(1)
+    if pred.shape != target.shape:
+        raise _mismatch(what, pred, target)
+    target = target.float()
+    valid = target > 0  # also False for NaN
+    gt = torch.where(valid, target, torch.ones_like(target)).double()
+    return pred.double(), gt, valid
+
+
+class DepthRMSE(MtlMetric):
+    """Root mean squared error over every valid pixel (``gt > 0``) of the split:
+    ``sqrt(sum (pred - gt)^2 / number of pixels)`` (pixels of the whole split, not a mean of
+    per-image RMSEs)."""
+
+    higher_is_better = False
+
+    def __init__(self, key: str = "rmse", **kwargs: Any):
+        super().__init__(key, **kwargs)
+        self._sum_state("total")
+        self._sum_state("count", torch.long)
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        """Add a batch of depth predictions ``[B,1,H,W]`` against ``[B,1,H,W]``."""
+        pred, gt, valid = _depth_pair(pred, target, "depth_rmse")
+        sq = (pred - gt).square()
+        self.total += torch.where(valid, sq, torch.zeros_like(sq)).sum()
+        self.count += valid.sum()
+
+    def compute(self) -> Tensor:
+        """RMSE of the split (0 with no valid pixel)."""
+        return _ratio(self.total, self.count).sqrt()
+
+
+class DepthLog10(MtlMetric):
+    """Mean ``|log10(pred) - log10(gt)|`` over every valid pixel (``gt > 0``) of the split;
+    predictions below ``min_depth`` are raised to it first (the log of a depth <= 0 is
+    undefined)."""
+
+    higher_is_better = False
+
+    def __init__(self, min_depth: float = 1e-3, key: str = "log10", **kwargs: Any):
+        super().__init__(key, **kwargs)
+        self.min_depth = float(min_depth)
+        self._sum_state("total")
+        self._sum_state("count", torch.long)
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        """Add a batch of depth predictions ``[B,1,H,W]`` against ``[B,1,H,W]``."""
+        pred, gt, valid = _depth_pair(pred, target, "depth_log10")
+        err = (pred.clamp_min(self.min_depth).log10() - gt.log10()).abs()
+        self.total += torch.where(valid, err, torch.zeros_like(err)).sum()
+        self.count += valid.sum()
+
+    def compute(self) -> Tensor:
+        """Mean log10 error of the split (0 with no valid pixel)."""
+        return _ratio(self.total, self.count)
+
+
+class DepthDelta(MtlMetric):
+    """Threshold accuracy: the fraction (0-1) of valid pixels (``gt > 0``) of the split with
+    ``max(pred / gt, gt / pred) < 1.25 ** power``; predictions below ``min_depth`` are raised
+    to it first. Key ``delta<power>``."""
+
+    higher_is_better = True
+
+    def __init__(self, power: int = 1, min_depth: float = 1e-3, key: str | None = None, **kwargs: Any):
+        super().__init__(key or f"delta{int(power)}", **kwargs)
+        self.threshold = 1.25 ** int(power)
+        self.min_depth = float(min_depth)
+        self._sum_state("below", torch.long)
+        self._sum_state("count", torch.long)
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        """Add a batch of depth predictions ``[B,1,H,W]`` against ``[B,1,H,W]``."""
+        pred, gt, valid = _depth_pair(pred, target, "depth_delta")
+        pred = pred.clamp_min(self.min_depth)
+        ratio = torch.maximum(pred / gt, gt / pred)
+        self.below += (valid & (ratio < self.threshold)).sum()
+        self.count += valid.sum()
+
+    def compute(self) -> Tensor:
+        """Fraction of the split's valid pixels under the threshold (0 with none)."""
+        return _ratio(self.below, self.count)
+
+
+def make_depth_rmse(task: TaskInfo) -> DepthRMSE:
+    """Build ``depth_rmse``."""
+    return DepthRMSE()
+
+
+def make_depth_log10(task: TaskInfo, options: DepthLogOptions) -> DepthLog10:
+    """Build ``depth_log10``."""
+    return DepthLog10(options.min_depth)
+
+
+def make_depth_delta(task: TaskInfo, options: DepthDeltaOptions) -> DepthDelta:
+    """Build ``depth_delta`` (key ``delta<power>``)."""
+    return DepthDelta(options.power, options.min_depth)
 
 
 # -- surface normals ------------------------------------------------------------------------
@@ -490,8 +633,12 @@ __all__ = [
     "ConfusionMatrixMetric",
     "MeanIoU",
     "PixelAccuracy",
+    "PerClassIoU",
     "BoundaryF1",
     "DepthError",
+    "DepthRMSE",
+    "DepthLog10",
+    "DepthDelta",
     "NormalMeanAngle",
     "NormalMedianAngle",
     "NormalWithin",
@@ -502,9 +649,13 @@ __all__ = [
     "average_precision",
     "make_miou",
     "make_pixel_acc",
+    "make_iou_per_class",
     "make_boundary_f1",
     "make_depth_abs_err",
     "make_depth_rel_err",
+    "make_depth_rmse",
+    "make_depth_log10",
+    "make_depth_delta",
     "make_normal_mean_angle",
     "make_normal_median_angle",
     "make_normal_within",

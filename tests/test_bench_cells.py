@@ -1,0 +1,284 @@
+"""`mtlzoo bench` in pieces: committed cell files, slices, time budget, --jobs, last-K means,
+per-class tables, grids with left-out tasks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import statistics
+
+import pytest
+import yaml
+
+from mtlzoo.apps.bench import cells as C
+from mtlzoo.apps.bench import load_bench, plan, run_bench
+from mtlzoo.apps.bench.cli import parse_budget
+from mtlzoo.apps.bench.plan import Cell
+from mtlzoo.apps.bench.report import per_class_markdown, per_class_rows, summarise
+from mtlzoo.apps.cli import main
+
+TWO_TASKS = {"tasks": {"semseg": {"type": "segmentation"}, "depth": {"type": "depth"}}}
+
+
+def write(tmp_path, spec_factory, grid, seeds=(0,), base=TWO_TASKS, **extra):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(spec_factory(**base)))
+    bench = {
+        "name": "tinybench",
+        "base": "base.yaml",
+        "grid": grid,
+        "seeds": list(seeds),
+        "out_dir": str(tmp_path / "runs"),
+        "results_dir": str(tmp_path / "results"),
+        **extra,
+    }
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(bench))
+    return path
+
+
+def quiet(*_):
+    pass
+
+
+def cells_of(tmp_path):
+    return tmp_path / "results" / "tinybench" / "cells"
+
+
+def test_cell_files_hold_results_and_tables_rebuild_from_them_alone(zoo, tmp_path, spec_factory):
+    path = write(tmp_path, spec_factory, {"combiner": ["sum"]}, **{"overrides": ["train.epochs=2"]})
+    run_bench(path, log=quiet, zoo=zoo)
+    files = sorted(p.name for p in cells_of(tmp_path).iterdir())
+    assert files == ["combiner=sum__seed0.json", "single_depth__seed0.json", "single_semseg__seed0.json"]
+    record = json.loads((cells_of(tmp_path) / "combiner=sum__seed0.json").read_text())
+    run = tmp_path / "runs" / "tinybench" / "combiner=sum__seed0"
+    summary = json.loads((run / "summary.json").read_text())
+    assert record["summary"] == summary
+    assert record["cell"] == {
+        "id": "combiner=sum__seed0",
+        "method": "sum",
+        "setting": "",
+        "seed": 0,
+        "baseline_task": None,
+    }
+    # every evaluation, for protocols such as last-K means
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in record["history"]] == [1, 2]
+    assert [h["val"] for h in record["history"]] == [r["val"] for r in logged]
+    assert record["config"]["train"]["epochs"] == 2 and "out_dir" not in record["config"]["train"]
+    assert record["config_sha256"] == C.digest(record["config"])
+    assert "mtlzoo.builtin.combiners.basic" in record["code"]["modules"] or any(
+        m.startswith("mtlzoo.builtin.combiners") for m in record["code"]["modules"]
+    )
+    assert any(m.startswith("mtlzoo.builtin.metrics") for m in record["code"]["modules"])
+    assert record["machine"]["cores"] >= 1 and "load" in record and record["jobs"] == 1
+    # the tables come from the cell files alone: without the run folders they are the same
+    table = (tmp_path / "results" / "tinybench.md").read_text()
+    csv_text = (tmp_path / "results" / "tinybench.csv").read_text()
+    shutil.rmtree(tmp_path / "runs")
+    assert main(["bench", str(path), "--report-only"]) == 0
+    assert (tmp_path / "results" / "tinybench.md").read_text() == table
+    assert (tmp_path / "results" / "tinybench.csv").read_text() == csv_text
+    assert not (tmp_path / "runs").exists()  # nothing ran
+    assert "3 of 3 cells committed in" in table and "min / cell" in table
+
+
+def test_a_cell_from_other_model_code_is_refused(zoo, tmp_path, spec_factory, capsys):
+    path = write(tmp_path, spec_factory, {"combiner": ["sum"]})
+    run_bench(path, log=quiet, zoo=zoo)
+    cell_file = cells_of(tmp_path) / "combiner=sum__seed0.json"
+    record = json.loads(cell_file.read_text())
+    module = next(m for m in record["code"]["modules"] if m.startswith("mtlzoo.builtin.combiners"))
+    record["code"]["modules"][module] = "0" * 16  # as if made before an edit of that module
+    cell_file.write_text(json.dumps(record))
+    summary = run_bench(path, log=quiet, zoo=zoo, report_only=True)
+    error = summary["failures"]["combiner=sum__seed0"]
+    assert f"made with another version of its model code ({module} changed)" in error
+    assert f"delete {cell_file} to run it again" in error
+    assert main(["bench", str(path), "--plan"]) == 0
+    assert "combiner=sum__seed0 [refused (" in capsys.readouterr().out
+    # a broken cell file: one line naming it and the way out
+    cell_file.write_text("{not json")
+    summary = run_bench(path, log=quiet, zoo=zoo, report_only=True)
+    assert "unreadable cell file" in summary["failures"]["combiner=sum__seed0"]
+
+
+def test_config_changes_count_spec_edits_not_new_options():
+    saved = {"train": {"epochs": 1, "lr": 0.1}, "tasks": {"a": {"type": "x"}, "b": {"type": "y"}}}
+    assert C.config_changes(saved, saved) == []
+    # an option added to an existing node since the cell ran: a code change, not a spec edit
+    assert C.config_changes(saved, {**saved, "train": {"epochs": 1, "lr": 0.1, "cache": True}}) == []
+    # a task left out, an edited value: both count
+    assert C.config_changes(saved, {**saved, "tasks": {"a": {"type": "x"}}}) == [
+        "tasks.b.type: 'y' in the cell, '<unset>' now"
+    ]
+    assert C.config_changes(saved, {**saved, "train": {"epochs": 2, "lr": 0.1}}) == [
+        "train.epochs: 1 in the cell, 2 now"
+    ]
+    # absolute paths keep their last part: a data root elsewhere is the same data
+    assert C._portable({"root": "/data/camvid", "rel": "x/y"}) == {"root": "<abs>/camvid", "rel": "x/y"}
+
+
+def test_slices_and_the_time_budget(zoo, tmp_path, spec_factory):
+    path = write(tmp_path, spec_factory, {"combiner": ["sum"]}, seeds=(0, 1))
+    # a zero budget starts nothing and writes no table
+    summary = run_bench(path, log=quiet, zoo=zoo, budget_seconds=0)
+    assert summary["committed"] == [] and not (tmp_path / "results" / "tinybench.md").exists()
+    run_bench(path, log=quiet, zoo=zoo, seeds=[1], patterns=["combiner=*"])
+    assert sorted(p.name for p in cells_of(tmp_path).iterdir()) == ["combiner=sum__seed1.json"]
+    md = (tmp_path / "results" / "tinybench.md").read_text()
+    assert "1 of 6 cells committed" in md and "| sum | - | 1/2 |" in md
+    summary = run_bench(path, log=quiet, zoo=zoo, patterns=["single_*"])
+    assert len(summary["committed"]) == 5 and summary["not_run"] == ["combiner=sum__seed0"]
+
+
+def test_a_finished_run_folder_is_collected_into_a_cell_file(zoo, tmp_path, spec_factory):
+    path = write(tmp_path, spec_factory, {"combiner": ["sum"]})
+    run_bench(path, log=quiet, zoo=zoo)
+    cell_file = cells_of(tmp_path) / "combiner=sum__seed0.json"
+    before = json.loads(cell_file.read_text())
+    cell_file.unlink()  # a run that finished before cell files existed
+    messages = []
+    run_bench(path, log=messages.append, zoo=zoo, budget_seconds=0)
+    after = json.loads(cell_file.read_text())
+    assert after["migrated_from_run_folder"] is True and after["summary"] == before["summary"]
+    assert any("collected from its finished run folder" in m for m in messages)
+
+
+def test_a_legacy_table_is_kept_until_every_cell_is_committed(zoo, tmp_path, spec_factory):
+    path = write(tmp_path, spec_factory, {"combiner": ["sum"]})
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "tinybench.md").write_text("# an older table, made from run folders\n")
+    messages = []
+    run_bench(path, log=messages.append, zoo=zoo, patterns=["single_depth*"])
+    assert (results / "tinybench.md").read_text() == "# an older table, made from run folders\n"
+    assert any("predates cell files" in m for m in messages)
+    run_bench(path, log=quiet, zoo=zoo)  # every cell committed: the table is rebuilt
+    assert "3 of 3 cells committed" in (results / "tinybench.md").read_text()
+
+
+def test_jobs_give_the_metrics_of_a_sequential_run_and_report_a_failing_job(zoo, tmp_path, spec_factory):
+    results = {}
+    grid = {"combiner": ["sum", {"name": "weighted", "weights": {"nope": 1.0}}]}
+    for jobs in (1, 2):
+        folder = tmp_path / f"jobs{jobs}"
+        folder.mkdir()
+        path = write(folder, spec_factory, grid, **{"overrides": ["train.device=cpu"]})
+        summary = run_bench(path, log=quiet, zoo=zoo, jobs=jobs, threads=1)
+        # the weighted cell names an unknown task: it fails in its job, the others run
+        ((failed, error),) = summary["failures"].items()
+        assert failed.startswith("combiner=weighted") and "unknown task" in error
+        assert len(summary["committed"]) == 3
+        results[jobs] = {
+            p.name: json.loads(p.read_text())
+            for p in sorted((folder / "results" / "tinybench" / "cells").iterdir())
+        }
+    assert list(results[1]) == list(results[2])
+    for name, seq in results[1].items():
+        par = results[2][name]
+        assert par["jobs"] == 2 and seq["jobs"] == 1 and par["threads"] == seq["threads"] == 1
+        for key in ("test", "best", "final"):
+            assert par["summary"][key] == seq["summary"][key], (name, key)
+        assert par["history"] == seq["history"]
+        assert par["config"] == seq["config"]
+
+
+def test_last_k_mean_averages_the_last_evaluations(zoo, tmp_path, spec_factory):
+    path = write(
+        tmp_path,
+        spec_factory,
+        {"combiner": ["sum"]},
+        seeds=(0, 1),
+        **{"overrides": ["train.epochs=3"], "report": "last_k_mean", "last_k": 2},
+    )
+    run_bench(path, log=quiet, zoo=zoo)
+    md = (tmp_path / "results" / "tinybench.md").read_text()
+    assert "**Last-2 mean**" in md and "**Best on val**" in md
+    rows = {r["method"]: r for r in csv.DictReader(open(tmp_path / "results" / "tinybench_last2.csv"))}
+    per_seed = []
+    for seed in (0, 1):
+        record = json.loads((cells_of(tmp_path) / f"combiner=sum__seed{seed}.json").read_text())
+        assert len(record["history"]) == 3
+        per_seed.append(statistics.fmean(h["val"]["semseg"]["miou"] for h in record["history"][1:]))
+    assert float(rows["sum"]["semseg.miou_mean"]) == pytest.approx(statistics.fmean(per_seed))
+    assert float(rows["sum"]["semseg.miou_std"]) == pytest.approx(statistics.stdev(per_seed))
+    assert rows["sum"]["delta_m_mean"] != ""
+
+
+def record_of(cell: Cell, test: dict) -> dict:
+    directions = {"seg": {"miou": True, "iou": True}}
+    return {
+        "cell": {"id": cell.id},
+        "summary": {"test": test, "directions": directions, "steps": 10, "seconds": 5.0},
+        "history": [],
+    }
+
+
+def test_per_class_table_shows_which_classes_gain_or_lose():
+    cells = [Cell(f"st{s}", "single-task (seg)", [], s, baseline_task="seg") for s in range(2)]
+    cells += [Cell(f"mt{s}", "sum", [], s) for s in range(2)]
+    st = [{"road": 0.8, "car": 0.4, "sky": None}, {"road": 0.6, "car": 0.2, "sky": None}]
+    mt = [{"road": 0.9, "car": 0.1, "sky": None}, {"road": 0.7, "car": 0.3, "sky": None}]
+
+    def results(per_class, miou):
+        return {"seg": {"miou": miou, **{f"iou/{k}": v for k, v in per_class.items()}}}
+
+    records = {f"st{s}": record_of(cells[s], results(st[s], 0.5)) for s in range(2)}
+    records |= {f"mt{s}": record_of(cells[2 + s], results(mt[s], 0.55)) for s in range(2)}
+    spec = type("S", (), {"split": "test"})()
+    summary = summarise(spec, cells, records, {})
+    # the detail keys stay out of the main columns and of delta-m
+    assert summary["directions"] == {"seg": {"miou": True}}
+    sum_row = next(r for r in summary["rows"] if r["method"] == "sum")
+    assert sum_row["delta_m"][0] == pytest.approx(10.0)  # miou 0.55 vs 0.5 only
+    entries = {(e["method"], e["class"]): e for e in per_class_rows(summary)}
+    assert entries[("sum", "road")]["mean"] == pytest.approx(0.8)
+    assert entries[("sum", "road")]["diff_vs_single_task"] == pytest.approx(0.8 - 0.7)
+    assert entries[("sum", "car")]["diff_vs_single_task"] == pytest.approx(0.2 - 0.3)
+    assert math.isnan(entries[("sum", "sky")]["mean"])  # absent everywhere: no value
+    md = "\n".join(per_class_markdown(per_class_rows(summary)))
+    assert "| road | 0.7000 | 0.8000 (+0.1000) |" in md
+    assert "| car | 0.3000 | 0.2000 (-0.1000) |" in md
+    assert "| sky | - | - |" in md
+    assert "Classes better than single-task: sum 1/2." in md
+
+
+def test_grid_lists_and_left_out_tasks_share_the_baselines(zoo, tmp_path, spec_factory):
+    base = {
+        "tasks": {
+            "semseg": {"type": "segmentation"},
+            "depth": {"type": "depth"},
+            "labels": {"type": "labels"},
+        }
+    }
+    grid = [
+        {"drop_tasks": [[], ["labels"]], "combiner": ["sum", "dwa"]},
+        {"model.architecture": ["mtan"], "combiner": ["sum"]},
+    ]
+    path = write(tmp_path, spec_factory, grid, base=base)
+    spec, base_path = load_bench(path)
+    cells = plan(spec, zoo.spec(base_path))
+    methods = [c.method for c in cells if not c.baseline_task]
+    # the product runs over the grid's keys in their order (safe_dump sorted them: combiner first)
+    assert methods == ["sum", "sum (without labels)", "dwa", "dwa (without labels)", "mtan + sum"]
+    without = next(c for c in cells if c.method == "sum (without labels)")
+    assert "~tasks.labels" in without.overrides
+    assert len({c.id for c in cells}) == len(cells)
+    assert sorted(c.baseline_task for c in cells if c.baseline_task) == ["depth", "labels", "semseg"]
+    bad = write(tmp_path, spec_factory, {"drop_tasks": ["labels"]})
+    with pytest.raises(Exception, match=r"grid.drop_tasks: give lists of task names"):
+        load_bench(bad)
+
+
+def test_budget_parsing_and_cli_options(tmp_path, spec_factory, capsys):
+    assert parse_budget("90m") == 5400 and parse_budget("2h") == 7200 and parse_budget("45s") == 45
+    assert parse_budget("1.5") == 90
+    path = write(tmp_path, spec_factory, {"combiner": ["sum"]})
+    for bad, message in ((["--budget", "soon"], "'soon' is not a duration"), (["--jobs", "0"], "'0': give")):
+        with pytest.raises(SystemExit):
+            main(["bench", str(path), *bad])
+        assert message in capsys.readouterr().err
+    assert main(["bench", str(path), "--plan"]) == 0
+    assert "combiner=sum__seed0 [todo]" in capsys.readouterr().out
