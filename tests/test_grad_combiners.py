@@ -532,7 +532,7 @@ def test_nash_mtl_max_norm_bounds_the_parameter_update_in_both_modes(wrt):
     assert float(cos) == pytest.approx(1.0, abs=1e-6)
 
 
-def test_nash_mtl_on_rank_deficient_gradients_is_the_exact_solution():
+def test_nash_mtl_on_rank_deficient_gradients_says_it_has_no_solution():
     # 5 tasks whose gradients span 2 dimensions (the case that crashed with a complex number)
     g = torch.Generator().manual_seed(0)
     J = torch.randn(5, 2, generator=g, dtype=torch.float64) @ torch.randn(
@@ -540,12 +540,16 @@ def test_nash_mtl_on_rank_deficient_gradients_is_the_exact_solution():
     )
     assert int(torch.linalg.matrix_rank(J)) == 2
     G = J @ J.T / torch.linalg.matrix_norm(J @ J.T)
-    a = gr.nash_mtl_weights(G)
-    assert torch.isfinite(a).all() and (a > 0).all()
-    # the unique stationary point of the strictly convex potential of the (ridged) problem,
-    # a_i (G a)_i = 1 for every task: the null space of G makes a large (the ridge bounds it)
-    Gr = G + 1e-10 * torch.eye(5, dtype=torch.float64)
-    assert float((a * (Gr @ a) - 1).abs().max()) < 1e-3
+    # the ridged problem's unique solution, a_i ((G + r diag G) a)_i = 1 for every task: the
+    # null space of G makes a large, the ridge alone bounds it, so there is no solution to use
+    ridged = gr.alpha_fair_solve(G, 1.0)
+    Gr = G + gr.ALPHA_FAIR_RIDGE * torch.diag(torch.diagonal(G))
+    a = ridged.weights
+    assert float((a * (Gr @ a) - 1).abs().max()) < 1e-3 and float(a.max()) > 1e3
+    assert not ridged.solved and ridged.ridge_share > 0.1
+    # nash_mtl says so and keeps the previous weights (ones at the first step; issue 21)
+    assert not gr.nash_mtl_solve(G).solved
+    assert torch.equal(gr.nash_mtl_weights(G), torch.ones(5, dtype=torch.float64))
     # through the combiner: a finite update of norm max_norm
     model = Linear(J * 1000)  # large gradients: the clip acts
     losses, step = model.step()

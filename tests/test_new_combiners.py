@@ -551,3 +551,116 @@ def test_offset_gradients_are_the_parameter_gradients_of_a_broadcast_representat
     rows = sc.offset_gradients(step)
     J = torch.stack([torch.autograd.grad(v, theta, retain_graph=True)[0] for v in losses.values()])
     assert torch.allclose(rows, J, atol=1e-6)
+
+
+# -- alpha-fair numerics: any scale, and no silent answer when there is none (issue 21) --------
+def _exact_alpha_fair(G: torch.Tensor, alpha: float, near: torch.Tensor) -> np.ndarray:
+    """The solution of ``G w = w^(-1/alpha)`` by scipy (Levenberg-Marquardt on float64, in log
+    space: ``(G w)_i / w_i^(-1/alpha) = 1``), from the orthogonal-gradient solution or, where
+    that start does not converge, from ``near`` off by 10% (the solution is unique: it is the
+    minimum of a strictly convex potential)."""
+    A = G.numpy()
+    p = -1.0 / alpha
+
+    def f(x):
+        return (A @ np.exp(x)) / np.exp(p * x) - 1.0
+
+    for x0 in (np.log(np.diag(A) ** (-alpha / (1 + alpha))), np.log(near.numpy() * 1.1)):
+        x = least_squares(f, x0, method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=10_000).x
+        if np.abs(f(x)).max() < 1e-12:
+            return np.exp(x)
+    raise AssertionError("scipy found no solution")
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("norms", [(0.065, 676.0), (1e-3, 1.0, 1e3), (1.0, 1.0, 1.0)])
+def test_fairgrad_weights_are_exact_whatever_the_gradient_scales(norms, alpha):
+    # task-gradient norms 0.065 vs 676 (issue 21: an absolute 1e-10 ridge on G / s moved the
+    # small task's weight by 4.5e-3 relative); correlated gradients
+    g = torch.Generator().manual_seed(0)
+    J = torch.randn(len(norms), 50, generator=g, dtype=torch.float64)
+    J[1] += 0.5 * J[0]
+    J = J / J.norm(dim=1, keepdim=True) * torch.tensor(norms, dtype=torch.float64)[:, None]
+    G = gram(J)
+    found = gr.fairgrad_solve(G, alpha)
+    exact = _exact_alpha_fair(G, alpha, found.weights)
+    assert found.solved and found.ridge_share < 1e-6
+    assert np.abs(found.weights.numpy() / exact - 1).max() < 1e-8
+    assert np.abs(gr.fairgrad_weights(G, alpha).numpy() / exact - 1).max() < 1e-8
+    if alpha == 1.0:  # Nash-MTL's equation on the normalised Gramian: its weights scale by sqrt(||G||)
+        fro = float(torch.linalg.matrix_norm(G))
+        assert np.abs(gr.nash_mtl_weights(G / fro).numpy() / (exact * fro**0.5) - 1).max() < 1e-8
+
+
+NO_SOLUTION = {
+    "opposite gradients": torch.tensor([[1.0, 2.0], [-1.0, -2.0]], dtype=torch.float64),
+    "a zero gradient": torch.tensor([[1.0, 2.0], [0.0, 0.0]], dtype=torch.float64),
+    "three gradients summing to zero": torch.tensor(
+        [[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]], dtype=torch.float64
+    ),
+}
+
+
+@pytest.mark.parametrize("J", NO_SOLUTION.values(), ids=NO_SOLUTION.keys())
+def test_no_positive_solution_is_detected_and_falls_back(J):
+    G = gram(J)
+    T = G.shape[0]
+    ridged = gr.alpha_fair_solve(G, 1.0)
+    assert not ridged.solved and ridged.ridge_share > 0.1  # the weights the ridge alone bounds
+    # fairgrad: equal weights at the method's scale, s^(-alpha/(1+alpha)) with s the mean squared norm
+    s = float(torch.diagonal(G).mean())
+    for alpha in (0.5, 1.0, 2.0):
+        found = gr.fairgrad_solve(G, alpha)
+        assert not found.solved
+        assert torch.allclose(
+            found.weights, torch.full((T,), s ** (-alpha / (1 + alpha)), dtype=torch.float64)
+        )
+    # nash_mtl: the previous step's weights (ones without them)
+    Gn = G / torch.linalg.matrix_norm(G)
+    previous = torch.linspace(1.0, 2.0, T, dtype=torch.float64)
+    assert torch.equal(gr.nash_mtl_solve(Gn, init=previous).weights, previous)
+    assert torch.equal(gr.nash_mtl_weights(Gn), torch.ones(T, dtype=torch.float64))
+    # a solvable problem next to it is solved (the quadrant: no combination is zero)
+    ok = gram(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64))
+    assert gr.fairgrad_solve(ok, 1.0).solved and gr.nash_mtl_solve(ok).solved
+
+
+@pytest.mark.parametrize("name", ["fairgrad", "nash_mtl"])
+def test_a_step_without_solution_warns_once_and_logs_the_flag(name):
+    J = NO_SOLUTION["opposite gradients"]
+    names = ["t0", "t1"]
+    combiner = (
+        gc.FairGradCombiner(names, C.FairGradOptions())
+        if name == "fairgrad"
+        else gc.NashMTLCombiner(names, C.NashMTLOptions(max_norm=0.0))
+    )
+    model = Linear2(J)
+    with pytest.warns(RuntimeWarning, match=rf"combiner '{name}': its equation has no positive solution"):
+        logs = combiner.backward(*model.step())
+    assert logs["no_solution"] == 1.0 and torch.isfinite(model.theta.grad).all()
+    w = torch.tensor([logs["w/t0"], logs["w/t1"]], dtype=torch.float64)
+    assert float(w.max()) < 10  # not the ridge-bounded 1e4-1e5
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per run: no second warning
+        assert combiner.backward(*model.step(1))["no_solution"] == 1.0
+    solvable = Linear2(torch.tensor([[1.0, 0.0], [0.5, 1.0]], dtype=torch.float64))
+    assert combiner.backward(*solvable.step(2))["no_solution"] == 0.0
+
+
+class Linear2(nn.Module):
+    """Shared theta; loss_t = a_t . theta + b_t, so grad_theta L_t = a_t (rows of ``A``)."""
+
+    def __init__(self, A):
+        super().__init__()
+        self.A = A.float()
+        self.theta = nn.Parameter(torch.zeros(A.shape[1]))
+        self.b = nn.ParameterList([nn.Parameter(torch.zeros(())) for _ in range(A.shape[0])])
+
+    def step(self, k=0):
+        self.theta.grad = None
+        f = self.theta * 1.0
+        losses = {f"t{i}": self.A[i] @ f + self.b[i] + 2.0 for i in range(self.A.shape[0])}
+        own = {f"t{i}": [self.b[i]] for i in range(self.A.shape[0])}
+        return losses, Step(losses, [f], [self.theta], own, step=k)

@@ -18,6 +18,8 @@ the options classes live in :mod:`.gradient_level_options`.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -126,13 +128,31 @@ class CAGradCombiner(GramianCombiner):
         return gr.cagrad_weights(gramian, self.c, self.rescale)
 
 
+def _no_solution(combiner: GramianCombiner, name: str, found: gr.AlphaFairSolution, fallback: str) -> None:
+    """Remember whether this step's alpha-fair equation had no solution (logged as
+    ``no_solution``) and warn once per combiner (once per run) when it had none."""
+    combiner.no_solution = not found.solved
+    if combiner.no_solution and not getattr(combiner, "_warned_no_solution", False):
+        combiner._warned_no_solution = True
+        warnings.warn(
+            f"combiner {name!r}: its equation has no positive solution at this step (the task gradients "
+            f"are Pareto-stationary: a non-negative combination of them is zero, e.g. a zero or two opposite "
+            f"gradients); it uses {fallback} on such steps (logged as no_solution: the share of an epoch's "
+            f"steps); shown once per run",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
 # -- Nash-MTL ------------------------------------------------------------------------------------
 class NashMTLCombiner(GramianCombiner):
     """Nash-MTL (Navon et al., ICML 2022, "Multi-Task Learning as a Bargaining Game"): the
     weights ``a > 0`` solving ``G a = 1/a`` on the Frobenius-normalised Gramian (the Nash
     bargaining solution), found by Newton's method on a convex potential (exact; the
     reference code approximates it with cvxpy, which is not needed here). The last weights
-    and the step counter are buffers (checkpointed)."""
+    and the step counter are buffers (checkpointed). A step whose equation has no positive
+    solution keeps the previous weights (the reference code's answer to a failed solve), warns
+    once and logs ``no_solution`` (see :func:`~.gradients.nash_mtl_solve`)."""
 
     def __init__(self, task_names, options: NashMTLOptions):
         super().__init__(task_names, options)
@@ -141,11 +161,13 @@ class NashMTLCombiner(GramianCombiner):
         T = len(self.task_names)
         self.register_buffer("alpha", torch.ones(T, dtype=torch.float64))
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self.no_solution = False
 
     def backward(self, losses: dict[str, Tensor], step: Step) -> dict[str, float]:
         """The bargaining update, then (as the reference code) the shared parameters' gradient
         clipped to norm ``max_norm``: in both ``wrt`` modes it bounds the parameter update."""
         logs = super().backward(losses, step)
+        logs["no_solution"] = float(self.no_solution)
         if self.max_norm > 0:
             grads = [p.grad for p in step.shared_params if p.grad is not None]
             if grads:
@@ -165,8 +187,9 @@ class NashMTLCombiner(GramianCombiner):
             fro = float(torch.linalg.matrix_norm(G))
             Gn = G / fro if fro > 0 else G
             init = self.alpha.cpu()[idx]
-            alpha = gr.nash_mtl_weights(Gn, init=init, max_iter=self.max_iter)
-            self.alpha[idx] = alpha.to(self.alpha)
+            found = gr.nash_mtl_solve(Gn, init=init, max_iter=self.max_iter)
+            _no_solution(self, "nash_mtl", found, "the previous step's weights")
+            self.alpha[idx] = found.weights.to(self.alpha)
         self.calls += 1
         return self.alpha.cpu()[idx].clone()
 
@@ -314,7 +337,9 @@ class FairGradCombiner(GramianCombiner):
     ``scipy.optimize.least_squares`` from uniform weights; they agree to the least-squares
     tolerance. As in the reference code (and LibMTL), the heads receive the gradient of
     ``sum_t w_t L_t``. The paper and LibMTL define it on parameter gradients; ``wrt:
-    features`` applies the same rule to the shared representation's gradients.
+    features`` applies the same rule to the shared representation's gradients. A step whose
+    equation has no positive solution uses equal weights at the method's scale, warns once and
+    logs ``no_solution`` (see :func:`~.gradients.fairgrad_solve`).
     """
 
     heads = "weighted"
@@ -322,10 +347,19 @@ class FairGradCombiner(GramianCombiner):
     def __init__(self, task_names, options: FairGradOptions):
         super().__init__(task_names, options)
         self.alpha, self.max_iter = options.alpha, options.max_iter
+        self.no_solution = False
+
+    def backward(self, losses: dict[str, Tensor], step: Step) -> dict[str, float]:
+        """The weighted update; logs the weights and ``no_solution``."""
+        logs = super().backward(losses, step)
+        logs["no_solution"] = float(self.no_solution)
+        return logs
 
     def weights(self, gramian: Tensor, step: Step) -> Tensor:
-        """Alpha-fair weights."""
-        return gr.fairgrad_weights(gramian, self.alpha, self.max_iter)
+        """Alpha-fair weights (equal ones at the method's scale when no solution exists)."""
+        found = gr.fairgrad_solve(gramian, self.alpha, self.max_iter)
+        _no_solution(self, "fairgrad", found, "equal weights at the method's scale")
+        return found.weights
 
 
 # -- DualProj ------------------------------------------------------------------------------------

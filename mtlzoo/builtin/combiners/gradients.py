@@ -12,6 +12,7 @@ zero their update).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -232,72 +233,152 @@ def cagrad_weights(G: Tensor, c: float = 0.5, rescale: int = 1) -> Tensor:
     return weights
 
 
-def alpha_fair_weights(
-    G: Tensor, alpha: float = 1.0, init: Tensor | None = None, max_iter: int = 100, tol: float = 1e-9
-) -> Tensor:
-    """The ``w > 0`` solving ``G w = w^(-1/alpha)`` (element-wise power): alpha-fair weights.
+#: ridge of the alpha-fair solves, relative to each task's own squared gradient norm: it keeps a
+#: singular Gramian solvable and moves a solvable problem's weights by about this fraction,
+#: whatever the tasks' scales (an absolute ridge would swamp a task whose gradient is small)
+ALPHA_FAIR_RIDGE = 1e-10
+#: a solution whose ridge term exceeds this fraction of a task's side of the equation is set by
+#: the ridge, not by the equation: no positive solution exists (or only one so close to none
+#: that the ridge moves it by more than 1%); below it the ridge moves the weights by at most
+#: this fraction
+RIDGE_BOUND = 1e-2
+
+
+class AlphaFairSolution(NamedTuple):
+    """What an alpha-fair solve found.
+
+    Attributes:
+        weights: the weights to use (float64, ``[T]``): the solution, or the method's fallback
+            when ``solved`` is False.
+        solved: False when no ``w > 0`` solves the equation: some non-negative combination of
+            the task gradients is zero (the gradients are Pareto-stationary: a zero task
+            gradient, two opposite ones, more tasks than the gradients' rank ...), so the
+            ridge alone would bound the weights (at 1e4-1e5 times their usual size).
+        ridge_share: the largest share of the ridge term in a task's side of the equation
+            (about ``1e-10`` for a solvable problem, near 1 for an unsolvable one).
+    """
+
+    weights: Tensor
+    solved: bool
+    ridge_share: float
+
+
+def alpha_fair_solve(
+    G: Tensor, alpha: float = 1.0, init: Tensor | None = None, max_iter: int = 100, tol: float = 1e-10
+) -> AlphaFairSolution:
+    """The ``w > 0`` solving ``(G + r diag(G)) w = w^(-1/alpha)`` (element-wise power, ``r`` =
+    :data:`ALPHA_FAIR_RIDGE`): alpha-fair weights, accurate to about ``r`` relative to each
+    weight whatever the tasks' gradient norms.
 
     The equation is the stationarity condition of the strictly convex potential
     ``phi(w) = w^T G w / 2 - sum_i u(w_i)`` with ``u' = w^(-1/alpha)`` (``u = log`` at
     ``alpha = 1``, ``w^(1 - 1/alpha) / (1 - 1/alpha)`` otherwise; ``u`` is concave for every
-    ``alpha > 0``), minimised here by damped Newton steps that stay inside ``w > 0``, warm-started
-    from ``init`` (default ones). ``alpha = 1`` is Nash-MTL's ``G w = 1/w``. A task whose
-    gradient is zero has no finite weight: give ``G`` a ridge if that can happen.
+    ``alpha > 0``), minimised by damped Newton steps that stay inside ``w > 0`` (Newton's steps
+    do not depend on the tasks' scales), on ``G / s`` (``s`` the mean squared norm; the weights
+    are rescaled exactly, by ``s^(-alpha / (1 + alpha))``) from ``init`` or else from the
+    solution for orthogonal gradients (``w_i = G_ii^(-alpha / (1 + alpha))``). It stops when
+    every task's side of the equation agrees to ``tol`` relative. ``solved`` is False (and
+    ``weights`` the ridge-bounded ones) when no positive solution exists, see
+    :class:`AlphaFairSolution`.
     """
     G = _f64(G)
     T = G.shape[0]
-    w = torch.ones(T, dtype=torch.float64) if init is None else init.double().cpu().clamp(min=1e-8)
+    d = torch.diagonal(G).clamp(min=0)
+    if T == 0 or not bool((d > 0).all()):  # a zero task gradient: no finite weight exists
+        return AlphaFairSolution(torch.ones(T, dtype=torch.float64), False, math.inf)
     p = -1.0 / alpha
+    s = float(d.mean())
+    Gn = G / s
+    Gr = Gn + ALPHA_FAIR_RIDGE * torch.diag(torch.diagonal(Gn))
+    scale = s ** (-alpha / (1 + alpha))
+    if init is None:
+        v = torch.diagonal(Gr) ** (-alpha / (1 + alpha))
+    else:
+        v = (init.double().cpu() / scale).clamp(min=1e-300)
 
     def phi(x: Tensor) -> float:
         u = torch.log(x) if alpha == 1 else x ** (1 + p) / (1 + p)
-        return float(0.5 * x @ G @ x - u.sum())
+        return float(0.5 * x @ Gr @ x - u.sum())
 
     for _ in range(max_iter):
-        power = w**p
-        grad = G @ w - power
-        if float(grad.norm()) <= tol * max(1.0, float(power.norm())):
+        power = v**p
+        grad = Gr @ v - power
+        if float((grad / power).abs().max()) <= tol:
             break
-        H = G + torch.diag(-p * w ** (p - 1))
+        H = Gr + torch.diag(-p * v ** (p - 1))
         step = -torch.linalg.solve(H, grad)
         neg = step < 0
         t = 1.0
         if bool(neg.any()):  # stay strictly inside w > 0
-            t = min(1.0, 0.99 * float((-w[neg] / step[neg]).min()))
-        f0, slope = phi(w), float(grad @ step)
-        while t > 1e-12 and phi(w + t * step) > f0 + 1e-4 * t * slope:
+            t = min(1.0, 0.99 * float((-v[neg] / step[neg]).min()))
+        f0, slope = phi(v), float(grad @ step)
+        # Armijo, with the rounding of phi allowed for (near the solution phi stops changing)
+        while t > 1e-12 and phi(v + t * step) > f0 + 1e-4 * t * slope + 1e-14 * abs(f0):
             t *= 0.5
-        w = w + t * step
-    return w
+        v = v + t * step
+    share = float((ALPHA_FAIR_RIDGE * torch.diagonal(Gn) * v / v**p).max())
+    residual = float(((Gr @ v - v**p) / v**p).abs().max())
+    solved = share <= RIDGE_BOUND and residual <= 1e-6 and bool(torch.isfinite(v).all())
+    return AlphaFairSolution(v * scale, solved, share)
 
 
-def nash_mtl_weights(G: Tensor, init: Tensor | None = None, max_iter: int = 100, tol: float = 1e-9) -> Tensor:
+def alpha_fair_weights(
+    G: Tensor, alpha: float = 1.0, init: Tensor | None = None, max_iter: int = 100, tol: float = 1e-10
+) -> Tensor:
+    """The weights of :func:`alpha_fair_solve` (ridge-bounded when no solution exists)."""
+    return alpha_fair_solve(G, alpha, init, max_iter, tol).weights
+
+
+def nash_mtl_solve(
+    G: Tensor, init: Tensor | None = None, max_iter: int = 100, tol: float = 1e-10
+) -> AlphaFairSolution:
     """Nash-MTL (Navon et al. 2022) bargaining weights: the ``a > 0`` solving ``G a = 1/a``
-    (:func:`alpha_fair_weights` with ``alpha = 1``: exact, no cvxpy), warm-started from
-    ``init``. Pass the normalised Gramian (``G / ||G||_F`` in the reference code); a tiny
-    ridge keeps singular Gramians solvable.
+    (:func:`alpha_fair_solve` with ``alpha = 1``: exact, no cvxpy), warm-started from ``init``.
+    Pass the normalised Gramian (``G / ||G||_F`` in the reference code).
+
+    Fallback when no solution exists (``solved`` False): ``init``, the previous step's weights,
+    as the reference code keeps its previous weights when its solver fails (ones without it).
     """
-    G = _f64(G)
-    return alpha_fair_weights(
-        G + 1e-10 * torch.eye(G.shape[0], dtype=torch.float64), 1.0, init, max_iter, tol
-    )
+    found = alpha_fair_solve(G, 1.0, init, max_iter, tol)
+    if found.solved:
+        return found
+    T = _f64(G).shape[0]
+    fallback = init.double().cpu().clone() if init is not None else torch.ones(T, dtype=torch.float64)
+    return AlphaFairSolution(fallback, False, found.ridge_share)
 
 
-def fairgrad_weights(G: Tensor, alpha: float = 1.0, max_iter: int = 100) -> Tensor:
+def nash_mtl_weights(
+    G: Tensor, init: Tensor | None = None, max_iter: int = 100, tol: float = 1e-10
+) -> Tensor:
+    """The weights of :func:`nash_mtl_solve` (its fallback when no solution exists)."""
+    return nash_mtl_solve(G, init, max_iter, tol).weights
+
+
+def fairgrad_solve(G: Tensor, alpha: float = 1.0, max_iter: int = 100) -> AlphaFairSolution:
     """FairGrad (Ban & Ji 2024): the alpha-fair weights ``G w = w^(-1/alpha)`` on the raw
-    Gramian (the weights' scale is part of the method).
+    Gramian (the weights' scale is part of the method), by :func:`alpha_fair_solve`.
 
-    Solved on ``G / s`` (``s`` = the mean squared gradient norm, with a ``1e-10`` ridge) and
-    rescaled exactly: if ``G_n v = v^(-1/alpha)`` then ``w = s^(-alpha / (1 + alpha)) v``
-    solves the raw equation. A zero Gramian gives ones.
+    A zero Gramian gives ones. Fallback when no solution exists (``solved`` False): equal
+    weights at the method's scale, ``s^(-alpha / (1 + alpha))`` each (``s`` the mean squared
+    gradient norm: the weights FairGrad gives to orthogonal gradients of equal norms), so the
+    update is the task gradients' sum at that scale rather than the ridge-bounded weights.
     """
     G = _f64(G)
     T = G.shape[0]
     s = float(torch.diagonal(G).sum()) / max(T, 1)
     if s <= 0:
-        return torch.ones(T, dtype=torch.float64)
-    Gn = G / s + 1e-10 * torch.eye(T, dtype=torch.float64)
-    return alpha_fair_weights(Gn, alpha, max_iter=max_iter) * s ** (-alpha / (1 + alpha))
+        return AlphaFairSolution(torch.ones(T, dtype=torch.float64), True, 0.0)
+    found = alpha_fair_solve(G, alpha, max_iter=max_iter)
+    if found.solved:
+        return found
+    return AlphaFairSolution(
+        torch.full((T,), s ** (-alpha / (1 + alpha)), dtype=torch.float64), False, found.ridge_share
+    )
+
+
+def fairgrad_weights(G: Tensor, alpha: float = 1.0, max_iter: int = 100) -> Tensor:
+    """The weights of :func:`fairgrad_solve` (its fallback when no solution exists)."""
+    return fairgrad_solve(G, alpha, max_iter).weights
 
 
 # -- stochastic multi-objective methods ---------------------------------------------------------
