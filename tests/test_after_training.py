@@ -31,7 +31,7 @@ def test_each_epoch_prints_a_line_and_writes_csv_and_tensorboard(zoo, tmp_path, 
     assert len(lines) == 2
     assert re.match(
         r"epoch 1/2  loss semseg \d+\.\d{3} depth \d+\.\d{3} labels \d+\.\d{3}  val semseg\.miou "
-        r"\d\.\d{4} .*  \d+m\d\ds  eta \d+m\d\ds$",
+        r"\d\.\d{4} .*  \d+m\d\ds \(data \d+% compute \d+% eval \d+% write \d+%.*\)  eta \d+m\d\ds$",
         lines[0],
     ), lines[0]
     rows = list(csv.DictReader(open(d / "metrics.csv")))
@@ -46,6 +46,24 @@ def test_each_epoch_prints_a_line_and_writes_csv_and_tensorboard(zoo, tmp_path, 
     acc = EventAccumulator(str(d / "tensorboard"), size_guidance={"images": 0})
     acc.Reload()
     assert "val.semseg.miou" in acc.Tags()["scalars"] and "train.loss.depth" in acc.Tags()["scalars"]
+    # where the time went: seconds per part in metrics.jsonl, metrics.csv and TensorBoard
+    timing = log[0]["timing"]
+    assert set(timing) == {"data", "compute", "eval", "write", "total"}
+    assert all(v >= 0 for v in timing.values()) and timing["compute"] > 0 and timing["eval"] > 0
+    assert sum(timing[k] for k in ("data", "compute", "eval", "write")) <= timing["total"] + 0.01
+    assert {"timing.data", "timing.compute", "timing.eval", "timing.write"} <= set(rows[0])
+    assert {"timing.data", "timing.compute"} <= set(acc.Tags()["scalars"])
+
+
+def test_the_epoch_line_is_printed_without_the_progress_bar(zoo, tmp_path, spec_factory, capsys):
+    # train.progress: false turns off the step bar only; a batch job's log still shows each epoch
+    Trainer(zoo.build(spec_factory(**{"train.epochs": 2, "train.progress": False})), None).fit()
+    err = capsys.readouterr().err
+    assert [x.split("  ")[0] for x in err.splitlines() if x.startswith("epoch ")] == [
+        "epoch 1/2",
+        "epoch 2/2",
+    ]
+    assert "\r" not in err and "it/s" not in err  # no progress bar
 
 
 def test_plot_draws_the_curves_of_several_runs(zoo, tmp_path, spec_factory, capsys):

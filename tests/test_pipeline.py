@@ -244,7 +244,8 @@ def test_bad_augment_options(bad, message):
 def test_mismatched_target_size_is_a_data_error():
     ds = raw_pipeline()
     ds.base.sample["depth"] = torch.ones(1, H + 1, W)
-    with pytest.raises(DataError, match="target 'depth' is .*11, 12.* image is .*10, 12"):
+    pattern = r"toy train\[0\]: target 'depth' \(depth\) must have shape \[1, 10, 12\].*got \[1, 11, 12\]"
+    with pytest.raises(DataError, match=pattern):
         ds[0]
 
 

@@ -195,13 +195,13 @@ def profile_step(fn: Callable[[], Any], device: torch.device, steps: int) -> dic
 
 # the Trainer's per-step work that the hand-written loop does not do: (file suffix, function)
 FRAMEWORK_ONLY: tuple[tuple[str, str], ...] = (
-    ("mtlzoo/runtime/train.py", "_to"),
+    ("mtlzoo/runtime/loading.py", "to_device"),
     ("mtlzoo/contract/combine.py", "__init__"),  # Step(...)
     ("mtlzoo/contract/combine.py", "stack"),
     ("mtlzoo/contract/combine.py", "sync_gradients"),
     ("mtlzoo/contract/combine.py", "_reset"),
-    ("mtlzoo/runtime/model.py", "shared_parameters"),
-    ("mtlzoo/runtime/model.py", "task_parameters"),
+    ("mtlzoo/contract/model.py", "shared_parameters"),
+    ("mtlzoo/contract/model.py", "task_parameters"),
     ("torch/optim/lr_scheduler.py", "step"),  # LambdaLR.step
     ("torch/nn/modules/module.py", "train"),  # model.train() every step
 )

@@ -82,6 +82,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = validated.cfg
     # torch only once the spec is valid: a spec error stays a fast, torch-free one-line error
     from ..runtime import distributed as D
+    from ..runtime.process import prepare
     from ..runtime.train import Trainer, format_table, new_run_dir
 
     exp = zoo.build(validated)
@@ -94,7 +95,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"{run_dir.parent / wanted}`); this run writes {run_dir}",
                 file=sys.stderr,
             )
-    trainer = Trainer(exp, run_dir if _is_rank0() else None, resume=resume)
+    process = prepare(exp.cfg)  # device, process group, seeds, determinism: once, here
+    trainer = Trainer(exp, run_dir if process.main else None, resume=resume, process=process)
     summary = trainer.fit()
     if trainer.main:
         print(
@@ -130,12 +132,26 @@ def _run_dir_of(path: str) -> Any:
     return run
 
 
+def _per_class_overrides(cfg: Any) -> list[str]:
+    """``eval --per-class``: add ``iou_per_class`` to every segmentation task's metrics (tasks
+    of type ``segmentation`` or scored by ``miou``) that lacks it."""
+    out = []
+    for name, task in cfg.tasks.items():
+        metrics = [dict(m) for m in task.metrics or []]
+        names = [m.get("name") for m in metrics]
+        if (task.type == "segmentation" or "miou" in names) and "iou_per_class" not in names:
+            out.append(f"tasks.{name}.metrics={json.dumps([*metrics, {'name': 'iou_per_class'}])}")
+    return out
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint on a split; the spec defaults to the run's own config.yaml."""
     from pathlib import Path
 
     from ..runtime.checkpoint import check_finite, load_weights, resolve_checkpoint
-    from ..runtime.train import Trainer, format_table
+    from ..runtime.evaluate import Evaluator
+    from ..runtime.process import prepare
+    from ..runtime.train import format_table
 
     target = Path(args.target)
     if target.is_dir():
@@ -147,13 +163,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         folder = resolve_checkpoint(args.checkpoint)
         spec = str(target)
     zoo, validated = _spec(args, spec, [*args.overrides, "train.progress=false"])
+    if args.per_class and (more := _per_class_overrides(validated.cfg)):
+        zoo, validated = _spec(args, spec, [*args.overrides, "train.progress=false", *more])
     cfg = validated.cfg
     exp = zoo.build(validated)
-    trainer = Trainer(exp, None)
-    load_weights(folder, trainer.model, trainer.combiner)
-    check_finite(trainer.model, str(folder))
+    evaluator = Evaluator(exp, prepare(exp.cfg))  # no optimizer, no training loader
+    load_weights(folder, evaluator.model)
+    check_finite(evaluator.model, str(folder))
     split = args.split or cfg.train.eval_split
-    results = trainer.evaluate(split)
+    results = evaluator.evaluate(split)
     if args.json:
         _print_json({"checkpoint": str(folder), "split": split, "metrics": results})
     else:
@@ -390,6 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", help="spec to build the model from (default: the run's config.yaml)")
     p.add_argument("--split", help="split to evaluate (default: train.eval_split)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--per-class",
+        action="store_true",
+        help="also report the IoU of every class of each segmentation task (iou/<class> keys; "
+        "the console table shows the headline metrics, --json every value)",
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(

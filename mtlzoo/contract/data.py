@@ -60,12 +60,18 @@ class TargetInfo:
 class DatasetInfo:
     """Describes a dataset: its name, every target key it yields and, optionally, the
     per-channel mean and std of its images (in [0, 1] units). The model normalises with
-    those statistics when its backbone expects none of its own (random init)."""
+    those statistics when its backbone expects none of its own (random init).
+
+    ``cacheable`` (default True) promises that ``dataset[i]`` is a pure function of ``i``
+    (augmentation belongs to the pipeline, not the dataset), so the pipeline may keep decoded
+    samples in memory (``train.cache``); a dataset whose samples change from call to call
+    sets it to False."""
 
     name: str
     targets: dict[str, TargetInfo] = field(default_factory=dict)
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    cacheable: bool = True
 
 
 @dataclass(frozen=True)

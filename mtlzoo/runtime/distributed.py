@@ -40,19 +40,47 @@ def is_main() -> bool:
 
 
 def local_device(requested: str) -> torch.device:
-    """Resolve ``auto``/``cpu``/``cuda``/``cuda:N``; under torchrun each rank takes its LOCAL_RANK GPU."""
+    """Resolve ``auto``/``cpu``/``cuda``/``cuda:N`` to a device with an index, and make it the
+    current CUDA device.
+
+    ``cuda`` means this process's GPU: under torchrun the one of its ``LOCAL_RANK``, else the
+    current one (the first visible unless the caller chose another). ``torch.cuda.set_device``
+    refuses a CUDA device without an index, so the index is always filled in here.
+    """
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and env_world_size() > 1:
-        requested = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     device = torch.device(requested)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            "train.device: CUDA was asked for but is not available here; use device: auto or cpu"
+        )
+    count = torch.cuda.device_count()
+    local = os.environ.get("LOCAL_RANK")
+    if env_world_size() > 1 and local is not None:
+        if device.index is not None:
             raise ConfigError(
-                "train.device: CUDA was asked for but is not available here; use device: auto or cpu"
+                f"train.device: {requested} under torchrun would put every rank on one GPU; use device: cuda "
+                f"(each rank takes the GPU of its LOCAL_RANK) and choose GPUs with CUDA_VISIBLE_DEVICES"
             )
-        torch.cuda.set_device(device)
-    return device
+        index = int(local)
+        if index >= count:
+            raise ConfigError(
+                f"train.device: torchrun started local rank {index} but only {count} GPU(s) are visible; "
+                f"start at most {count} processes per node (--nproc_per_node)"
+            )
+    elif device.index is None:
+        index = torch.cuda.current_device()
+    else:
+        index = device.index
+        if index >= count:
+            raise ConfigError(
+                f"train.device: {requested} does not exist, {count} GPU(s) are visible (cuda:0 to "
+                f"cuda:{count - 1}); CUDA_VISIBLE_DEVICES chooses which"
+            )
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 def cleanup() -> None:

@@ -1,10 +1,13 @@
 """Following training: one console line per epoch, ``metrics.csv`` beside ``metrics.jsonl``,
 and TensorBoard event files.
 
-The console line stays on screen (the step progress bar does not): epoch, mean training loss
-per task, the validation metrics, the epoch's time and the ETA of the whole run. The CSV has
-one row per epoch and one column per value (``train.loss.<task>``, ``val.<task>.<metric>``,
-``train.combiner.<key>``, ``lr``), rewritten whole each epoch so it is always complete.
+The console line stays on screen (the step progress bar does not, and ``train.progress:
+false`` turns off only the bar): epoch, mean training loss per task, the validation metrics,
+the epoch's time and where it went (waiting for data, computing, evaluating, writing
+checkpoints and pictures, as mmengine logs ``data_time`` and ``time``; a data-bound epoch says
+so) and the ETA of the whole run. The CSV has one row per epoch and one column per value
+(``train.loss.<task>``, ``val.<task>.<metric>``, ``train.combiner.<key>``, ``lr``,
+``timing.data`` ...), rewritten whole each epoch so it is always complete.
 TensorBoard (``train.tensorboard``; the ``tensorboard`` package is an optional extra) gets the
 same scalars plus, every ``train.tensorboard_images_every`` epochs, pictures of the first
 validation images' predictions (each target kind's ``render``).
@@ -34,19 +37,43 @@ def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def epoch_line(record: dict[str, Any], epochs: int, eval_split: str, seconds: float, eta: float) -> str:
-    """The console line of one finished epoch."""
+def epoch_line(record: dict[str, Any], epochs: int, eval_split: str, eta: float) -> str:
+    """The console line of one finished epoch: losses, the evaluation's headline metrics (no
+    per-class details), the epoch's time and where it went, the ETA of the run."""
     losses = " ".join(f"{t} {v:.3f}" for t, v in record["train"]["loss"].items())
     metrics = record.get(eval_split) or {}
     shown = " ".join(
-        f"{t}.{k} {v:.4f}" for t, vals in metrics.items() for k, v in vals.items() if k != "loss"
+        f"{t}.{k} {v:.4f}"
+        for t, vals in metrics.items()
+        for k, v in vals.items()
+        if k != "loss" and "/" not in k
     )
     skipped = f"  skipped {record['skipped_steps']}" if record.get("skipped_steps") else ""
     return (
         f"epoch {record['epoch']}/{epochs}  loss {losses}"
         + (f"  {eval_split} {shown}" if shown else "")
-        + f"  {_clock(seconds)}  eta {_clock(eta)}{skipped}"
+        + f"  {time_split(record.get('timing') or {})}  eta {_clock(eta)}{skipped}"
     )
+
+
+#: waiting for data above this share of the training time marks an epoch data-bound
+DATA_BOUND = 0.3
+
+
+def time_split(timing: dict[str, float]) -> str:
+    """``1m05s (data 40% compute 52% eval 6% write 2%; data-bound: ...)``: an epoch's time and
+    its parts, with a hint when the steps waited for data much of the time."""
+    total = timing.get("total", 0.0)
+    if total <= 0:
+        return _clock(total)
+    parts = " ".join(
+        f"{k} {100 * timing.get(k, 0.0) / total:.0f}%" for k in ("data", "compute", "eval", "write")
+    )
+    hint = ""
+    trained = timing.get("data", 0.0) + timing.get("compute", 0.0)
+    if trained > 0 and timing.get("data", 0.0) / trained > DATA_BOUND:
+        hint = "; data-bound: raise train.num_workers or keep samples in memory (train.cache: on)"
+    return f"{_clock(total)} ({parts}{hint})"
 
 
 def _clock(seconds: float) -> str:
@@ -88,17 +115,11 @@ class Monitor:
             return
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
-    def epoch(
-        self,
-        record: dict[str, Any],
-        epochs: int,
-        eval_split: str,
-        seconds: float,
-        eta: float,
-    ) -> None:
-        """Report one finished epoch."""
+    def epoch(self, record: dict[str, Any], epochs: int, eval_split: str, eta: float) -> None:
+        """Report one finished epoch: the console line, TensorBoard scalars (``timing.*``: seconds
+        spent waiting for data, computing, evaluating and writing)."""
         if self.console:
-            print(epoch_line(record, epochs, eval_split, seconds, eta), file=sys.stderr, flush=True)
+            print(epoch_line(record, epochs, eval_split, eta), file=sys.stderr, flush=True)
         if self.writer is not None:
             for key, value in flatten(
                 {k: v for k, v in record.items() if k not in ("epoch", "time")}
@@ -127,4 +148,4 @@ class Monitor:
             self.writer = None
 
 
-__all__ = ["Monitor", "epoch_line", "write_csv", "flatten"]
+__all__ = ["Monitor", "epoch_line", "time_split", "write_csv", "flatten"]

@@ -18,13 +18,26 @@ per sample and in this order:
 Images stay in [0, 1]: the model normalises them (its first layer). Randomness is a pure
 function of ``(seed, epoch, sample index)``: the sampler hands ``(epoch, index)`` keys, so
 the same sample gets the same augmentation in any worker, after any resume.
+
+Every sample the dataset yields is checked against its info and target kinds (dtype, shape,
+the kind's value check) when it is first loaded, so a float32 or ``[1,H,W]`` segmentation
+mask stops training at once with the sample named.
+
+**Sample cache** (:meth:`PipelineDataset.enable_cache`, ``train.cache``): decoding a file or
+rendering a procedural scene every epoch is wasted work for a small dataset, so the pipeline
+can keep each sample as it is after ``resize`` (the deterministic part) and run only the
+random part per epoch; a split without random augmentation keeps the finished sample
+(derived targets included). The cached values are exactly what an uncached pipeline
+computes, so results do not change. :func:`fill_cache` fills it up front with loader
+workers, before the training loader forks its own (which then share the memory).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +45,7 @@ import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from ..contract.data import DatasetInfo, TargetInfo, TargetKind
+from ..contract.data import DatasetInfo, TargetInfo, TargetKind, sample_problems
 from ..contract.errors import ConfigError, DataError
 
 
@@ -132,8 +145,57 @@ class PipelineDataset(torch.utils.data.Dataset):
         self.train = split == "train"
         self.seed = int(seed)
         self.kinds = {key: kinds[t.kind] for key, t in self.info.targets.items()}
+        self._base_kinds = {t.kind: kinds[t.kind] for t in base.info.targets.values()}
         self._dense = [k for k, t in base.info.targets.items() if self.kinds[k].dense]
         self._fills = {k: self.kinds[k].pad_value(base.info.targets[k]) for k in self._dense}
+        self._cache: list[Any] | None = None
+
+    @property
+    def random(self) -> bool:
+        """True when samples of this split are augmented at random (so they change per epoch)."""
+        a = self.augment
+        return self.train and bool(
+            a.get("scale") or a.get("crop") or a.get("hflip", 0) > 0 or a.get("color_jitter", 0) > 0
+        )
+
+    # -- sample cache ------------------------------------------------------------------------
+    @property
+    def cached(self) -> bool:
+        """True when samples are kept in memory (:meth:`enable_cache`)."""
+        return self._cache is not None
+
+    def enable_cache(self) -> None:
+        """Keep every sample in memory once loaded (see the module docstring); only for a
+        dataset whose info says it is ``cacheable``."""
+        if not self.base.info.cacheable:
+            raise ConfigError(
+                f"train.cache: dataset {self.info.name!r} says its samples are not a pure function of the "
+                f"index (info.cacheable is False); set train.cache: off"
+            )
+        if self._cache is None:
+            self._cache = [None] * len(self)
+
+    def cache_entry(self, index: int) -> Any:
+        """What the cache keeps of sample ``index`` (computed, not stored: :func:`fill_cache`
+        calls it in loader workers and stores the result with :meth:`store`)."""
+        with _one_thread():
+            return self._entry(index)
+
+    def store(self, index: int, entry: Any) -> None:
+        """Put a :meth:`cache_entry` result in the cache."""
+        if self._cache is not None:
+            self._cache[index] = entry
+
+    @property
+    def missing(self) -> list[int]:
+        """Indices not cached yet."""
+        return [] if self._cache is None else [i for i, e in enumerate(self._cache) if e is None]
+
+    def entry_bytes(self, index: int = 0) -> int:
+        """Bytes one cache entry takes (sample ``index``'s), to decide whether a split fits."""
+        entry = self.cache_entry(index) if len(self) else {}
+        parts = entry if not isinstance(entry, tuple) else {**entry[0], **entry[1]}
+        return sum(v.element_size() * v.nelement() for v in parts.values() if torch.is_tensor(v))
 
     def __len__(self) -> int:
         return len(self.base)
@@ -151,25 +213,41 @@ class PipelineDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Tensor]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
-        threads = torch.get_num_threads()
-        if threads == 1:  # DataLoader workers run single-threaded already
+        with _one_thread():
             return self._getitem(int(epoch), int(index))
-        # per-sample ops are tiny: intra-op threads only contend (measured 50x slower on a
-        # busy 2-core machine); the main process (num_workers=0) loads then steps, never both
-        torch.set_num_threads(1)
-        try:
-            return self._getitem(int(epoch), int(index))
-        finally:
-            torch.set_num_threads(threads)
 
     # -- one sample ------------------------------------------------------------------------------
     def _getitem(self, epoch: int, index: int) -> dict[str, Tensor]:
+        if self._cache is None:
+            entry = self._entry(index)
+        else:
+            entry = self._cache[index]
+            if entry is None:
+                entry = self._cache[index] = self._entry(index)
+            entry = _own(entry)  # copies: whoever gets a sample may change it, the cache stays
+        if not isinstance(entry, tuple):  # a finished sample (no random augmentation)
+            return entry
+        return self._finish(dict(entry[0]), dict(entry[1]), epoch, index)
+
+    def _entry(self, index: int) -> Any:
+        """Sample ``index`` checked and resized, split into dense and other tensors; when the
+        split has no random augmentation, the finished sample."""
+        dense, out = self._prepared(index)
+        return self._finish(dense, out, 0, index) if not self.random else (dense, out)
+
+    def _prepared(self, index: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
         sample = self.base[index]
         if not isinstance(sample, Mapping) or "image" not in sample:
             raise DataError(
                 f"{self.info.name} {self.split}[{index}]: a sample must be a dict with an 'image' "
                 f"key (`mtlzoo data check SPEC` checks every sample)"
             )
+        problems = sample_problems(
+            sample, self.base.info, self._base_kinds, f"{self.info.name} {self.split}[{index}]"
+        )
+        if problems:
+            more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise DataError(f"{problems[0]}{more}; `mtlzoo data check SPEC` lists every bad sample")
         image = sample["image"]
         hw = tuple(image.shape[-2:])
         dense = {"image": image}
@@ -186,9 +264,15 @@ class PipelineDataset(torch.utils.data.Dataset):
                 dense[key] = value
             else:
                 out[key] = value
+        if self.augment.get("resize"):
+            dense = self._resize(dense, self.augment["resize"])
+        return dense, out
+
+    def _finish(
+        self, dense: dict[str, Tensor], out: dict[str, Any], epoch: int, index: int
+    ) -> dict[str, Any]:
+        """The random augmentation of ``(epoch, index)`` (train split), the crop, the derived targets."""
         a = self.augment
-        if a.get("resize"):
-            dense = self._resize(dense, a["resize"])
         g = sample_generator(self.seed, epoch, index) if self.train else None
         if g is not None and a.get("scale"):
             s = _uniform(g, *a["scale"])
@@ -249,6 +333,67 @@ class PipelineDataset(torch.utils.data.Dataset):
         return out
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Per-sample ops are tiny: intra-op threads only contend (measured 50x slower on a busy
+    2-core machine); the main process (num_workers=0) loads then steps, never both."""
+    threads = torch.get_num_threads()
+    if threads == 1:  # DataLoader workers run single-threaded already
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _CacheFill(torch.utils.data.Dataset):
+    """The missing cache entries of a pipeline dataset, for a loader that computes them in workers."""
+
+    def __init__(self, dataset: PipelineDataset, indices: list[int]):
+        self.dataset = dataset
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[int, Any]:
+        return self.indices[i], self.dataset.cache_entry(self.indices[i])
+
+
+def fill_cache(dataset: PipelineDataset, num_workers: int) -> int:
+    """Compute every missing cache entry of ``dataset`` in ``num_workers`` loader workers
+    (in this process when 0) and store them here; return how many were computed. Run it
+    before a loader with workers forks: its workers then share the filled cache."""
+    indices = dataset.missing
+    if not indices:
+        return 0
+    if num_workers == 0:
+        for i in indices:
+            dataset.store(i, dataset.cache_entry(i))
+        return len(indices)
+    from .loading import worker_init
+
+    loader = torch.utils.data.DataLoader(
+        _CacheFill(dataset, indices),
+        batch_size=None,
+        num_workers=num_workers,
+        worker_init_fn=worker_init,
+        multiprocessing_context="fork" if "fork" in torch.multiprocessing.get_all_start_methods() else None,
+    )
+    for index, entry in loader:
+        # copy out of the worker's shared-memory segment: one file descriptor per tensor otherwise
+        dataset.store(index, _own(entry))
+    return len(indices)
+
+
+def _own(entry: Any) -> Any:
+    if isinstance(entry, (tuple, list)):  # the loader hands a tuple back as a list
+        return tuple(_own(e) for e in entry)
+    return {k: v.clone() if torch.is_tensor(v) else v for k, v in entry.items()}
+
+
 def _color_jitter(image: Tensor, strength: float, g: torch.Generator) -> Tensor:
     """Brightness, contrast and saturation jitter in a random order (torchvision's ColorJitter
     kernels; factors uniform in ``[max(0, 1 - s), 1 + s]``)."""
@@ -279,4 +424,4 @@ def build_pipeline(
     return PipelineDataset(dataset, split, augment or {}, derived, kinds, seed)
 
 
-__all__ = ["PipelineDataset", "Derived", "build_pipeline", "derived_info", "sample_generator"]
+__all__ = ["PipelineDataset", "Derived", "build_pipeline", "derived_info", "fill_cache", "sample_generator"]

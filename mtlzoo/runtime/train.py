@@ -1,60 +1,59 @@
-"""Trainer: fit, evaluate, checkpoint, log. Knows no concrete plugin.
+"""Trainer: fit, checkpoint, log. Knows no concrete plugin.
 
 A run folder holds::
 
     config.yaml      the resolved, validated spec
-    metrics.jsonl    one JSON line per evaluation (and per-epoch training losses)
+    metrics.jsonl    one JSON line per epoch: training losses, evaluations, where the time went
     summary.json     final metrics, best epoch, parameter counts, timing
     checkpoints/last checkpoints/best   (see mtlzoo.checkpoint)
+
+Each epoch is trained, evaluated, **checkpointed, and only then reported** (log lines,
+metrics.csv, TensorBoard, pictures): a report that fails (a missing picture library, a full
+disk for the event files) prints one warning and training goes on; it can never cost the
+epoch. A training step copies from the device to the host once: the task losses, the
+gradient norm of the non-finite guard and the combiner's logged values together.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import random
+import sys
 import time
 import warnings
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from omegaconf import DictConfig
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from ..contract import checks
 from ..contract.combine import Step
-from ..contract.errors import CheckpointError, ConfigError, DataError, PluginError, TrainingError, one_line
+from ..contract.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    MtlzooError,
+    PluginError,
+    TrainingError,
+    one_line,
+)
 from . import checkpoint as ckpt
 from . import distributed as D
+from .evaluate import Evaluator, amp_dtype, headline, nonfinite_metrics
 from .experiment import Experiment
-from .files import RunLock, close_inherited_locks, json_safe, spec_yaml, write_atomic, write_json
+from .files import RunLock, json_safe, spec_yaml, write_atomic, write_json
+from .loading import make_loader, to_device, unwrap_worker_error
 from .monitor import Monitor, write_csv
 from .optim import build_optimizer, shared_batchnorms
+from .pipeline import fill_cache
 from .predictor import CARD
+from .process import Process, prepare, seed_everything
+
+__all__ = ["Trainer", "format_table", "lr_factor", "new_run_dir", "seed_everything", "amp_dtype"]
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _worker_init(worker_id: int) -> None:
-    close_inherited_locks()  # a killed trainer's orphaned workers must not hold its run's lock
-    # augmentation draws from per-sample generators; this seeds what a dataset plugin might
-    # draw from Python's or NumPy's global generators, distinctly per worker
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-
-
-def lr_factor(cfg: DictConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
+def lr_factor(cfg: Any, step: int, total_steps: int, steps_per_epoch: int) -> float:
     """Learning-rate multiplier at optimisation ``step``: linear warm-up, then the schedule."""
     s = cfg.train.scheduler
     warmup = int(round(s.warmup_epochs * steps_per_epoch))
@@ -70,21 +69,6 @@ def lr_factor(cfg: DictConfig, step: int, total_steps: int, steps_per_epoch: int
     if s.name == "poly":
         return (1 - min(t, 1.0)) ** s.power
     return 1.0
-
-
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "auto":  # never fp16: combiners own the backward pass, so nothing scales the loss
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16
-
-
-def _to(batch: dict[str, Tensor], device: torch.device, channels_last: bool) -> dict[str, Tensor]:
-    out = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-    if channels_last:
-        out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
-    return out
 
 
 def new_run_dir(out_dir: str | Path, name: str) -> Path:
@@ -106,6 +90,32 @@ def new_run_dir(out_dir: str | Path, name: str) -> Path:
     raise ConfigError(f"train.out_dir: could not find a free run folder for {name!r} in {base}")
 
 
+class _BatchNormGuard:
+    """Running statistics of the model's BatchNorm layers, saved before each step and put
+    back when the step is skipped (``train.nonfinite: skip``): the skipped step's forward
+    pass has already folded its (maybe non-finite) batch statistics into them."""
+
+    def __init__(self, model: nn.Module):
+        self.live = [
+            b
+            for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+            for b in (m.running_mean, m.running_var, m.num_batches_tracked)
+            if b is not None
+        ]
+        self.saved = [b.clone() for b in self.live]
+
+    def save(self) -> None:
+        """Remember the statistics as they are now."""
+        if self.live:
+            torch._foreach_copy_(self.saved, self.live)
+
+    def restore(self) -> None:
+        """Put the remembered statistics back."""
+        if self.live:
+            torch._foreach_copy_(self.live, self.saved)
+
+
 class Trainer:
     """Trains a built :class:`~mtlzoo.runtime.experiment.Experiment`.
 
@@ -114,31 +124,32 @@ class Trainer:
         run_dir: the run folder (created by the CLI); ``None`` writes nothing.
         resume: a checkpoint (folder) to continue from: model, combiner, optimizer,
             scheduler, RNG states and the epoch counter are restored.
+        process: what :func:`mtlzoo.runtime.process.prepare` returned; ``None`` calls it
+            (device, distributed set-up, seeds, determinism).
     """
 
-    def __init__(self, exp: Experiment, run_dir: str | Path | None = None, resume: str | Path | None = None):
+    def __init__(
+        self,
+        exp: Experiment,
+        run_dir: str | Path | None = None,
+        resume: str | Path | None = None,
+        process: Process | None = None,
+    ):
         self.exp = exp
         self.cfg = exp.cfg
         t = self.cfg.train
-        self.device = D.local_device(t.device)
-        self.distributed = D.setup(self.device)
-        self.main = D.is_main()
-        seed_everything(int(self.cfg.seed))
-        if t.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            # deterministic mode also NaN-fills every new tensor: pure memory traffic, no benefit here
-            torch.utils.deterministic.fill_uninitialized_memory = False
-        self.model = exp.model.to(self.device)
-        if t.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.process = process if process is not None else prepare(self.cfg)
+        self.device = self.process.device
+        self.distributed = self.process.distributed
+        self.main = self.process.main
+        self.evaluator = Evaluator(exp, self.process)
+        self.model = self.evaluator.model
+        self.channels_last = self.evaluator.channels_last
+        self.amp_dtype = self.evaluator.amp_dtype
         self.combiner = exp.combiner.to(self.device)
         D.broadcast_module(self.model)
         D.broadcast_module(self.combiner)
         self.tasks = exp.tasks
-        for task in self.tasks.values():
-            task.loss.to(self.device)
-            for m in task.metrics.values():
-                m.to(self.device)
         if t.compile:
             # compile the modules the training step calls (forward_train), not only forward
             for child in self.model.children():
@@ -150,11 +161,13 @@ class Trainer:
         self._checked_gradients = False
         self.skipped = 0  # steps skipped for a non-finite loss or gradient (train.nonfinite: skip)
         self.skipped_in_a_row = 0
-        self.amp_dtype = _amp_dtype(t.amp, self.device)
+        self.bn_guard = _BatchNormGuard(self.model) if t.nonfinite == "skip" else None
         self.optimizer = build_optimizer(self.cfg, self.model, self.combiner)
         self.frozen_bn = shared_batchnorms(self.model) if t.optimizer.freeze_bn else []
-        self.train_set = exp.dataset("train")
-        self.train_loader = self._loader(self.train_set, train=True)
+        self.train_set = self.evaluator.dataset("train")
+        sampler = D.ShardedSampler(len(self.train_set), seed=int(self.cfg.seed), keyed=True)
+        settings = self.evaluator.loader_settings
+        self.train_loader = make_loader(self.train_set, sampler, t.batch_size, settings, int(self.cfg.seed))
         self.steps_per_epoch = len(self.train_loader)
         if t.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, t.max_steps_per_epoch)
@@ -171,9 +184,13 @@ class Trainer:
         self.global_step = 0
         self.best: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
+        self.warnings: list[str] = []
+        self._warned: set[str] = set()
+        self._disabled: set[str] = set()  # reports that failed once and are not tried again
+        self._write_seconds = 0.0
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.lock = RunLock(self.run_dir) if self.run_dir is not None and self.main else None
-        self.monitor = Monitor(self.run_dir, t.tensorboard, t.tensorboard_images_every, self.main, t.progress)
+        self.monitor = Monitor(self.run_dir, t.tensorboard, t.tensorboard_images_every, self.main, True)
         self.select_task, self.select_key = self._selection()
         if resume is not None:
             self._resume(resume)
@@ -182,25 +199,6 @@ class Trainer:
             write_json(self.run_dir / CARD, self.exp.card())
 
     # -- set-up ---------------------------------------------------------------------------
-    def _loader(self, dataset: Any, train: bool) -> DataLoader:
-        t = self.cfg.train
-        sampler = D.ShardedSampler(
-            len(dataset), seed=int(self.cfg.seed), shuffle=train, drop_last=train, keyed=train
-        )
-        pin = t.pin_memory if t.pin_memory is not None else self.device.type == "cuda"
-        batch = t.batch_size if train else (t.eval_batch_size or t.batch_size)
-        return DataLoader(
-            dataset,
-            batch_size=batch,
-            sampler=sampler,
-            num_workers=t.num_workers,
-            pin_memory=pin,
-            persistent_workers=t.num_workers > 0,
-            worker_init_fn=_worker_init,
-            drop_last=False,
-            generator=torch.Generator().manual_seed(int(self.cfg.seed)),
-        )
-
     def _selection(self) -> tuple[str, str]:
         select = self.cfg.train.select
         if select is None:
@@ -218,6 +216,13 @@ class Trainer:
 
     def _resume(self, path: str | Path) -> None:
         folder = ckpt.load_weights(path, self.model, self.combiner)
+        try:
+            ckpt.check_finite(self.model, f"{folder}")
+        except ckpt.NonFiniteWeights as exc:
+            raise CheckpointError(
+                f"{exc}; this checkpoint cannot be resumed: start the run again (or resume an earlier copy "
+                f"of the run folder) with a lower train.optimizer.lr or train.grad_clip"
+            ) from None
         state = ckpt.load_training_state(folder, self.optimizer, self.scheduler)
         self.epoch = int(state.get("epoch", 0))
         self.global_step = int(state.get("step", 0))
@@ -231,16 +236,13 @@ class Trainer:
         if self.epoch >= self.cfg.train.epochs and (
             self.run_dir is None or (self.run_dir / "summary.json").is_file()
         ):
+            epochs = self.cfg.train.epochs
             raise CheckpointError(
-                f"{folder}: the run already finished its {self.cfg.train.epochs} epochs; raise train.epochs to go on"
+                f"{folder}: the run already finished its {epochs} epoch{'s' if epochs != 1 else ''}; raise "
+                f"train.epochs to go on"
             )
 
     # -- training -------------------------------------------------------------------------
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
     def _task_loss(self, task: Any, pred: Tensor, target: Tensor) -> Tensor:
         loss = task.loss(pred.float(), target)
         if not (torch.is_tensor(loss) and loss.dim() == 0):
@@ -255,11 +257,18 @@ class Trainer:
         self, batch: dict[str, Tensor]
     ) -> tuple[list[Tensor] | None, dict[str, Tensor], dict[str, Tensor]]:
         """Forward one batch: the shared representation (or ``None``), predictions and per-task
-        losses (deep-supervision losses added with the architecture's ``aux_weight``)."""
+        losses (deep-supervision losses added with the architecture's ``aux_weight``, and the
+        architecture's per-task ``regularizers``)."""
         images = batch["image"]
-        with self._autocast():
+        with self.evaluator.autocast():
             out = self.model.forward_train(images)
         aux_weight = float(getattr(self.model, "aux_weight", 0.0))
+        extra = set(out.regularizers) - set(self.tasks)
+        if extra:
+            raise PluginError(
+                f"model.architecture: {self.exp.labels.get('architecture', 'the architecture')} returned "
+                f"regularizers for {sorted(extra)}, which are not tasks ({sorted(self.tasks)})"
+            )
         losses = {}
         for name, task in self.tasks.items():
             if task.target not in batch:
@@ -277,21 +286,22 @@ class Trainer:
             losses[name] = loss
         return out.shared, out.preds, losses
 
-    def train_step(self, batch: dict[str, Tensor]) -> tuple[dict[str, float], dict[str, float]]:
-        """One optimisation step; returns per-task losses and the combiner's logs."""
+    def train_step(self, batch: dict[str, Tensor]) -> tuple[dict[str, float] | None, dict[str, float]]:
+        """One optimisation step; returns per-task losses and the combiner's logs (``None, {}``
+        for a step skipped under ``train.nonfinite: skip``)."""
         self.model.train()
         for m in self.frozen_bn:  # train.optimizer.freeze_bn: running statistics stay as loaded
             m.eval()
-        batch = _to(batch, self.device, self.cfg.train.channels_last)
-        shared, _, losses = self.compute_losses(batch)
-        # one device-to-host copy for all tasks (not one sync per task): the NaN check and the log
-        host = torch.stack([loss.detach().float() for loss in losses.values()]).cpu().tolist()
-        for name, value in zip(losses, host):
-            if not math.isfinite(value):
-                self._nonfinite(
-                    f"task {name!r}: loss is {value} at step {self.global_step}; lower train.optimizer.lr "
-                    f"or check the targets of {self.tasks[name].target!r} (`mtlzoo data check SPEC`)"
-                )
+        batch = to_device(batch, self.device, self.channels_last)
+        if self.bn_guard is not None:
+            self.bn_guard.save()
+        shared, preds, losses = self.compute_losses(batch)
+        del preds  # the losses hold what backward needs; the predictions need not outlive them
+        stacked = torch.stack([loss.detach().float() for loss in losses.values()])
+        if self.bn_guard is not None:
+            # skip mode pays a second copy to the host: no combiner may see a non-finite loss,
+            # or its running state (loss histories, weights) would keep it
+            if self._skip_nonfinite_losses(losses, stacked.cpu().tolist()):
                 return None, {}
         step = Step(
             losses,
@@ -301,21 +311,35 @@ class Trainer:
             step=self.global_step,
             epoch=self.epoch,
         )
-        logs = self.combiner.backward(losses, step) or {}
+        try:
+            logs = self.combiner.backward(losses, step) or {}
+        except Exception:
+            # a combiner may fail on non-finite losses (a solver, say): report those, not its error
+            if self._skip_nonfinite_losses(losses, stacked.cpu().tolist()):
+                return None, {}
+            raise
         if not self._checked_gradients:
             self._check_gradients()
         if self.distributed:
-            D_params = [p for p in self.combiner.parameters() if p.grad is not None]
-            for p in D_params:
-                D.all_reduce_sum(p.grad).div_(D.world_size())
+            for p in self.combiner.parameters():
+                if p.grad is not None:
+                    D.all_reduce_sum(p.grad).div_(D.world_size())
         grads = [
             p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None
         ]
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
-        if not math.isfinite(float(norm)):  # one host sync; a non-finite update is never applied
-            self.optimizer.zero_grad(set_to_none=True)
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+        tensor_logs = [k for k, v in logs.items() if torch.is_tensor(v)]
+        parts = [stacked, norm.detach().float().reshape(1).to(stacked.device)]
+        parts += [logs[k].detach().float().reshape(1).to(stacked.device) for k in tensor_logs]
+        host = torch.cat(parts).cpu().tolist()  # the step's one copy to the host
+        values, norm_value = host[: len(losses)], host[len(losses)]
+        logged = {k: float(v) for k, v in logs.items() if k not in tensor_logs}
+        logged.update(zip(tensor_logs, host[len(losses) + 1 :]))
+        if self._skip_nonfinite_losses(losses, values):
+            return None, {}
+        if not math.isfinite(norm_value):  # a non-finite update is never applied
             self._nonfinite(
-                f"the gradient norm is {float(norm)} at step {self.global_step}; lower "
+                f"the gradient norm is {norm_value} at step {self.global_step}; lower "
                 f"train.optimizer.lr or set train.grad_clip"
             )
             return None, {}
@@ -330,13 +354,27 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
-        return dict(zip(losses, host)), {k: float(v) for k, v in logs.items()}
+        return dict(zip(losses, values)), logged
+
+    def _skip_nonfinite_losses(self, losses: dict[str, Tensor], values: list[float]) -> bool:
+        """Stop or skip (``train.nonfinite``) when a loss value is not finite; True when skipped."""
+        for name, value in zip(losses, values):
+            if not math.isfinite(value):
+                self._nonfinite(
+                    f"task {name!r}: loss is {value} at step {self.global_step}; lower train.optimizer.lr "
+                    f"or check the targets of {self.tasks[name].target!r} (`mtlzoo data check SPEC`)"
+                )
+                return True
+        return False
 
     def _nonfinite(self, reason: str) -> None:
         """A step whose loss or gradient is not finite: stop, or skip it (``train.nonfinite``)."""
         t = self.cfg.train
         if t.nonfinite == "stop":
             raise TrainingError(reason + self._last_good())
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.bn_guard is not None:
+            self.bn_guard.restore()
         self.skipped += 1
         self.skipped_in_a_row += 1
         with warnings.catch_warnings():  # a skip before any optimizer step is not the misuse torch warns of
@@ -356,105 +394,95 @@ class Trainer:
         return f"; the last good checkpoint is {last}" if last.is_dir() else "; no checkpoint was written"
 
     def _check_gradients(self) -> None:
-        """After the first step: every trainable shared parameter got a gradient."""
-        checks.shared_gradients(
-            self.model.named_shared_parameters(), f"combiner: {self.exp.labels.get('combiner', '?')}"
-        )
+        """After the first step: every trainable shared parameter got a gradient; the error
+        blames the combiner, unread backbone maps or the architecture, whichever caused it."""
+        checks.first_step_gradients(self.model, self.exp.labels, self.cfg.model.backbone)
         self._checked_gradients = True
 
+    # -- the loop -------------------------------------------------------------------------
     def fit(self, until_epoch: int | None = None) -> dict[str, Any]:
         """Train for ``train.epochs`` epochs (or stop after ``until_epoch``, leaving a run that
         ``--resume`` continues), evaluating and checkpointing as configured; return the
         summary (also written to ``summary.json``)."""
         t = self.cfg.train
-        started = time.time()
+        started = time.perf_counter()
         last = t.epochs if until_epoch is None else min(until_epoch, t.epochs)
         for done, epoch in enumerate(range(self.epoch, last), 1):
-            epoch_started = time.time()
+            epoch_started = time.perf_counter()
             self.epoch = epoch  # epochs done so far, while this one trains
             skipped = self.skipped
-            train_log = self._train_epoch(epoch)
+            self._write_seconds = 0.0
+            train_log, timing = self._train_epoch(epoch)
             self.epoch = epoch + 1  # one numbering everywhere: epochs completed
             self._require_finite(f"after epoch {epoch + 1}")
             record: dict[str, Any] = {"epoch": epoch + 1, "step": self.global_step, "train": train_log}
             if self.skipped > skipped:
                 record["skipped_steps"] = self.skipped - skipped
             if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
+                eval_started = time.perf_counter()
                 results = self.evaluate(t.eval_split)
+                timing["eval"] = time.perf_counter() - eval_started
                 record[t.eval_split] = results
-                self._update_best(epoch + 1, results)
-            record["time"] = round(time.time() - started, 3)
+                self._update_best(epoch + 1, results)  # saves best/: its time counts as writing
+                timing["eval"] -= self._write_seconds
+            record["timing"] = timing
             self.history.append(record)
-            self._log(record)
-            eta = (time.time() - started) / done * (last - epoch - 1)
-            self._report(record, time.time() - epoch_started, eta)
+            # the checkpoint first: nothing after it (logs, pictures) can cost the epoch
+            write_started = time.perf_counter()
             if (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == last:
                 self._save("last")
-        summary = self._summary(time.time() - started)
+            self._report_pictures(record)
+            timing["write"] = self._write_seconds + time.perf_counter() - write_started
+            record["time"] = round(time.perf_counter() - started, 3)
+            timing["total"] = time.perf_counter() - epoch_started
+            for key in timing:
+                timing[key] = round(timing[key], 3)
+            eta = (time.perf_counter() - started) / done * (last - epoch - 1)
+            self._report(record, eta)
+        summary = self._summary(time.perf_counter() - started)
         if self.run_dir is not None and self.main:
             write_json(self.run_dir / "summary.json", summary)
         D.barrier()
         self.monitor.close()
         if self.lock is not None:
             self.lock.release()
+        if self.history and not self.best and any(t.eval_split in r for r in self.history):
+            raise TrainingError(
+                f"the run finished but chose no best checkpoint: train.select "
+                f"{self.select_task}.{self.select_key} was NaN or infinite at every evaluation on "
+                f"{t.eval_split!r} (see {'summary.json' if self.run_dir else 'the summary'}); choose another "
+                f"train.select, or check that split's targets (`mtlzoo data check SPEC`)"
+            )
         return summary
 
-    def _report(self, record: dict[str, Any], seconds: float, eta: float) -> None:
-        """The epoch's console line, metrics.csv, TensorBoard scalars and pictures."""
-        if not self.main:
-            return
-        if self.run_dir is not None:
-            write_csv(self.run_dir / "metrics.csv", self.history)
-        self.monitor.epoch(record, self.cfg.train.epochs, self.cfg.train.eval_split, seconds, eta)
-        if self.monitor.wants_images:
-            self.monitor.images(record["epoch"], record["step"], self._pictures())
-
-    @torch.no_grad()
-    def _pictures(self, count: int = 2) -> dict[str, Any]:
-        """Pictures of the first validation images' predictions (kinds with ``render``)."""
-        import numpy as np
-
-        dataset = self.exp.dataset(self.cfg.train.eval_split)
-        samples = [dataset[i] for i in range(min(count, len(dataset)))]
-        if not samples:
-            return {}
-        self.model.eval()
-        images = torch.stack([s["image"] for s in samples]).to(self.device)
-        preds = self.model(images)
-        out = {}
-        for name, task in self.tasks.items():
-            kind, info = task.kind, task.info.target_info
-            if kind.render is None:
-                continue
-            for i in range(len(samples)):
-                value = preds[name][i].float().cpu()
-                value = kind.decode(value, info) if kind.decode else value
-                out[f"{self.cfg.train.eval_split}/{name}/{i}"] = np.asarray(kind.render(value, info))
-        return out
-
-    def _require_finite(self, when: str) -> None:
-        """Stop before a model with NaN or infinite weights is evaluated or saved."""
-        try:
-            ckpt.check_finite(self.model, f"the model {when}")
-        except ckpt.NonFiniteWeights as exc:
-            raise TrainingError(
-                f"{exc}; lower train.optimizer.lr or set train.grad_clip" + self._last_good()
-            ) from None
-
-    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+    def _train_epoch(self, epoch: int) -> tuple[dict[str, Any], dict[str, float]]:
+        """One epoch of steps; the epoch's log and its time split (waiting for data, computing)."""
         sampler = self.train_loader.sampler
         sampler.set_epoch(epoch)  # type: ignore[attr-defined]
         sums: dict[str, float] = {}
         logs_sum: dict[str, float] = {}
         n = 0
+        timing = {"data": 0.0, "compute": 0.0, "eval": 0.0}
+        clock = time.perf_counter()
+        if getattr(self.train_set, "cached", False):
+            fill_cache(self.train_set, self.evaluator.loader_settings["num_workers"])
         bar = self._progress(self.steps_per_epoch, f"epoch {epoch + 1}/{self.cfg.train.epochs}")
-        for i, batch in enumerate(self.train_loader):
-            if i >= self.steps_per_epoch:
+        batches = iter(self.train_loader)
+        for _ in range(self.steps_per_epoch):
+            try:
+                batch = next(batches)
+            except StopIteration:
                 break
+            except MtlzooError as exc:
+                raise unwrap_worker_error(exc) from None
+            loaded = time.perf_counter()
+            timing["data"] += loaded - clock
             losses, logs = self.train_step(batch)
+            clock = time.perf_counter()
+            timing["compute"] += clock - loaded
+            if bar is not None:
+                bar.update(1)
             if losses is None:  # skipped (train.nonfinite: skip)
-                if bar is not None:
-                    bar.update(1)
                 continue
             n += 1
             for k, v in losses.items():
@@ -463,7 +491,6 @@ class Trainer:
                 logs_sum[k] = logs_sum.get(k, 0.0) + v
             if bar is not None:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
-                bar.update(1)
         if bar is not None:
             bar.close()
         out: dict[str, Any] = {
@@ -472,7 +499,7 @@ class Trainer:
         }
         if logs_sum:
             out["combiner"] = {k: v / max(n, 1) for k, v in logs_sum.items()}
-        return out
+        return out, timing
 
     def _progress(self, total: int, desc: str) -> Any:
         if not (self.cfg.train.progress and self.main):
@@ -481,42 +508,17 @@ class Trainer:
 
         return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
-    @torch.no_grad()
-    def evaluate(
-        self, split: str | None = None, loader: Iterable | None = None
-    ) -> dict[str, dict[str, float]]:
-        """Metrics of every task over a whole split (exact, reduced over ranks), plus its mean loss."""
-        split = split or self.cfg.train.eval_split
-        if loader is None:
-            loader = self._loader(self.exp.dataset(split), train=False)
-        self.model.eval()
-        for task in self.tasks.values():
-            for m in task.metrics.values():
-                m.reset()
-        loss_sum = torch.zeros(len(self.tasks) + 1, dtype=torch.float64)
-        for batch in loader:
-            batch = _to(batch, self.device, self.cfg.train.channels_last)
-            images = batch["image"]
-            with self._autocast():
-                preds = self.model(images)
-            n = images.shape[0]
-            for i, (name, task) in enumerate(self.tasks.items()):
-                pred = preds[name].float()
-                target = batch[task.target]
-                loss_sum[i] += float(task.loss(pred, target)) * n
-                for m in task.metrics.values():
-                    m.update(pred, target)
-            loss_sum[-1] += n
-        D.all_reduce_sum(loss_sum)
-        if loss_sum[-1] == 0:
-            raise DataError(f"data: the {split!r} split is empty; nothing to evaluate")
-        results: dict[str, dict[str, float]] = {}
-        for i, (name, task) in enumerate(self.tasks.items()):
-            results[name] = {k: float(m.compute()) for k, m in task.metrics.items()}
-            results[name]["loss"] = float(loss_sum[i] / loss_sum[-1])
-        return results
+    # -- evaluation and the best checkpoint -----------------------------------------------
+    def evaluate(self, split: str | None = None, loader: Any = None) -> dict[str, dict[str, float]]:
+        """Metrics of every task over a whole split (see :meth:`Evaluator.evaluate`)."""
+        return self.evaluator.evaluate(split, loader)
 
     def _update_best(self, epoch: int, results: dict[str, dict[str, float]]) -> None:
+        for name in nonfinite_metrics(results):
+            note = f"{self.cfg.train.eval_split} metric {name} is {_value(results, name)} at epoch {epoch}"
+            if name == f"{self.select_task}.{self.select_key}":
+                note += " and train.select chooses the best checkpoint on it: this epoch cannot be chosen"
+            self._warn(note, once=name)
         value = results[self.select_task][self.select_key]
         if not math.isfinite(value):  # a NaN metric is never the best
             return
@@ -532,8 +534,20 @@ class Trainer:
                 "value": value,
                 "results": results,
             }
+            started = time.perf_counter()
             self._save("best")
+            self._write_seconds += time.perf_counter() - started
 
+    def _require_finite(self, when: str) -> None:
+        """Stop before a model with NaN or infinite weights is evaluated or saved."""
+        try:
+            ckpt.check_finite(self.model, f"the model {when}")
+        except ckpt.NonFiniteWeights as exc:
+            raise TrainingError(
+                f"{exc}; lower train.optimizer.lr or set train.grad_clip" + self._last_good()
+            ) from None
+
+    # -- writing and reporting ------------------------------------------------------------
     def _save(self, name: str) -> None:
         if self.run_dir is None or not self.main:
             return
@@ -555,6 +569,75 @@ class Trainer:
             state,
         )
 
+    def _warn(self, message: str, once: str | None = None) -> None:
+        """A warning line on stderr (main rank), kept for the summary; ``once``: a key shown only once."""
+        key = once or message
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        self.warnings.append(message)
+        if self.main:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    def _guarded(self, what: str, fn: Any, *args: Any) -> bool:
+        """Run a reporting step; a failure becomes one warning (once per kind) and training goes
+        on. Returns whether it worked."""
+        try:
+            fn(*args)
+            return True
+        except Exception as exc:  # reporting must never stop training: the epoch is already saved
+            self._warn(f"{what} failed ({one_line(exc)}); training goes on without it", once=what)
+            return False
+
+    def _report_pictures(self, record: dict[str, Any]) -> None:
+        """Pictures of predictions for TensorBoard; after one failure, no more tries."""
+        if not (self.main and self.monitor.wants_images) or "pictures" in self._disabled:
+            return
+        what = "pictures of predictions for TensorBoard"
+        if not self._guarded(
+            what, lambda: self.monitor.images(record["epoch"], record["step"], self._pictures())
+        ):
+            self._disabled.add("pictures")
+
+    def _report(self, record: dict[str, Any], eta: float) -> None:
+        """The epoch's log line in metrics.jsonl, metrics.csv, TensorBoard scalars, the console line."""
+        if not self.main:
+            return
+        if self.run_dir is not None:
+            self._guarded("appending to metrics.jsonl", self._log, record)
+            self._guarded("writing metrics.csv", write_csv, self.run_dir / "metrics.csv", self.history)
+        self._guarded(
+            "the epoch's report",
+            self.monitor.epoch,
+            record,
+            self.cfg.train.epochs,
+            self.cfg.train.eval_split,
+            eta,
+        )
+
+    @torch.no_grad()
+    def _pictures(self, count: int = 2) -> dict[str, Any]:
+        """Pictures of the first validation images' predictions (kinds with ``render``)."""
+        import numpy as np
+
+        dataset = self.evaluator.dataset(self.cfg.train.eval_split)
+        samples = [dataset[i] for i in range(min(count, len(dataset)))]
+        if not samples:
+            return {}
+        self.model.eval()
+        images = torch.stack([s["image"] for s in samples]).to(self.device)
+        preds = self.model(images)
+        out = {}
+        for name, task in self.tasks.items():
+            kind, info = task.kind, task.info.target_info
+            if kind.render is None:
+                continue
+            for i in range(len(samples)):
+                value = preds[name][i].float().cpu()
+                value = kind.decode(value, info) if kind.decode else value
+                out[f"{self.cfg.train.eval_split}/{name}/{i}"] = np.asarray(kind.render(value, info))
+        return out
+
     def _log(self, record: dict[str, Any]) -> None:
         if self.run_dir is None or not self.main:
             return
@@ -564,11 +647,13 @@ class Trainer:
     def _summary(self, seconds: float) -> dict[str, Any]:
         t = self.cfg.train
         final = next((r[t.eval_split] for r in reversed(self.history) if t.eval_split in r), {})
+        timing = {k: round(sum(r.get("timing", {}).get(k, 0.0) for r in self.history), 3) for k in _PHASES}
         summary: dict[str, Any] = {
             "name": self.cfg.name,
             "epochs": t.epochs,
             "steps": self.global_step,
             "seconds": round(seconds, 2),
+            "timing": timing,
             "device": str(self.device),
             "world_size": D.world_size(),
             "parameters": self.model.num_parameters(),
@@ -583,15 +668,31 @@ class Trainer:
                 ckpt.load_weights(self.run_dir / "checkpoints" / "best", self.model, self.combiner)
             summary["test_split"] = t.test_split
             summary["test"] = self.evaluate(t.test_split)
+            for name in nonfinite_metrics(summary["test"]):
+                self._warn(
+                    f"{t.test_split} metric {name} is {_value(summary['test'], name)}", once=f"test {name}"
+                )
+        if self.warnings:
+            summary["warnings"] = list(self.warnings)
         return summary
+
+
+#: the parts of an epoch's time (``timing`` in metrics.jsonl and the summary)
+_PHASES = ("data", "compute", "eval", "write", "total")
+
+
+def _value(results: dict[str, dict[str, float]], name: str) -> float:
+    task, _, key = name.partition(".")
+    return results[task][key]
 
 
 def format_table(
     results: dict[str, dict[str, float]], directions: dict[str, dict[str, bool]] | None = None
 ) -> str:
-    """A per-task metrics table (markdown-compatible) for the terminal."""
+    """A per-task metrics table (markdown-compatible) for the terminal; per-class details
+    (keys with a ``/``) are left out (``eval --json`` shows them)."""
     rows = [("task", "metric", "value")]
-    for task, metrics in results.items():
+    for task, metrics in headline(results).items():
         for key, value in metrics.items():
             arrow = ""
             if directions and key in directions.get(task, {}):

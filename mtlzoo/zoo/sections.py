@@ -97,12 +97,25 @@ class TrainConfig:
         nonfinite: what a step with a NaN or infinite loss or gradient does: ``stop`` (one line
             naming the task and the last good checkpoint) or ``skip`` (the update is dropped
             and counted in metrics.jsonl; ``max_skips`` in a row stop the run).
+        num_workers: data loader worker processes; ``null`` (auto): on CUDA the process's
+            share of the cores (at most 8), on CPU 0 (workers contend with the step for the
+            cores). See :mod:`mtlzoo.runtime.loading`.
         pin_memory: ``null``: on when training on CUDA.
+        cache: keep decoded (and resized) samples in memory, so files are decoded and
+            procedural scenes rendered once, not every epoch: ``auto`` (when the dataset is
+            cacheable and a split fits in a quarter of the memory, at most 8 GiB), ``on``,
+            ``off``. Results are the same either way.
+        channels_last: the images and the model in channels-last memory layout (faster
+            convolutions with cuDNN, above all in bf16); ``null``: on for CUDA, off for CPU.
+        deterministic: PyTorch's deterministic algorithms; ``null``: on for CPU (where they
+            cost nothing measurable and a seed reproduces a run exactly), off for CUDA (where
+            they forbid cuDNN's autotuner). See :mod:`mtlzoo.runtime.process`.
         select: ``task.metric`` choosing the best checkpoint on ``eval_split`` (default:
             the first task's first metric).
         run_name: the run folder's name under ``out_dir`` (default: the spec's ``name``).
-        progress: a progress bar per epoch and one line per finished epoch (epoch, losses,
-            validation metrics, time, ETA of the run).
+        progress: a progress bar of the steps of each epoch. The line each finished epoch
+            prints (epoch, losses, validation metrics, where the time went, ETA of the run)
+            is printed either way.
         tensorboard: event files in ``<run>/tensorboard`` (``auto``: when the tensorboard
             package is installed); pictures of predictions every ``tensorboard_images_every``
             epochs.
@@ -111,13 +124,14 @@ class TrainConfig:
     epochs: int = option(10, ge=1, le=MAX_EPOCHS)
     batch_size: int = option(16, ge=1, le=MAX_BATCH)
     eval_batch_size: Optional[int] = option(None, ge=1, le=MAX_BATCH)
-    num_workers: int = option(0, ge=0)
+    num_workers: Optional[int] = option(None, ge=0, le=256)
     pin_memory: Optional[bool] = None
+    cache: Literal["auto", "on", "off"] = "auto"
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     device: str = "auto"
     amp: Literal["off", "bf16", "fp16", "auto"] = "off"
-    channels_last: bool = False
+    channels_last: Optional[bool] = None
     compile: bool = False
     grad_clip: Optional[float] = option(None, gt=0)
     nonfinite: Literal["stop", "skip"] = "stop"
@@ -133,7 +147,7 @@ class TrainConfig:
     progress: bool = True
     tensorboard: Literal["auto", "on", "off"] = "auto"
     tensorboard_images_every: int = option(1, ge=1, le=MAX_EPOCHS)
-    deterministic: bool = True
+    deterministic: Optional[bool] = None
 
     def check(self) -> None:
         """The device spelling and a usable run name."""
