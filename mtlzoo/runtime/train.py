@@ -193,7 +193,12 @@ class Trainer:
         self.monitor = Monitor(self.run_dir, t.tensorboard, t.tensorboard_images_every, self.main, True)
         self.select_task, self.select_key = self._selection()
         if resume is not None:
-            self._resume(resume)
+            try:
+                self._resume(resume)
+            except BaseException:
+                if self.lock is not None:  # a refused resume leaves the run as it was, unlocked
+                    self.lock.release()
+                raise
         if self.run_dir is not None and self.main:
             write_atomic(self.run_dir / "config.yaml", spec_yaml(self.cfg))
             write_json(self.run_dir / CARD, self.exp.card())
@@ -301,7 +306,7 @@ class Trainer:
         if self.bn_guard is not None:
             # skip mode pays a second copy to the host: no combiner may see a non-finite loss,
             # or its running state (loss histories, weights) would keep it
-            if self._skip_nonfinite_losses(losses, stacked.cpu().tolist()):
+            if self._skip_nonfinite_losses(losses, stacked.tolist()):
                 return None, {}
         step = Step(
             losses,
@@ -315,7 +320,7 @@ class Trainer:
             logs = self.combiner.backward(losses, step) or {}
         except Exception:
             # a combiner may fail on non-finite losses (a solver, say): report those, not its error
-            if self._skip_nonfinite_losses(losses, stacked.cpu().tolist()):
+            if self._skip_nonfinite_losses(losses, stacked.tolist()):
                 return None, {}
             raise
         if not self._checked_gradients:
@@ -331,7 +336,7 @@ class Trainer:
         tensor_logs = [k for k, v in logs.items() if torch.is_tensor(v)]
         parts = [stacked, norm.detach().float().reshape(1).to(stacked.device)]
         parts += [logs[k].detach().float().reshape(1).to(stacked.device) for k in tensor_logs]
-        host = torch.cat(parts).cpu().tolist()  # the step's one copy to the host
+        host = torch.cat(parts).tolist()  # the step's one copy to the host
         values, norm_value = host[: len(losses)], host[len(losses)]
         logged = {k: float(v) for k, v in logs.items() if k not in tensor_logs}
         logged.update(zip(tensor_logs, host[len(losses) + 1 :]))

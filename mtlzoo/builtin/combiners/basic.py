@@ -12,8 +12,14 @@ from ...contract.errors import ConfigError
 from .loss_level_options import WeightedOptions
 
 
-def weight_logs(names: Iterable[str], w: Iterable[float] | Tensor, prefix: str = "w") -> dict[str, float]:
-    """``{"<prefix>/<task>": weight}``: what a combiner returns to log its task weights."""
+def weight_logs(
+    names: Iterable[str], w: Iterable[float] | Tensor, prefix: str = "w"
+) -> dict[str, float | Tensor]:
+    """``{"<prefix>/<task>": weight}``: what a combiner returns to log its task weights. A
+    tensor's entries stay tensors (detached): the trainer copies every logged tensor to the
+    host together with the losses, once per step, instead of one synchronisation per task."""
+    if torch.is_tensor(w):
+        return {f"{prefix}/{t}": x for t, x in zip(names, w.detach())}
     return {f"{prefix}/{t}": float(x) for t, x in zip(names, w)}
 
 
