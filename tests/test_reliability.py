@@ -373,3 +373,29 @@ def test_run_files_get_the_umask_permissions(zoo, tmp_path, spec_factory):
     files += [d / "checkpoints" / n / "state.json" for n in ("last", "best")]
     for f in files:
         assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
+
+
+def test_spec_yaml_keeps_a_relative_data_root_relative_to_the_folder_it_is_written_to(zoo, tmp_path):
+    import yaml
+
+    from mtlzoo.runtime.files import spec_yaml
+
+    (tmp_path / "configs" / "camvid").mkdir(parents=True)
+    spec = tmp_path / "configs" / "camvid" / "spec.yaml"
+    base = dict(
+        name="rel",
+        model={"backbone": {"name": "cnn"}},
+        tasks={"semseg": {"type": "segmentation"}},
+        combiner={"name": "sum"},
+        data={"name": "camvid", "root": "../../data/camvid"},
+    )
+    spec.write_text(yaml.safe_dump(base))
+    cfg = zoo.spec(spec)
+    assert cfg.data.root == str(tmp_path / "data" / "camvid")  # resolved against the spec's folder
+    run = tmp_path / "runs" / "deep" / "rel"
+    run.mkdir(parents=True)
+    text = spec_yaml(cfg, run, {"data.root": cfg.data.root})
+    assert yaml.safe_load(text)["data"]["root"] == "../../../data/camvid"  # relative, to the run folder
+    (run / "config.yaml").write_text(text)
+    assert zoo.spec(run / "config.yaml").data.root == cfg.data.root  # the zoo finds the same data
+    assert yaml.safe_load(spec_yaml(cfg))["data"]["root"] == cfg.data.root  # without them: as validated

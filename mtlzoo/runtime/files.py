@@ -13,9 +13,26 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 
-def spec_yaml(cfg: DictConfig | Mapping[str, Any]) -> str:
-    """A validated spec as YAML (what ``mtlzoo config show`` prints and ``config.yaml`` holds)."""
+def spec_yaml(
+    cfg: DictConfig | Mapping[str, Any],
+    folder: str | Path | None = None,
+    relative: Mapping[str, str] | None = None,
+) -> str:
+    """A validated spec as YAML (what ``mtlzoo config show`` prints and ``config.yaml`` holds).
+
+    ``relative``: the dotted keys of path options that the spec gave as relative paths (the
+    validated tree holds them resolved against the spec's folder), each written relative to
+    ``folder``, the folder the YAML goes to: a run folder's ``config.yaml`` keeps a relative
+    data root relative, and the zoo resolves it against that folder, as it resolved the
+    original against the spec's (absolute paths stay absolute)."""
     data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    for key, value in (relative or {}).items():
+        *parents, leaf = key.split(".")
+        node: Any = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if folder is not None and isinstance(node, dict) and node.get(leaf) == value and os.path.isabs(value):
+            node[leaf] = os.path.relpath(value, Path(folder).resolve())
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
 
 
