@@ -35,7 +35,11 @@ def curves(runs: list[Path]) -> dict[str, dict[str, tuple[list[int], list[float]
     for run in runs:
         for record in read_history(run):
             flat = flatten(
-                {k: v for k, v in record.items() if k not in ("epoch", "step", "time", "skipped_steps")}
+                {
+                    k: v
+                    for k, v in record.items()
+                    if k not in ("epoch", "step", "time", "timing", "skipped_steps")
+                }
             )
             for key, value in flat.items():
                 if isinstance(value, (int, float)) and value is not None and math.isfinite(value):
