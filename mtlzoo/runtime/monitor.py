@@ -37,9 +37,10 @@ def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def epoch_line(record: dict[str, Any], epochs: int, eval_split: str, eta: float) -> str:
+def epoch_line(record: dict[str, Any], epochs: int, eval_split: str, eta: float, hint: str = "") -> str:
     """The console line of one finished epoch: losses, the evaluation's headline metrics (no
-    per-class details), the epoch's time and where it went, the ETA of the run."""
+    per-class details), the epoch's time and where it went, the ETA of the run. ``hint``: what
+    to change when the epoch waited for data (see :func:`data_bound`)."""
     losses = " ".join(f"{t} {v:.3f}" for t, v in record["train"]["loss"].items())
     metrics = record.get(eval_split) or {}
     shown = " ".join(
@@ -52,7 +53,7 @@ def epoch_line(record: dict[str, Any], epochs: int, eval_split: str, eta: float)
     return (
         f"epoch {record['epoch']}/{epochs}  loss {losses}"
         + (f"  {eval_split} {shown}" if shown else "")
-        + f"  {time_split(record.get('timing') or {})}  eta {_clock(eta)}{skipped}"
+        + f"  {time_split(record.get('timing') or {}, hint)}  eta {_clock(eta)}{skipped}"
     )
 
 
@@ -60,20 +61,21 @@ def epoch_line(record: dict[str, Any], epochs: int, eval_split: str, eta: float)
 DATA_BOUND = 0.3
 
 
-def time_split(timing: dict[str, float]) -> str:
-    """``1m05s (data 40% compute 52% eval 6% write 2%; data-bound: ...)``: an epoch's time and
-    its parts, with a hint when the steps waited for data much of the time."""
+def data_bound(waited: float, computed: float) -> bool:
+    """True when the steps waited for data more than :data:`DATA_BOUND` of the training time."""
+    return waited + computed > 0 and waited / (waited + computed) > DATA_BOUND
+
+
+def time_split(timing: dict[str, float], hint: str = "") -> str:
+    """``1m05s (data 40% compute 52% eval 6% write 2%; data-bound: <hint>)``: an epoch's time
+    and its parts, with ``hint`` when there is one."""
     total = timing.get("total", 0.0)
     if total <= 0:
         return _clock(total)
     parts = " ".join(
         f"{k} {100 * timing.get(k, 0.0) / total:.0f}%" for k in ("data", "compute", "eval", "write")
     )
-    hint = ""
-    trained = timing.get("data", 0.0) + timing.get("compute", 0.0)
-    if trained > 0 and timing.get("data", 0.0) / trained > DATA_BOUND:
-        hint = "; data-bound: raise train.num_workers or keep samples in memory (train.cache: on)"
-    return f"{_clock(total)} ({parts}{hint})"
+    return f"{_clock(total)} ({parts}{f'; data-bound: {hint}' if hint else ''})"
 
 
 def _clock(seconds: float) -> str:
@@ -115,11 +117,11 @@ class Monitor:
             return
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
-    def epoch(self, record: dict[str, Any], epochs: int, eval_split: str, eta: float) -> None:
+    def epoch(self, record: dict[str, Any], epochs: int, eval_split: str, eta: float, hint: str = "") -> None:
         """Report one finished epoch: the console line, TensorBoard scalars (``timing.*``: seconds
         spent waiting for data, computing, evaluating and writing)."""
         if self.console:
-            print(epoch_line(record, epochs, eval_split, eta), file=sys.stderr, flush=True)
+            print(epoch_line(record, epochs, eval_split, eta, hint), file=sys.stderr, flush=True)
         if self.writer is not None:
             for key, value in flatten(
                 {k: v for k, v in record.items() if k not in ("epoch", "time")}
@@ -148,4 +150,4 @@ class Monitor:
             self.writer = None
 
 
-__all__ = ["Monitor", "epoch_line", "time_split", "write_csv", "flatten"]
+__all__ = ["Monitor", "epoch_line", "time_split", "data_bound", "write_csv", "flatten"]

@@ -1,4 +1,5 @@
-"""The optimizer: parameter groups for fine-tuning, frozen parameters, frozen BatchNorm.
+"""The optimizer: parameter groups for fine-tuning, frozen parameters, frozen BatchNorm, and
+the learning-rate schedule (:func:`lr_factor`).
 
 ``train.optimizer`` options (see :class:`mtlzoo.zoo.sections.OptimizerConfig`):
 
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 from typing import Any
 
 import torch
@@ -94,4 +96,22 @@ def build_optimizer(cfg: DictConfig, model: nn.Module, combiner: nn.Module) -> t
     )
 
 
-__all__ = ["build_optimizer", "freeze", "shared_batchnorms"]
+def lr_factor(cfg: DictConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier at optimisation ``step``: linear warm-up, then the schedule."""
+    s = cfg.train.scheduler
+    warmup = int(round(s.warmup_epochs * steps_per_epoch))
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total_steps - warmup)
+    base = cfg.train.optimizer.lr
+    if s.name == "cosine":
+        floor = s.min_lr / base
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    if s.name == "step":
+        return s.gamma ** ((step // steps_per_epoch) // max(1, s.step_epochs))
+    if s.name == "poly":
+        return (1 - min(t, 1.0)) ** s.power
+    return 1.0
+
+
+__all__ = ["build_optimizer", "freeze", "lr_factor", "shared_batchnorms"]

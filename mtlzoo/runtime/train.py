@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -40,35 +39,19 @@ from ..contract.errors import (
 )
 from . import checkpoint as ckpt
 from . import distributed as D
-from .evaluate import Evaluator, amp_dtype, headline, nonfinite_metrics
+from .evaluate import Evaluator, amp_dtype, nonfinite_metrics
 from .experiment import Experiment
 from .files import RunLock, json_safe, spec_yaml, write_atomic, write_json
+from .guards import BatchNormGuard
 from .loading import make_loader, to_device, unwrap_worker_error
-from .monitor import Monitor, write_csv
-from .optim import build_optimizer, shared_batchnorms
+from .monitor import Monitor
+from .optim import build_optimizer, lr_factor, shared_batchnorms
 from .pipeline import fill_cache
 from .predictor import CARD
 from .process import Process, prepare, seed_everything
+from .reporting import Reporter, data_hint, format_table, prediction_pictures
 
 __all__ = ["Trainer", "format_table", "lr_factor", "new_run_dir", "seed_everything", "amp_dtype"]
-
-
-def lr_factor(cfg: Any, step: int, total_steps: int, steps_per_epoch: int) -> float:
-    """Learning-rate multiplier at optimisation ``step``: linear warm-up, then the schedule."""
-    s = cfg.train.scheduler
-    warmup = int(round(s.warmup_epochs * steps_per_epoch))
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    t = (step - warmup) / max(1, total_steps - warmup)
-    base = cfg.train.optimizer.lr
-    if s.name == "cosine":
-        floor = s.min_lr / base
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
-    if s.name == "step":
-        return s.gamma ** ((step // steps_per_epoch) // max(1, s.step_epochs))
-    if s.name == "poly":
-        return (1 - min(t, 1.0)) ** s.power
-    return 1.0
 
 
 def new_run_dir(out_dir: str | Path, name: str) -> Path:
@@ -88,32 +71,6 @@ def new_run_dir(out_dir: str | Path, name: str) -> Path:
     except OSError as exc:
         raise ConfigError(f"train.out_dir: cannot create a run folder in {base} ({one_line(exc)})") from None
     raise ConfigError(f"train.out_dir: could not find a free run folder for {name!r} in {base}")
-
-
-class _BatchNormGuard:
-    """Running statistics of the model's BatchNorm layers, saved before each step and put
-    back when the step is skipped (``train.nonfinite: skip``): the skipped step's forward
-    pass has already folded its (maybe non-finite) batch statistics into them."""
-
-    def __init__(self, model: nn.Module):
-        self.live = [
-            b
-            for m in model.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-            for b in (m.running_mean, m.running_var, m.num_batches_tracked)
-            if b is not None
-        ]
-        self.saved = [b.clone() for b in self.live]
-
-    def save(self) -> None:
-        """Remember the statistics as they are now."""
-        if self.live:
-            torch._foreach_copy_(self.saved, self.live)
-
-    def restore(self) -> None:
-        """Put the remembered statistics back."""
-        if self.live:
-            torch._foreach_copy_(self.live, self.saved)
 
 
 class Trainer:
@@ -161,7 +118,7 @@ class Trainer:
         self._checked_gradients = False
         self.skipped = 0  # steps skipped for a non-finite loss or gradient (train.nonfinite: skip)
         self.skipped_in_a_row = 0
-        self.bn_guard = _BatchNormGuard(self.model) if t.nonfinite == "skip" else None
+        self.bn_guard = BatchNormGuard(self.model) if t.nonfinite == "skip" else None
         self.optimizer = build_optimizer(self.cfg, self.model, self.combiner)
         self.frozen_bn = shared_batchnorms(self.model) if t.optimizer.freeze_bn else []
         self.train_set = self.evaluator.dataset("train")
@@ -184,13 +141,12 @@ class Trainer:
         self.global_step = 0
         self.best: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
-        self.warnings: list[str] = []
-        self._warned: set[str] = set()
-        self._disabled: set[str] = set()  # reports that failed once and are not tried again
         self._write_seconds = 0.0
+        self._filled = 0.0
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.lock = RunLock(self.run_dir) if self.run_dir is not None and self.main else None
-        self.monitor = Monitor(self.run_dir, t.tensorboard, t.tensorboard_images_every, self.main, True)
+        monitor = Monitor(self.run_dir, t.tensorboard, t.tensorboard_images_every, self.main, True)
+        self.reporter = Reporter(self.run_dir, monitor, self.main)
         self.select_task, self.select_key = self._selection()
         if resume is not None:
             try:
@@ -436,19 +392,19 @@ class Trainer:
             write_started = time.perf_counter()
             if (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == last:
                 self._save("last")
-            self._report_pictures(record)
+            self.reporter.pictures(record, self._pictures)
             timing["write"] = self._write_seconds + time.perf_counter() - write_started
             record["time"] = round(time.perf_counter() - started, 3)
             timing["total"] = time.perf_counter() - epoch_started
             for key in timing:
                 timing[key] = round(timing[key], 3)
             eta = (time.perf_counter() - started) / done * (last - epoch - 1)
-            self._report(record, eta)
+            self.reporter.epoch(record, self.history, t.epochs, t.eval_split, eta, self._data_hint(timing))
         summary = self._summary(time.perf_counter() - started)
         if self.run_dir is not None and self.main:
             write_json(self.run_dir / "summary.json", summary)
         D.barrier()
-        self.monitor.close()
+        self.reporter.close()
         if self.lock is not None:
             self.lock.release()
         if self.history and not self.best and any(t.eval_split in r for r in self.history):
@@ -471,6 +427,7 @@ class Trainer:
         clock = time.perf_counter()
         if getattr(self.train_set, "cached", False):
             fill_cache(self.train_set, self.evaluator.loader_settings["num_workers"])
+        self._filled = time.perf_counter() - clock  # counts as data, not as waiting between steps
         bar = self._progress(self.steps_per_epoch, f"epoch {epoch + 1}/{self.cfg.train.epochs}")
         batches = iter(self.train_loader)
         for _ in range(self.steps_per_epoch):
@@ -523,7 +480,7 @@ class Trainer:
             note = f"{self.cfg.train.eval_split} metric {name} is {_value(results, name)} at epoch {epoch}"
             if name == f"{self.select_task}.{self.select_key}":
                 note += " and train.select chooses the best checkpoint on it: this epoch cannot be chosen"
-            self._warn(note, once=name)
+            self.reporter.warn(note, once=name)
         value = results[self.select_task][self.select_key]
         if not math.isfinite(value):  # a NaN metric is never the best
             return
@@ -574,80 +531,17 @@ class Trainer:
             state,
         )
 
-    def _warn(self, message: str, once: str | None = None) -> None:
-        """A warning line on stderr (main rank), kept for the summary; ``once``: a key shown only once."""
-        key = once or message
-        if key in self._warned:
-            return
-        self._warned.add(key)
-        self.warnings.append(message)
-        if self.main:
-            print(f"warning: {message}", file=sys.stderr, flush=True)
+    def _data_hint(self, timing: dict[str, float]) -> str:
+        """What to change when this epoch's steps waited for data (filling the cache aside)."""
+        cached = getattr(self.train_set, "cached", True)
+        base = getattr(self.train_set, "base", None)
+        cacheable = bool(base is not None and base.info.cacheable)
+        workers = self.evaluator.loader_settings["num_workers"]
+        return data_hint(timing["data"] - self._filled, timing["compute"], workers, cached, cacheable)
 
-    def _guarded(self, what: str, fn: Any, *args: Any) -> bool:
-        """Run a reporting step; a failure becomes one warning (once per kind) and training goes
-        on. Returns whether it worked."""
-        try:
-            fn(*args)
-            return True
-        except Exception as exc:  # reporting must never stop training: the epoch is already saved
-            self._warn(f"{what} failed ({one_line(exc)}); training goes on without it", once=what)
-            return False
-
-    def _report_pictures(self, record: dict[str, Any]) -> None:
-        """Pictures of predictions for TensorBoard; after one failure, no more tries."""
-        if not (self.main and self.monitor.wants_images) or "pictures" in self._disabled:
-            return
-        what = "pictures of predictions for TensorBoard"
-        if not self._guarded(
-            what, lambda: self.monitor.images(record["epoch"], record["step"], self._pictures())
-        ):
-            self._disabled.add("pictures")
-
-    def _report(self, record: dict[str, Any], eta: float) -> None:
-        """The epoch's log line in metrics.jsonl, metrics.csv, TensorBoard scalars, the console line."""
-        if not self.main:
-            return
-        if self.run_dir is not None:
-            self._guarded("appending to metrics.jsonl", self._log, record)
-            self._guarded("writing metrics.csv", write_csv, self.run_dir / "metrics.csv", self.history)
-        self._guarded(
-            "the epoch's report",
-            self.monitor.epoch,
-            record,
-            self.cfg.train.epochs,
-            self.cfg.train.eval_split,
-            eta,
-        )
-
-    @torch.no_grad()
-    def _pictures(self, count: int = 2) -> dict[str, Any]:
-        """Pictures of the first validation images' predictions (kinds with ``render``)."""
-        import numpy as np
-
-        dataset = self.evaluator.dataset(self.cfg.train.eval_split)
-        samples = [dataset[i] for i in range(min(count, len(dataset)))]
-        if not samples:
-            return {}
-        self.model.eval()
-        images = torch.stack([s["image"] for s in samples]).to(self.device)
-        preds = self.model(images)
-        out = {}
-        for name, task in self.tasks.items():
-            kind, info = task.kind, task.info.target_info
-            if kind.render is None:
-                continue
-            for i in range(len(samples)):
-                value = preds[name][i].float().cpu()
-                value = kind.decode(value, info) if kind.decode else value
-                out[f"{self.cfg.train.eval_split}/{name}/{i}"] = np.asarray(kind.render(value, info))
-        return out
-
-    def _log(self, record: dict[str, Any]) -> None:
-        if self.run_dir is None or not self.main:
-            return
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(json_safe(record)) + "\n")
+    def _pictures(self) -> dict[str, Any]:
+        split = self.cfg.train.eval_split
+        return prediction_pictures(self.model, self.evaluator.dataset(split), self.tasks, split, self.device)
 
     def _summary(self, seconds: float) -> dict[str, Any]:
         t = self.cfg.train
@@ -674,11 +568,11 @@ class Trainer:
             summary["test_split"] = t.test_split
             summary["test"] = self.evaluate(t.test_split)
             for name in nonfinite_metrics(summary["test"]):
-                self._warn(
+                self.reporter.warn(
                     f"{t.test_split} metric {name} is {_value(summary['test'], name)}", once=f"test {name}"
                 )
-        if self.warnings:
-            summary["warnings"] = list(self.warnings)
+        if self.reporter.warnings:
+            summary["warnings"] = list(self.reporter.warnings)
         return summary
 
 
@@ -689,21 +583,3 @@ _PHASES = ("data", "compute", "eval", "write", "total")
 def _value(results: dict[str, dict[str, float]], name: str) -> float:
     task, _, key = name.partition(".")
     return results[task][key]
-
-
-def format_table(
-    results: dict[str, dict[str, float]], directions: dict[str, dict[str, bool]] | None = None
-) -> str:
-    """A per-task metrics table (markdown-compatible) for the terminal; per-class details
-    (keys with a ``/``) are left out (``eval --json`` shows them)."""
-    rows = [("task", "metric", "value")]
-    for task, metrics in headline(results).items():
-        for key, value in metrics.items():
-            arrow = ""
-            if directions and key in directions.get(task, {}):
-                arrow = " (higher is better)" if directions[task][key] else " (lower is better)"
-            rows.append((task, key + arrow, f"{value:.4f}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
