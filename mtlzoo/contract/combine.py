@@ -532,9 +532,11 @@ class Combiner(ShowsSettings, nn.Module):
         """True when the trainer must call :meth:`after_step` after each optimizer step."""
         return False
 
-    def backward(self, losses: dict[str, Tensor], step: Step) -> dict[str, float]:
+    def backward(self, losses: dict[str, Tensor], step: Step) -> Mapping[str, float | Tensor]:
         """Turn the per-task ``losses`` into gradients (call ``step.backward`` or write the
-        shared gradient) and return scalars to log (e.g. ``{"w/semseg": 0.7}``)."""
+        shared gradient) and return scalars to log (e.g. ``{"w/semseg": 0.7}``). A value may be
+        a one-element tensor (on any device): the trainer copies all of them to the host at
+        once with the losses, so logging costs no synchronisation of its own."""
         raise NotImplementedError
 
     def after_step(self, losses: dict[str, Tensor]) -> None:

@@ -89,7 +89,7 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-class ShardedSampler(Sampler[int]):
+class ShardedSampler(Sampler[int | tuple[int, int]]):
     """The one sampler for every setting: a permutation seeded by (seed, epoch), of which
     rank r takes positions r, r+W, r+2W, ...
 

@@ -76,7 +76,7 @@ def set_determinism(deterministic: bool, device: torch.device) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     # deterministic mode also NaN-fills every new tensor: pure memory traffic, no benefit here
-    torch.utils.deterministic.fill_uninitialized_memory = False
+    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     torch.backends.cudnn.deterministic = deterministic and device.type == "cuda"
     torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
 

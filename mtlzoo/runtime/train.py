@@ -20,6 +20,7 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -273,7 +274,7 @@ class Trainer:
             epoch=self.epoch,
         )
         try:
-            logs = self.combiner.backward(losses, step) or {}
+            logs: Mapping[str, Any] = self.combiner.backward(losses, step) or {}
         except Exception:
             # a combiner may fail on non-finite losses (a solver, say): report those, not its error
             if self._skip_nonfinite_losses(losses, stacked.tolist()):
@@ -289,9 +290,10 @@ class Trainer:
             p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None
         ]
         norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
-        tensor_logs = [k for k, v in logs.items() if torch.is_tensor(v)]
+        logged_tensors = {k: v for k, v in logs.items() if isinstance(v, Tensor)}
+        tensor_logs = list(logged_tensors)
         parts = [stacked, norm.detach().float().reshape(1).to(stacked.device)]
-        parts += [logs[k].detach().float().reshape(1).to(stacked.device) for k in tensor_logs]
+        parts += [v.detach().float().reshape(1).to(stacked.device) for v in logged_tensors.values()]
         host = torch.cat(parts).tolist()  # the step's one copy to the host
         values, norm_value = host[: len(losses)], host[len(losses)]
         logged = {k: float(v) for k, v in logs.items() if k not in tensor_logs}
@@ -545,7 +547,9 @@ class Trainer:
 
     def _summary(self, seconds: float) -> dict[str, Any]:
         t = self.cfg.train
-        final = next((r[t.eval_split] for r in reversed(self.history) if t.eval_split in r), {})
+        final: dict[str, Any] = next(
+            (r[t.eval_split] for r in reversed(self.history) if t.eval_split in r), {}
+        )
         timing = {k: round(sum(r.get("timing", {}).get(k, 0.0) for r in self.history), 3) for k in _PHASES}
         summary: dict[str, Any] = {
             "name": self.cfg.name,
