@@ -177,3 +177,14 @@ def test_cache_auto_keeps_a_split_that_fits(monkeypatch):
     assert not wants_cache("auto", _Sized(100_000, 2**20))  # 98 GiB
     assert not wants_cache("auto", _Sized(10, 10, cacheable=False))
     assert wants_cache("on", _Sized(100_000, 2**20)) and not wants_cache("off", _Sized(1, 1))
+
+
+def test_the_optimizer_fuses_its_kernels_on_cuda_only():
+    from types import SimpleNamespace
+
+    from mtlzoo.runtime.optim import fused_kernels
+
+    on = SimpleNamespace(device=CUDA0)
+    assert fused_kernels([on, on])
+    assert not fused_kernels([on, SimpleNamespace(device=CPU)])  # fused kernels need every tensor on CUDA
+    assert not fused_kernels([torch.nn.Parameter(torch.zeros(2))]) and not fused_kernels([])
