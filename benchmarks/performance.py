@@ -30,8 +30,13 @@ Usage::
     python benchmarks/performance.py --out benchmarks/results/performance.md
 
 The device is chosen as the Trainer chooses it (``train.device: auto``): a GPU when there is
-one (timings then use ``torch.cuda.synchronize``; the matmul peak is measured in fp32 and
-bf16; larger images and batches are used so that the GPU has work to do).
+one. On a GPU every timed stretch starts and ends with ``torch.cuda.synchronize`` (so a step's
+time is its kernels' time, not their launch), the batch is GPU-sized (32 images of 256x256),
+the Trainer runs with its CUDA defaults (channels-last, ``cudnn.benchmark``, not deterministic)
+and the hand-written loop with the same layout, dtype and device batch; section 1 adds the
+device memory of one step of each loop (the CUDA allocator's peak over what was allocated
+before it), and section 3 compares the CUDA defaults with bf16 autocast, NCHW and
+``train.deterministic=true``. The matmul peak is measured in fp32 and bf16.
 
 The code lives in ``benchmarks/perf_harness/`` (``stats``: pure helpers; ``plan``: what to measure
 and the machine; ``workloads``: the timed steps; ``measure``: the three sections; ``report``: the
@@ -58,6 +63,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:
 
 from perf_harness.measure import (  # noqa: E402
     OPTIONS,
+    OPTIONS_CUDA,
     compile_child,
     measure_compiled_child,
     measure_efficiency,
@@ -65,6 +71,7 @@ from perf_harness.measure import (  # noqa: E402
     measure_options,
     measure_overhead,
     option_summary,
+    options_for,
 )
 from perf_harness.plan import (  # noqa: E402
     DEFAULT_SPEC,
@@ -105,6 +112,7 @@ from perf_harness.workloads import (  # noqa: E402
     build_trainer,
     fixed_batch,
     hand_loop_for,
+    step_memory,
     trainer_step,
 )
 
@@ -113,6 +121,7 @@ __all__ = [
     "CPU_FLAGS",
     "DEFAULT_SPEC",
     "OPTIONS",
+    "OPTIONS_CUDA",
     "OP_CATEGORIES",
     "ROOT",
     "TARGET_EFFICIENCY",
@@ -149,10 +158,12 @@ __all__ = [
     "measure_options",
     "measure_overhead",
     "option_summary",
+    "options_for",
     "parse_cpuinfo",
     "render",
     "round_ratios",
     "summarize",
+    "step_memory",
     "sync_fn",
     "trainer_notes",
     "trainer_step",

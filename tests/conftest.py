@@ -75,7 +75,9 @@ def tiny_spec(**overrides) -> dict:
         },
         "combiner": {"name": "sum"},
         "data": {"name": "shapes", "size": [32, 32], "train_size": 16, "val_size": 8, "test_size": 8},
-        "train": {"epochs": 1, "batch_size": 8, "progress": False, "out_dir": "runs"},
+        # CPU: the tests compare exact figures (seeded runs, resumes, DDP vs one process), which only
+        # CPU reproduces bit for bit; tests/test_cuda.py runs the CUDA path
+        "train": {"epochs": 1, "batch_size": 8, "progress": False, "out_dir": "runs", "device": "cpu"},
     }
     for key, value in overrides.items():
         node = spec

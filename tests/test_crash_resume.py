@@ -4,6 +4,7 @@ augmentation (benchmarks/crash_resume.py runs every point with 0 and 2 workers).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -25,6 +26,9 @@ def test_kill_and_resume_is_bit_identical_with_workers(root):
         text=True,
         cwd=root,
         timeout=900,
+        # bit-identical is a CPU promise (train.device auto would take a GPU where there is one, and
+        # CUDA's default is speed, not determinism); tests/test_cuda.py resumes on CUDA
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
     )
     assert out.returncode == 0, out.stdout + out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "2/2 bit-identical"

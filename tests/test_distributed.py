@@ -15,8 +15,16 @@ import yaml
 from safetensors.torch import load_file
 
 
-def spec(tmp_path: Path, combiner: dict, batch: int, name: str, architecture: dict | None = None) -> Path:
-    """A 3-task run on shapes, 3 steps of SGD, every part without batch statistics."""
+def spec(
+    tmp_path: Path,
+    combiner: dict,
+    batch: int,
+    name: str,
+    architecture: dict | None = None,
+    device: str = "cpu",
+) -> Path:
+    """A 3-task run on shapes, 3 steps of SGD, every part without batch statistics; on the CPU
+    (gloo, exact equality) unless ``device`` says otherwise (tests/test_cuda.py: nccl)."""
     heads = {"norm": "none"}
     data = {
         "name": name,
@@ -37,6 +45,7 @@ def spec(tmp_path: Path, combiner: dict, batch: int, name: str, architecture: di
             "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
             "scheduler": {"name": "none"},
             "max_steps_per_epoch": 3,
+            "device": device,  # not auto: with CUDA present it would take one GPU per rank
         },
     }
     if architecture is not None:

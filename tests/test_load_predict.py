@@ -31,7 +31,7 @@ def run(tmp_path_factory):
         },
         "combiner": {"name": "sum"},
         "data": {"name": "camvid", "root": str(root)},
-        "train": {"epochs": 1, "batch_size": 2, "progress": False},
+        "train": {"epochs": 1, "batch_size": 2, "progress": False, "device": "cpu"},  # x is on the CPU
     }
     zoo = Zoo.load(strict=True)
     d = new_run_dir(tmp / "runs", "tiny")

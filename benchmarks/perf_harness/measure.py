@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+
 from perf_harness.plan import ROOT, Plan, Results, log, sync_fn
 from perf_harness.stats import (
     alternate,
@@ -40,6 +41,7 @@ from perf_harness.workloads import (
     max_param_diff,
     profile_step,
     resnet18_fn,
+    step_memory,
     time_framework_pieces,
     trainer_step,
 )
@@ -63,7 +65,9 @@ def measure_overhead(spec: str, overrides: list[str], plan: Plan, res: Results) 
         "image": list(batch["image"].shape),
         "parameters": counts["total"],
         "shared": counts["shared"],
-        "deterministic": bool(trainer.cfg.train.deterministic),
+        "deterministic": bool(trainer.process.deterministic),
+        "channels_last": bool(trainer.channels_last),
+        "amp": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype is not None else "off",
         "max_stride": max(fi.stride for fi in trainer.model.feature_info),
     }
     mtl = trainer_step(trainer, batch)
@@ -96,6 +100,7 @@ def measure_overhead(spec: str, overrides: list[str], plan: Plan, res: Results) 
         first="matmul",
     )
     ratios = round_ratios(times["mtlzoo"], times["hand"])
+    memory = {"mtlzoo": step_memory(mtl, device), "hand": step_memory(hand_step, device)}
     log("cProfile of the framework's own functions")
     prof = cprofile_framework(mtl, max(2, plan.steps))
     pieces = time_framework_pieces(trainer, batch)
@@ -116,6 +121,8 @@ def measure_overhead(spec: str, overrides: list[str], plan: Plan, res: Results) 
         "cprofile": prof[:12],
         "pieces": pieces,
     }
+    if memory["mtlzoo"] is not None:  # CUDA: the allocator's peak of one step over what was allocated
+        res.overhead["step_memory_bytes"] = memory
     res.efficiency["matmul_fp32_in_overhead_rounds"] = [mm_flops / t for t in times["matmul"]]
     res.efficiency["_step_times"] = times
     return trainer, batch, hand
@@ -200,7 +207,8 @@ def measure_efficiency(trainer: Any, batch: dict, hand: HandLoop, plan: Plan, re
     )
 
 
-# (name, Trainer overrides, what it is, fill_uninitialized_memory: None = as the Trainer sets it)
+# (name, Trainer overrides, what it is, fill_uninitialized_memory: None = as the Trainer sets it);
+# against the defaults on CPU: fp32, NCHW, deterministic
 OPTIONS: tuple[tuple[str, tuple[str, ...], str, Optional[bool]], ...] = (
     ("channels_last", ("train.channels_last=true",), "model and input in NHWC memory format", None),
     ("bf16 autocast", ("train.amp=bf16",), "torch.autocast(dtype=bfloat16) around the forward", None),
@@ -214,6 +222,25 @@ OPTIONS: tuple[tuple[str, tuple[str, ...], str, Optional[bool]], ...] = (
         True,
     ),
 )
+
+
+# against the defaults on CUDA: fp32, channels-last, not deterministic (cudnn.benchmark on)
+OPTIONS_CUDA: tuple[tuple[str, tuple[str, ...], str, Optional[bool]], ...] = (
+    ("bf16 autocast", ("train.amp=bf16",), "torch.autocast(dtype=bfloat16) around the forward", None),
+    ("channels_last off", ("train.channels_last=false",), "model and input in NCHW memory format", None),
+    (
+        "deterministic on",
+        ("train.deterministic=true",),
+        "torch.use_deterministic_algorithms, cudnn.deterministic, no cudnn.benchmark autotuning",
+        None,
+    ),
+)
+
+
+def options_for(device: torch.device) -> tuple[tuple[str, tuple[str, ...], str, Optional[bool]], ...]:
+    """The options section 3 compares with the default Trainer on ``device``: each one changes a
+    default of that device (the NaN fill only matters in deterministic mode, the CPU default)."""
+    return OPTIONS_CUDA if device.type == "cuda" else OPTIONS
 
 
 def measure_option(
@@ -283,7 +310,7 @@ def measure_options(
     default: Any, batch: dict, spec: str, overrides: list[str], plan: Plan, res: Results, timeout_s: int
 ) -> None:
     """Section 3."""
-    for name, extra, what, fill in OPTIONS:
+    for name, extra, what, fill in options_for(default.device):
         log(f"option: {name}")
         row = measure_option(name, extra, default, batch, spec, overrides, plan, fill)
         row["what"] = what

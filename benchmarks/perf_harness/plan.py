@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+
 from perf_harness.stats import CPU_FLAGS, parse_cpuinfo
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository

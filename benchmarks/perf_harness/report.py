@@ -52,7 +52,7 @@ def _machine_section(res: Results) -> list[str]:
 def _workload_section(res: Results) -> list[str]:
     w = res.workload
     tasks = "; ".join(f"{n}: {t}, head `{w['heads'][n]}`" for n, t in w["tasks"].items())
-    return [
+    out = [
         "## Workload",
         "",
         f"- spec `{w['spec']}` with overrides `{' '.join(w['overrides'])}`",
@@ -61,10 +61,15 @@ def _workload_section(res: Results) -> list[str]:
         f"- one fixed batch of shape {w['image']} already on the device (the data loader is measured "
         f"separately by `benchmarks/loader_speed.py`); {w['parameters'] / 1e6:.2f} M parameters "
         f"({w['shared'] / 1e6:.2f} M shared)",
-        f"- `train.deterministic` = {w['deterministic']} (the default; the baseline runs under the same "
-        f"process-wide setting)",
-        "",
+        f"- `train.deterministic` = {w['deterministic']} (the device's default; the baseline runs under the "
+        f"same process-wide setting)",
     ]
+    if "channels_last" in w:
+        out.append(
+            f"- channels-last layout: {w['channels_last']}, autocast: {w.get('amp', 'off')} (the Trainer's "
+            f"defaults on this device; the hand-written loop uses the same layout, dtype and batch)"
+        )
+    return out + [""]
 
 
 def _overhead_section(res: Results) -> list[str]:
@@ -113,6 +118,15 @@ def _overhead_section(res: Results) -> list[str]:
         f"(contention from other processes).",
         "",
     ]
+    mem = o.get("step_memory_bytes")
+    if mem:
+        ratio = mem["mtlzoo"] / max(1, mem["hand"])
+        out += [
+            f"Device memory of one step (CUDA allocator: peak during the step minus what was allocated "
+            f"before it): mtlzoo {mem['mtlzoo'] / 2**20:.0f} MiB, hand-written {mem['hand'] / 2**20:.0f} MiB, "
+            f"**{ratio:.3f}x**.",
+            "",
+        ]
     diff = o["param_diff_after_first_step"]
     same = "bit-identical" if diff == 0 else f"equal up to float rounding (max abs difference {diff:.1e})"
     out += [

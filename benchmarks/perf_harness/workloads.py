@@ -4,6 +4,7 @@ profilers that attribute a step's time."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -12,9 +13,10 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 import torch
+from torch import Tensor, nn
+
 from perf_harness.plan import Plan, sync_fn
 from perf_harness.stats import categorize_op, matmul_flops
-from torch import Tensor, nn
 
 
 def build_trainer(spec: str, overrides: list[str]) -> Any:
@@ -34,7 +36,8 @@ def base_overrides(spec: str, plan: Plan, extra: list[str]) -> list[str]:
     small train split (one batch is all that is used)."""
     from mtlzoo.zoo.spec import read_spec
 
-    out = ["train.progress=false", f"train.batch_size={plan.batch_size}"]
+    # one batch is all the loop reads: no loader workers to start (auto starts them on CUDA)
+    out = ["train.progress=false", f"train.batch_size={plan.batch_size}", "train.num_workers=0"]
     raw = read_spec(spec, extra)
     if str(raw.get("data", {}).get("name", "")) == "shapes":
         s = plan.image_size
@@ -48,26 +51,37 @@ def base_overrides(spec: str, plan: Plan, extra: list[str]) -> list[str]:
 
 
 def fixed_batch(trainer: Any) -> dict[str, Any]:
-    """One training batch, moved to the trainer's device once (the loops then measure the step,
-    not the host-to-device copy)."""
+    """One training batch, moved to the trainer's device once, as the Trainer's own copy leaves it
+    (the image channels-last when the trainer uses that layout), so that both loops measure the
+    step, not the host-to-device copy or a layout conversion one of them would pay per step."""
+    from mtlzoo.runtime.loading import to_device
+
     batch = next(iter(trainer.train_loader))
-    return {k: v.to(trainer.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    out = to_device(batch, trainer.device, trainer.channels_last)
+    sync_fn(trainer.device)()  # the copies were non_blocking
+    return out
 
 
 def trainer_step(
     trainer: Any, batch: dict[str, Any], fill_uninitialized: Optional[bool] = None
 ) -> Callable[[], Any]:
     """``Trainer.train_step`` on ``batch`` under the process-global settings this trainer asked
-    for: the deterministic flag of its config (the Trainer sets it in ``__init__`` and never
-    resets it, so several Trainers in one process would otherwise share the last one's) and
+    for: deterministic algorithms as its process set-up resolved ``train.deterministic`` (auto: on
+    for CPU, off for CUDA) and cuDNN's autotuner with them (set process-wide when a Trainer is
+    built and never reset, so several Trainers in one process would otherwise share the last
+    one's), and
     ``torch.utils.deterministic.fill_uninitialized_memory`` as the Trainer left it (or as given:
     PyTorch's default is on, which in deterministic mode NaN-fills every new tensor)."""
-    deterministic = bool(trainer.cfg.train.deterministic)
+    from mtlzoo.runtime.process import set_determinism
+
+    deterministic = trainer.process.deterministic  # train.deterministic as resolved for the device
     if fill_uninitialized is None:
         fill_uninitialized = getattr(trainer, "bench_fill_uninitialized", True)
 
     def step() -> Any:
-        torch.use_deterministic_algorithms(deterministic, warn_only=True)
+        # deterministic algorithms and, on CUDA, cuDNN's autotuner as this trainer's process set-up
+        # chose them (another trainer in this process may have switched them)
+        set_determinism(deterministic, trainer.device)
         torch.utils.deterministic.fill_uninitialized_memory = fill_uninitialized
         return trainer.train_step(batch)
 
@@ -93,36 +107,59 @@ class HandLoop:
         lr: float,
         weight_decay: float,
         betas: tuple[float, float],
+        amp_dtype: Optional[torch.dtype] = None,
     ):
         self.model = model
         self.losses = losses
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=betas)
+        self.amp_dtype = amp_dtype
+        self.device_type = next(model.parameters()).device.type
         self.model.train()
 
     def step(self, batch: dict[str, Tensor]) -> None:
-        """One optimisation step on ``batch``."""
+        """One optimisation step on ``batch`` (the forward under autocast when ``amp_dtype`` is
+        set, as the Trainer's; the losses in fp32, as the Trainer's)."""
         images = batch["image"]
         size = tuple(images.shape[-2:])
-        features = self.model.backbone(self.model.normalize(images))
-        loss = sum(
-            fn(self.model.heads[name](features, size).float(), batch[key])
-            for name, (fn, key) in self.losses.items()
+        autocast = (
+            contextlib.nullcontext()
+            if self.amp_dtype is None
+            else torch.autocast(self.device_type, dtype=self.amp_dtype)
         )
+        with autocast:
+            features = self.model.backbone(self.model.normalize(images))
+            preds = {name: self.model.heads[name](features, size) for name in self.losses}
+        loss = sum(fn(preds[name].float(), batch[key]) for name, (fn, key) in self.losses.items())
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
 
 def hand_loop_for(trainer: Any) -> HandLoop:
-    """A HandLoop over a deep copy of the trainer's model (identical weights), with the trainer's
-    loss modules and optimizer settings at its current learning rate."""
+    """A HandLoop over a deep copy of the trainer's model (identical weights, device and memory
+    layout), with the trainer's loss modules, optimizer settings at its current learning rate and
+    autocast dtype: what a good hand-written loop on that device does, so the comparison is the
+    framework's cost alone."""
     o = trainer.cfg.train.optimizer
     if o.name != "adamw":
         raise SystemExit("the hand-written baseline uses AdamW; run with train.optimizer.name=adamw")
     model = copy.deepcopy(trainer.model)
     losses = {name: (task.loss, task.target) for name, task in trainer.tasks.items()}
     lr = trainer.optimizer.param_groups[0]["lr"]
-    return HandLoop(model, losses, lr, o.weight_decay, tuple(o.betas))
+    return HandLoop(model, losses, lr, o.weight_decay, tuple(o.betas), trainer.amp_dtype)
+
+
+def step_memory(fn: Callable[[], Any], device: torch.device) -> Optional[int]:
+    """Bytes one call of ``fn`` needs on the device on top of what is allocated before it (the CUDA
+    allocator's peak; the caching allocator's free blocks do not count); ``None`` off CUDA."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device) - before)
 
 
 def max_param_diff(a: nn.Module, b: nn.Module) -> float:
@@ -278,11 +315,14 @@ def time_framework_pieces(trainer: Any, batch: dict[str, Tensor], reps: int = 50
         "losses stacked and summed (combiner sum)": lambda: torch.stack(list(losses.values())).sum(),
         "LambdaLR.step()": sched.step,
     }
+    sync = sync_fn(trainer.device)
     out = {}
     for name, fn in pieces.items():
         fn()
+        sync()  # on CUDA a piece's time includes its kernels, not only their launch
         t0 = time.perf_counter()
         for _ in range(reps):
             fn()
+        sync()
         out[name] = (time.perf_counter() - t0) / reps
     return out
