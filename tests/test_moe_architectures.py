@@ -100,7 +100,7 @@ def test_the_quickstart_trains_under_pcgrad(zoo, arch):
     [
         {"name": "ple", "gate": "pixel", "min_stride": 4},
         {"name": "dselect_k", "experts": 3, "gate": "pixel"},
-        {"name": "ltb", "layers": 2},
+        {"name": "ltb", "layers": 3},
     ],
     ids=lambda a: a["name"],
 )
@@ -125,7 +125,7 @@ CASES = [
     {"name": "dselect_k", "experts": 3, "entropy_reg": 0.5},
     {"name": "dselect_k", "gate": "pixel"},
     {"name": "ltb"},
-    {"name": "ltb", "layers": 2, "branches": 3},
+    {"name": "ltb", "layers": 3, "branches": 3},
 ]
 
 

@@ -149,7 +149,8 @@ def test_the_pyramid_feeds_the_architectures_that_read_maps(zoo):
     for node in (
         {"name": "mmoe", "experts": 2},
         {"name": "padnet", "channels": 8},
-        {"name": "ltb", "layers": 2},
+        {"name": "mti_net", "channels": [8, 8, 8, 8]},
+        {"name": "ltb"},
     ):
         exp = zoo.build(spec([70, 70], architecture=node))
         preds = exp.model.eval()(torch.rand(1, 3, 70, 70))
@@ -170,3 +171,14 @@ def test_sams_encoder_takes_other_sizes(zoo):
         },
     )
     assert [tuple(m.shape[-2:]) for m in b(torch.rand(1, 3, 64, 96))] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+
+
+def test_a_trained_vit_predicts_any_size_padded_to_its_patch(zoo, tmp_path):
+    import mtlzoo
+
+    exp = zoo.build(spec([70, 70]))
+    Trainer(exp, tmp_path).fit()
+    predictor = mtlzoo.load(tmp_path)
+    assert predictor.size_divisor == 14
+    raw = predictor.predict(torch.rand(1, 3, 50, 61))  # padded to 56x70 inside, cropped back
+    assert raw[0]["semseg"].shape[-2:] == (50, 61) and raw[0]["depth"].shape[-2:] == (50, 61)

@@ -15,6 +15,15 @@ name              what it is
                   multi-modal distillation with spatial attention, final predictions
 ``mti_net``       MTI-Net (Vandenhende et al., ECCV 2020): PAD-Net's distillation at every scale,
                   feature propagation from coarse to fine scales, per-scale deep supervision
+``mmoe``          MMoE (Ma et al., KDD 2018): shared conv experts on the backbone's maps, one
+                  softmax gate per task (pooled or per pixel)
+``cgc``           CGC (Tang et al., RecSys 2020): shared and task-specific experts, a gate per task
+``ple``           PLE (Tang et al., RecSys 2020): stacked CGC levels with a shared path and gates
+``dselect_k``     DSelect-k (Hazimeh et al., NeurIPS 2021): MMoE with sparse differentiable
+                  k-expert gates, whose regulariser joins each task's loss
+``ltb``           Learning to Branch (Guo et al., ICML 2020): a tree of conv blocks whose parents
+                  are Gumbel-sampled in training, the argmax path at evaluation
+``lora``          per-task LoRA (Hu et al., ICLR 2022) on a frozen shared encoder
 ================  =================================================================================
 
 Each factory is ``factory(parts, options)`` (``factory(parts)`` for ``hps``) and returns a
@@ -26,9 +35,15 @@ them (``Backbone.staged()``); ``padnet`` and ``mti_net`` read the backbone's map
 combiners are refused there in one line. docs/architectures.md compares them, with their
 parameter counts.
 
+The mixture-of-experts family (``mmoe``, ``cgc``, ``ple``, ``dselect_k``, ``ltb``) reads the
+backbone's maps, so any backbone and input size work; its shared representation is the
+backbone's maps and the shared experts' outputs. ``lora`` runs the frozen encoder once per task
+and has no shared representation.
+
 This module only declares options and registers the architectures; they live in
-:mod:`.mtan`, :mod:`.stitch` (``cross_stitch`` and ``nddr``) and :mod:`.distill`
-(``padnet`` and ``mti_net``), their building blocks in :mod:`.blocks`.
+:mod:`.mtan`, :mod:`.stitch` (``cross_stitch`` and ``nddr``), :mod:`.distill` (``padnet`` and
+``mti_net``), :mod:`.moe` (``mmoe``, ``cgc``, ``ple``, ``dselect_k``), :mod:`.branch` (``ltb``)
+and :mod:`.lora`, their building blocks in :mod:`.blocks` and :mod:`.experts`.
 """
 
 from __future__ import annotations
@@ -253,7 +268,7 @@ class LTBOptions(ExpertOptions):
             possible parents (before any sampling).
     """
 
-    layers: int = option(3, ge=1)
+    layers: int = option(2, ge=1)
     branches: Optional[int] = option(None, ge=1)
     tau: float = option(1.0, gt=0)
     tau_decay_steps: Optional[int] = option(None, ge=1)
@@ -331,8 +346,8 @@ def ple_examples(folder: Path) -> list[dict]:
 
 
 def ltb_examples(folder: Path) -> list[dict]:
-    """Three layers, two layers with two branches and warm-up, and a single layer."""
-    return [{}, {"layers": 2, "branches": 2, "min_stride": 1, "warmup_steps": 1}, {"layers": 1}]
+    """Two layers, three with two branches and warm-up, and a single layer."""
+    return [{}, {"layers": 3, "branches": 2, "min_stride": 1, "warmup_steps": 1}, {"layers": 1}]
 
 
 def lora_examples(folder: Path) -> list[dict]:

@@ -119,6 +119,12 @@ class TimmBackbone(Backbone):
     weights expect (the model's ``pretrained_cfg`` statistics, the package's for packaged
     weights), ``None`` for random init; ``size_divisor`` is the largest stride. The wrapped
     timm module is ``self.model``.
+
+    Transformers: models timm builds for one input size get ``dynamic_img_size`` (any multiple
+    of the patch) unless the spec says otherwise; a plain ViT (every block at its patch stride)
+    gets a ViTDet-style pyramid at strides 4 to 32 (``self.pyramid``,
+    :class:`.vit.SimplePyramid`) and ``size_divisor`` its patch; a size the transformer cannot
+    take is refused in one line (:class:`.vit.InputSize`).
     """
 
     def __init__(self, options: TimmOptions):

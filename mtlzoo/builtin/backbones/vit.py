@@ -7,11 +7,11 @@ builds one the way ViTDet does (Li, Mao, Girshick & He, "Exploring Plain Vision 
 Backbones for Object Detection", ECCV 2022, detectron2's ``SimpleFeaturePyramid``): from the
 last block's map (or one chosen block per level), 2x2 transposed convs upsample, max-pooling
 downsamples, and each level is projected to ``channels`` (1x1 conv, LayerNorm, 3x3 conv,
-LayerNorm). The levels are at strides 4, 8, 16 and 32 whatever the patch: with a 16-pixel
-patch the scale factors are exactly 4, 2, 1 and 1/2 (ViTDet's); with another patch the
-nearest powers of two are used and a level whose size is more than one pixel off
-``input / stride`` is resized to ``ceil(input / stride)`` (bilinear), e.g. 14-pixel patches on
-a 70x70 image give 20x20 at scale 4, resized to 18x18.
+LayerNorm). The levels are at strides 4, 8, 16 and 32 whatever the patch, ``ceil(input /
+stride)`` in size: with a 16-pixel patch the scale factors are exactly 4, 2, 1 and 1/2
+(ViTDet's) and give those sizes; with another patch the nearest powers of two are used and a
+level of another size is resized (bilinear), e.g. 14-pixel patches on a 70x70 image give 20x20
+at scale 4, resized to 18x18.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ STRIDES = (4, 8, 16, 32)
 
 def _scale_ops(channels: int, octaves: int) -> tuple[nn.Module, int]:
     """Resample a map by ``2**octaves``: transposed 2x2 convs halving the channels each
-    (LayerNorm and GELU between them, as ViTDet), identity, or a ``2**-octaves`` max-pool.
-    Returns the module and its output channels."""
+    (LayerNorm and GELU between them, as ViTDet), identity, or a ``2**-octaves`` max-pool
+    (ceil mode: an odd side keeps its last row). Returns the module and its output channels."""
     if octaves == 0:
         return nn.Identity(), channels
     if octaves < 0:
@@ -95,15 +95,16 @@ class SimplePyramid(nn.Module):
         self.feature_info = [FeatureInfo(c, s) for c, s in zip(widths, STRIDES)]
 
     def forward(self, maps: Sequence[Tensor], size: Sequence[int]) -> list[Tensor]:
-        """The levels (fine to coarse) for block ``maps`` of an input of ``size``."""
-        h, w = int(size[0]), int(size[1])
+        """The levels (fine to coarse) for block ``maps`` of an input of ``size``: level ``i``
+        is ``ceil(size / stride_i)``, resized to it when the scale op gives another size (no
+        ``int()`` of a size, so torch.export keeps the image size dynamic)."""
+        h, w = size[0], size[1]
         out = []
         for i, (stride, op, proj) in enumerate(zip(STRIDES, self.scales, self.proj)):
             x = op(maps[0 if self.one else i])
-            if abs(x.shape[-2] - h / stride) >= 1 or abs(x.shape[-1] - w / stride) >= 1:
-                x = F.interpolate(
-                    x, size=(-(-h // stride), -(-w // stride)), mode="bilinear", align_corners=False
-                )
+            target = ((h + stride - 1) // stride, (w + stride - 1) // stride)
+            if tracing() or tuple(x.shape[-2:]) != target:
+                x = F.interpolate(x, size=target, mode="bilinear", align_corners=False)
             out.append(proj(x))
         return out
 
