@@ -324,7 +324,8 @@ def test_a_zoo_of_the_architectures_plugin_alone_registers_them():
     import mtlzoo.builtin.architectures as A
 
     alone = Zoo.load(entry_points=False, plugins=[("builtin_architectures", A)], strict=True)
-    moe_and_adapters = {"mmoe", "cgc", "ple", "dselect_k", "ltb", "lora"}  # tests/test_moe_architectures.py ...
+    # tested in tests/test_moe_architectures.py and tests/test_lora_architecture.py
+    moe_and_adapters = {"mmoe", "cgc", "ple", "dselect_k", "ltb", "lora"}
     assert {e.name for e in alone.list("architecture")} == {"hps", *NEW, *moe_and_adapters}
 
 
