@@ -193,3 +193,9 @@ def test_a_training_step_reads_the_device_once(zoo, spec_factory, monkeypatch, c
     assert losses is not None
     assert calls == [("tolist", "mtlzoo.runtime.train")], calls
     assert all(isinstance(v, float) for v in [*losses.values(), *logs.values()])
+
+
+def test_a_run_folder_given_from_python_is_created(zoo, tmp_path, spec_factory):
+    d = tmp_path / "not" / "yet"
+    Trainer(zoo.build(spec_factory()), d).fit()
+    assert (d / "summary.json").is_file() and (d / "checkpoints" / "last").is_dir()

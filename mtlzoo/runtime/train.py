@@ -145,6 +145,11 @@ class Trainer:
         self._write_seconds = 0.0
         self._filled = 0.0
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        if self.run_dir is not None and self.main:
+            try:  # from Python a run folder may be given before it exists
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"run folder {self.run_dir}: cannot create it ({one_line(exc)})") from None
         self.lock = RunLock(self.run_dir) if self.run_dir is not None and self.main else None
         monitor = Monitor(self.run_dir, t.tensorboard, t.tensorboard_images_every, self.main, True)
         self.reporter = Reporter(self.run_dir, monitor, self.main)
