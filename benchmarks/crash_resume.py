@@ -113,7 +113,6 @@ def fingerprint(run_dir: Path) -> dict:
     log = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     for record in log:
         record.pop("time", None)
-        record.pop("timing", None)  # wall-clock seconds: never the same twice
         record.pop("timing", None)  # wall-clock seconds differ from run to run
     return {"tensors": tensors, "metrics": (summary["final"], summary["test"], summary["best"]), "log": log}
 
