@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -248,6 +249,8 @@ def test_the_kit_names_the_broken_contract_of_each_broken_part(site):
         ("loss 'not_scalar'", "loss.scalar[depth]"),
         ("metric 'batch_average'", "metric.exact[depth]"),
         ("metric 'no_direction'", "metric.higher_is_better"),
+        ("metric 'nan_metric'", "metric.finite[depth]"),
+        ("backbone 'feature_info_only'", "backbone.attributes"),
         ("combiner 'no_backward'", "combiner.gradients"),
         ("combiner 'state_in_attribute'", "combiner.state"),
         ("dataset 'bad_samples'", "dataset.samples[train]"),
@@ -265,6 +268,121 @@ def test_the_kit_names_the_broken_contract_of_each_broken_part(site):
     samples = messages[("dataset 'bad_samples'", "dataset.samples[train]")]
     assert "'semseg' (segmentation) must be int64, got float32" in samples
     assert "'depth' (depth) must have shape [1, 8, 8]" in samples
+
+
+def test_the_conforms_fixture_ignores_other_installed_plugins_even_broken_ones(site):
+    # the broken package is installed beside the example one and not blocked
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MTLZOO_")}
+    env.update({"PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"})
+    example = ROOT / "plugins" / "mtlzoo-example"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-o",
+            "addopts=",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(example),
+            f"{example / 'tests' / 'test_conformance.py'}::test_every_part_conforms",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=example,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "1 passed" in out.stdout
+
+
+# broken part -> (the kit's contract, `mtlzoo train` overrides that use the part, the problem both
+# must name: a substring or a check of the message). Contracts that only the kit can test (exact
+# metric states, a combiner's state through a checkpoint, a target kind's example) are not here:
+# training never sees them break.
+AGREE = {
+    "wrong_feature_info": (
+        "backbone.feature_info",
+        ["model.backbone={name: wrong_feature_info}"],
+        "broke its feature_info: map 0 has 16 channels but feature_info says 32",
+    ),
+    "feature_info_only": (
+        "backbone.attributes",
+        ["model.backbone={name: feature_info_only}"],
+        "FeatureInfoOnly has no input_mean, input_std, size_divisor attribute",
+    ),
+    "wrong_channels": (
+        "head.output",
+        ["tasks={semseg: {type: segmentation, head: {name: wrong_channels}}}"],
+        re.compile(r"returned float32 \[2, (\d+), \d+, \d+\], but a \w+ task needs \[2, (\d+), "),
+    ),
+    "not_scalar": (
+        "loss.scalar[depth]",
+        ["tasks={depth: {type: depth, loss: {name: not_scalar}}}"],
+        "; a loss returns a scalar tensor",
+    ),
+    "no_direction": (
+        "metric.higher_is_better",
+        ["tasks={depth: {type: depth, metrics: [{name: no_direction}]}}"],
+        "higher_is_better",
+    ),
+    "nan_metric": (
+        "metric.finite[depth]",
+        ["tasks={depth: {type: depth, metrics: [{name: nan_metric}]}}"],
+        "nan",
+    ),
+    "no_backward": ("combiner.gradients", ["combiner.name=no_backward"], "the combiner made none"),
+    "bad_samples": (
+        "dataset.samples[train]",
+        ["data={name: bad_samples}"],
+        "target 'semseg' (segmentation) must be int64, got float32",
+    ),
+    "bad_derivation": (
+        "task.derive",
+        ["tasks={semseg: {type: segmentation}, d: {type: bad_derivation, from: semseg}}"],
+        "target 'derived' (depth) must have shape [1, 12, 16]",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def kit_report(site) -> dict[tuple[str, str], str]:
+    out = mtlzoo(site, "check", "broken_parts", "--json")
+    (report,) = json.loads(out.stdout)
+    return {
+        (r["part"].split("'")[1], r["contract"]): r["message"]
+        for r in report["results"]
+        if not r["ok"] and "'" in r["part"]
+    }
+
+
+def _names(problem, message: str) -> bool:
+    if isinstance(problem, re.Pattern):  # out_channels + 2 channels, at any size and task
+        found = problem.search(message)
+        return found is not None and int(found.group(1)) == int(found.group(2)) + 2
+    return problem.lower() in message.lower()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("part", sorted(AGREE))
+def test_the_kit_and_train_refuse_each_broken_part_naming_the_same_problem(site, kit_report, tmp_path, part):
+    contract, overrides, problem = AGREE[part]
+    kit = kit_report.get((part, contract))
+    assert kit is not None and _names(problem, kit), (part, kit)
+    spec = tmp_path / "agree.yaml"
+    spec.write_text(
+        "name: agree\nseed: 0\nmodel: {backbone: {name: cnn, channels: [8, 16]}}\n"
+        "tasks: {semseg: {type: segmentation}}\ncombiner: {name: sum}\n"
+        "data: {name: shapes, size: [32, 32], train_size: 8, val_size: 4, test_size: 4}\n"
+        f"train: {{epochs: 1, batch_size: 4, progress: false, out_dir: {tmp_path / 'runs'}}}\n"
+    )
+    out = mtlzoo(site, "train", str(spec), *overrides)
+    assert out.returncode != 0, out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and _names(problem, last), (part, last)
 
 
 def test_data_check_compares_every_sample_with_the_dataset_info(site, tmp_path):

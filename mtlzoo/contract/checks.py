@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from .backbone import is_marked_unused
-from .data import TargetKind
+from .data import DatasetInfo, TargetInfo, TargetKind, sample_problems
 from .errors import PluginError
 from .features import FeatureInfo
+
+if TYPE_CHECKING:
+    from .architecture import Architecture
 
 
 def _float3(value: Any) -> bool:
@@ -29,10 +32,23 @@ def _float3(value: Any) -> bool:
     )
 
 
+#: the attributes every backbone has (:class:`~mtlzoo.contract.backbone.Backbone` gives defaults)
+BACKBONE_ATTRIBUTES = ("feature_info", "input_mean", "input_std", "size_divisor")
+
+
 def backbone_attributes(backbone: Any, label: str) -> list[FeatureInfo]:
-    """Check a built backbone's contract attributes; return its ``feature_info`` as FeatureInfos."""
+    """Check a built backbone's contract attributes (all of :data:`BACKBONE_ATTRIBUTES`,
+    present and valid); return its ``feature_info`` as FeatureInfos. The build and the
+    conformance kit both call this, so they accept and refuse the same backbones."""
     if not isinstance(backbone, nn.Module):
         raise PluginError(f"{label} built {type(backbone).__name__}, not an nn.Module")
+    absent = [a for a in BACKBONE_ATTRIBUTES if not hasattr(backbone, a)]
+    if absent:
+        raise PluginError(
+            f"{label}: {type(backbone).__name__} has no {', '.join(absent)} attribute; a backbone sets "
+            f"{', '.join(BACKBONE_ATTRIBUTES)} (subclass mtlzoo.Backbone for the defaults: no input "
+            f"statistics, size_divisor 1)"
+        )
     raw = getattr(backbone, "feature_info", None)
     try:
         info = [FeatureInfo(int(c), int(s)) for c, s in raw]  # type: ignore[union-attr]
@@ -52,7 +68,7 @@ def backbone_attributes(backbone: Any, label: str) -> list[FeatureInfo]:
     mean, std = getattr(backbone, "input_mean", None), getattr(backbone, "input_std", None)
     if (mean is None) != (std is None):
         raise PluginError(f"{label}: set both input_mean and input_std, or neither")
-    if mean is not None and not (_float3(mean) and _float3(std) and all(float(s) > 0 for s in std)):
+    if mean is not None and not (_float3(mean) and _float3(std) and all(float(s) > 0 for s in std or ())):
         raise PluginError(
             f"{label}: input_mean/input_std must be 3 finite numbers each (std > 0), got {mean}, {std}"
         )
@@ -109,14 +125,51 @@ def head_output(
         )
 
 
+def derived_target(
+    derivation: Any, source: TargetInfo, source_kind: TargetKind, kind: TargetKind, label: str
+) -> None:
+    """A task type's derivation turns a target of ``source_kind`` (its registered example)
+    into a target that ``kind``, the kind it declares, accepts (dtype, shape, values). The
+    build checks every derivation a spec asks for with this, and the conformance kit every
+    derivation a task type offers, so both refuse the same derivations."""
+    if kind.name != derivation.info.kind:
+        raise PluginError(
+            f"{label}: the derivation declares kind {derivation.info.kind!r}, checked as {kind.name!r}"
+        )
+    if source_kind.example is None:
+        return  # nothing to derive from: the source kind's own check reports it
+    value = source_kind.example(source, 12, 16, torch.Generator().manual_seed(0))
+    try:
+        derived = derivation.fn(value)
+    except Exception as exc:  # noqa: BLE001 - plugin code
+        raise PluginError(
+            f"{label}: deriving a {kind.name!r} target from a {source_kind.name!r} example failed: "
+            f"{_first_line(exc)}"
+        ) from exc
+    sample = {"image": torch.zeros(3, 12, 16), "derived": derived}
+    info = DatasetInfo("derivation", {"derived": derivation.info})
+    problems = sample_problems(
+        sample, info, {kind.name: kind}, f"{label}: derived from a {source_kind.name!r} target"
+    )
+    if problems:
+        raise PluginError("; ".join(problems))
+
+
+def loss_value(loss: Any, label: str) -> None:
+    """A loss module's value is a scalar tensor (what training backpropagates)."""
+    if not (torch.is_tensor(loss) and loss.dim() == 0):
+        shape = list(loss.shape) if torch.is_tensor(loss) else type(loss).__name__
+        raise PluginError(f"{label} returned {shape}; a loss returns a scalar tensor")
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def dry_forward(
-    model: nn.Module,
-    backbone: nn.Module,
+    model: Architecture,
+    backbone: Any,
     tasks: Mapping[str, Any],
     size: tuple[int, int],
     labels: Mapping[str, str],
@@ -166,7 +219,7 @@ def dry_forward(
         model.train(was_training)
 
 
-def parameter_groups(model: nn.Module, label: str) -> None:
+def parameter_groups(model: Architecture, label: str) -> None:
     """Every trainable parameter is shared or belongs to exactly one task, never both."""
     owner: dict[int, str] = {}
     for p in model.shared_parameters():
@@ -186,24 +239,138 @@ def parameter_groups(model: nn.Module, label: str) -> None:
         )
 
 
+_COMBINER_FIX = "a combiner must call step.backward, step.backward_weighted or step.set_shared_gradient"
+
+
+def _without_gradient(named: Sequence[tuple[str, Tensor]]) -> list[tuple[str, Tensor]]:
+    return [(n, p) for n, p in named if p.requires_grad and p.grad is None and not is_marked_unused(p)]
+
+
+def _shown(names: Sequence[str]) -> str:
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+
 def shared_gradients(named: Sequence[tuple[str, Tensor]], label: str) -> None:
-    """After the first training step: every trainable shared parameter holds a gradient
+    """After a backward pass: every trainable shared parameter holds a gradient
     (parameters given to :func:`mtlzoo.mark_unused` excepted)."""
-    missing = [n for n, p in named if p.requires_grad and p.grad is None and not is_marked_unused(p)]
+    missing = [n for n, _ in _without_gradient(named)]
     if missing:
-        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
         raise PluginError(
             f"{label}: after the first step {len(missing)} of {len(named)} shared parameters have no gradient "
-            f"({shown}); a combiner must call step.backward, step.backward_weighted or step.set_shared_gradient "
-            f"(a backbone marks parameters unused by design with mtlzoo.mark_unused)"
+            f"({_shown(missing)}); {_COMBINER_FIX} (a backbone marks parameters unused by design with "
+            f"mtlzoo.mark_unused)"
         )
+
+
+def combiner_made_gradients(
+    named: Sequence[tuple[str, Tensor]], task_params: Sequence[Tensor], label: str
+) -> None:
+    """After ``combiner.backward``: the combiner backpropagated something. Raises naming the
+    combiner (``label``) when no trainable shared parameter and no task parameter holds a
+    gradient; a partial gap is not the combiner's doing (see :func:`first_step_gradients`)."""
+    trainable = [n for n, p in named if p.requires_grad and not is_marked_unused(p)]
+    missing = [n for n, _ in _without_gradient(named)]
+    if not trainable or len(missing) < len(trainable):
+        return
+    if any(p.grad is not None for p in task_params if p.requires_grad):
+        return
+    raise PluginError(
+        f"{label}: after the first step {len(missing)} of {len(named)} shared parameters have no gradient "
+        f"({_shown(missing)}), nor has any task's parameter: the combiner made none; {_COMBINER_FIX}"
+    )
+
+
+def _unread_stages(backbone: Any, missing: set[int]) -> list[tuple[int, str]] | None:
+    """The backbone stages none of whose parameters got a gradient, as ``(map index, module
+    names)``, when they hold every parameter in ``missing`` (ids); ``None`` otherwise or for a
+    backbone without stages."""
+    staged = backbone.staged() if callable(getattr(backbone, "staged", None)) else None
+    if not staged:
+        return None
+    names = {id(m): n for n, m in backbone.named_modules() if n}
+    out, covered = [], set()
+    for i, stage in enumerate(staged):
+        params = [p for p in stage.parameters() if p.requires_grad]
+        if params and all(id(p) in missing for p in params):
+            own = names.get(id(stage)) or ", ".join(names[id(c)] for c in stage.children() if id(c) in names)
+            out.append((i, own or f"stage {i}"))
+            covered |= {id(p) for p in params}
+    return out if out and missing <= covered else None
+
+
+def _drop_maps_hint(options: Mapping[str, Any] | None, first_unread: int | None) -> str:
+    """How to make the backbone return only the maps the heads read."""
+    if options is not None and "out_indices" in options and first_unread is not None:
+        current = options.get("out_indices")
+        keep = list(current)[:first_unread] if current else list(range(first_unread))
+        return f"return only the maps the heads read (model.backbone.out_indices={keep})"
+    return "configure the backbone to return only the maps the heads read (`mtlzoo config show` lists its options)"
+
+
+def first_step_gradients(
+    model: Architecture, labels: Mapping[str, str], backbone_options: Mapping[str, Any] | None = None
+) -> None:
+    """After the first training step of ``model`` (an :class:`~mtlzoo.Architecture`): every
+    trainable shared parameter holds a gradient. When some do not, the one-line error blames
+    what caused it:
+
+    * none holds one, and no task parameter either: the combiner (``labels["combiner"]``)
+      never backpropagated;
+    * only backbone parameters lack one: no head reads the maps they compute (named by
+      stage when the backbone has :meth:`~mtlzoo.Backbone.staged`), with how to drop those
+      maps (``out_indices`` when the backbone's options, ``backbone_options``, have it);
+    * otherwise the architecture (``labels["architecture"]``): its predictions do not depend
+      on shared parameters it declares, or its shared representation is not what its
+      predictions are computed from.
+    """
+    named = list(model.named_shared_parameters())
+    missing = _without_gradient(named)
+    if not missing:
+        return
+    task_params = [p for t in model.task_names for p in model.task_parameters(t)]
+    combiner_made_gradients(named, task_params, f"combiner: {labels.get('combiner', 'the combiner')}")
+    names = [n for n, _ in missing]
+    count = f"{len(missing)} of {len(named)} shared parameters"
+    backbone: Any = getattr(model, "backbone", None)
+    own = [p for p in backbone.parameters() if p.requires_grad] if isinstance(backbone, nn.Module) else []
+    in_backbone = {id(p) for _, p in missing} <= {id(p) for p in own}
+    if own and in_backbone and len(missing) < len(own):
+        where = f"model.backbone: {labels.get('backbone', 'the backbone')}"
+        stages = _unread_stages(backbone, {id(p) for _, p in missing})
+        if stages is None:
+            raise PluginError(
+                f"{where}: {count} get no gradient ({_shown(names)}) although the tasks' losses were "
+                f"backpropagated: no head reads the maps they compute; "
+                f"{_drop_maps_hint(backbone_options, None)}, use heads that read every map, or mark "
+                f"parameters unused by design with mtlzoo.mark_unused"
+            )
+        info = [FeatureInfo(int(c), int(s)) for c, s in backbone.feature_info]
+        idx = [i for i, _ in stages]
+        strides = ", ".join(str(info[i].stride) for i in idx if i < len(info))
+        raise PluginError(
+            f"{where}: no head reads its map{'s' if len(idx) > 1 else ''} {', '.join(map(str, idx))} "
+            f"(stride {strides}), so the stage{'s' if len(idx) > 1 else ''} computing "
+            f"{'them' if len(idx) > 1 else 'it'} ({'; '.join(s for _, s in stages)}) get no gradient: "
+            f"{count}; {_drop_maps_hint(backbone_options, idx[0])}, or use heads that read every map"
+        )
+    raise PluginError(
+        f"model.architecture: {labels.get('architecture', 'the architecture')}: after the first step {count} "
+        f"have no gradient ({_shown(names)}) although the combiner backpropagated the tasks' losses: the "
+        f"predictions do not depend on them, or the shared representation run() returns is not the one the "
+        f"predictions are computed from (gradient-level combiners differentiate through it)"
+    )
 
 
 __all__ = [
     "backbone_attributes",
     "feature_maps",
     "head_output",
+    "loss_value",
+    "derived_target",
     "dry_forward",
     "parameter_groups",
     "shared_gradients",
+    "combiner_made_gradients",
+    "first_step_gradients",
+    "BACKBONE_ATTRIBUTES",
 ]

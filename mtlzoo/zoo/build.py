@@ -88,6 +88,14 @@ def resolve_targets(
                 )
             tinfo = derivation.info
             zoo.target_kind(tinfo.kind, f"{path}: {entry.label} derives")
+            # the conformance kit makes the same check (one contract for both)
+            checks.derived_target(
+                derivation,
+                src,
+                zoo.target_kind(src.kind),
+                zoo.target_kind(tinfo.kind),
+                f"{path}: {entry.label}",
+            )
             derived.append(Derived(target, source, derivation.fn, tinfo))
             deriving[name] = target
         else:

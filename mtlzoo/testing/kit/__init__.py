@@ -12,15 +12,18 @@ raises: a part that crashes fails the contract it crashed in, with the one-line 
 is checked, per kind:
 
 * **backbone**: builds; its attributes (``feature_info`` ordered, ``input_mean``/``input_std``,
-  ``size_divisor``); its maps match ``feature_info`` at several input sizes; its stages (when
-  it offers them) give the same maps; every parameter gets a gradient from the maps.
+  ``size_divisor``: present and valid, the check the build makes); its maps match
+  ``feature_info`` at several input sizes; its stages (when it offers them) give the same
+  maps; every parameter gets a gradient from the maps.
 * **head**: output ``[B, C, H, W]`` (dense target kinds) or ``[B, C]`` at several sizes and two
   backbone layouts; every parameter gets a gradient.
 * **loss**: for each target kind it declares, a finite scalar with finite gradients.
-* **metric**: ``higher_is_better`` set; the same value fed all at once or one sample at a
-  time (exact states); the same value from two instances merged (reduces across ranks).
+* **metric**: ``higher_is_better`` set; a finite value (a scalar, or one value per class);
+  the same value fed all at once or one sample at a time (exact states); the same value from
+  two instances merged (reduces across ranks).
 * **combiner**: in each ``wrt`` mode it accepts, every shared parameter gets a finite
-  gradient; its state survives a save/load through safetensors (the next step agrees).
+  gradient; its state survives a save/load through safetensors (the next step agrees). A
+  combiner that makes no gradient fails that one contract, not the state check after it.
 * **dataset**: in each split its layout has, ``info`` is a ``DatasetInfo`` of registered
   kinds and samples match it (:func:`mtlzoo.contract.data.sample_problems`).
 * **task**: its defaults name registered parts that accept its target kinds; a derivation
@@ -33,7 +36,9 @@ is checked, per kind:
   autograd (``wrt: params``, and ``features`` where it has a shared representation).
 
 Parts are built with the option sets their registration's ``examples(folder)`` returns
-(default: the options' defaults). Each kind's checks live in a module of this package named
+(default: the options' defaults). The kit is hermetic: it sees the plugin under test and the
+built-ins only (:func:`~mtlzoo.testing.kit.common.hermetic`), so other installed plugins,
+broken or not, change no result. Each kind's checks live in a module of this package named
 after the kind (:mod:`.backbone`, :mod:`.head` ... :mod:`.architecture`); what they share in
 :mod:`.common`.
 """
@@ -49,7 +54,7 @@ from ...zoo.registry import Entry
 from .architecture import check_architecture
 from .backbone import check_backbone
 from .combiner import check_combiner
-from .common import Report, Result, format_report, import_torch
+from .common import Report, Result, format_report, hermetic, import_torch
 from .dataset import check_dataset
 from .head import check_head
 from .loss import check_loss
@@ -75,7 +80,9 @@ CHECKS: dict[str, Callable[[Zoo, Entry, Path], list[Result]]] = {
 
 
 def check_entry(zoo: Zoo, entry: Entry, folder: Path | None = None) -> list[Result]:
-    """Every contract of one registered part."""
+    """Every contract of one registered part, among the built-ins and its own plugin's parts
+    only (:func:`~mtlzoo.testing.kit.common.hermetic`)."""
+    zoo = hermetic(zoo, entry.plugin)
     if folder is None:
         with tempfile.TemporaryDirectory() as tmp:
             return CHECKS[entry.kind](zoo, entry, Path(tmp))
@@ -84,7 +91,8 @@ def check_entry(zoo: Zoo, entry: Entry, folder: Path | None = None) -> list[Resu
 
 def check_plugin(zoo: Zoo, plugin: str, kinds: Iterable[str] | None = None) -> Report:
     """Check every part ``plugin`` registered (optionally only some kinds). A plugin that
-    failed to load, or whose entries were refused, fails with that reason."""
+    failed to load, or whose entries were refused, fails with that reason. The checks see the
+    built-ins and ``plugin`` only: other installed plugins, broken or not, change nothing."""
     report = Report(plugin)
     records = [r for r in zoo.records if r.name == plugin]
     if not records:
@@ -99,6 +107,7 @@ def check_plugin(zoo: Zoo, plugin: str, kinds: Iterable[str] | None = None) -> R
     for refused in record.refused:
         report.results.append(Result(plugin, "registration", False, refused))
     wanted = set(kinds) if kinds is not None else None
+    zoo = hermetic(zoo, plugin)
     torch = import_torch()
     with tempfile.TemporaryDirectory() as tmp:
         for kind, names in record.registered.items():
@@ -108,7 +117,7 @@ def check_plugin(zoo: Zoo, plugin: str, kinds: Iterable[str] | None = None) -> R
                 entry = zoo.entry(kind, name)
                 state = torch.random.get_rng_state()
                 try:
-                    report.results += check_entry(zoo, entry, Path(tmp) / f"{kind}-{name}")
+                    report.results += CHECKS[kind](zoo, entry, Path(tmp) / f"{kind}-{name}")
                 finally:
                     torch.random.set_rng_state(state)
     return report
@@ -139,4 +148,5 @@ __all__ = [
     "check_task",
     "check_target_kind",
     "check_architecture",
+    "hermetic",
 ]

@@ -99,6 +99,21 @@ def option_sets(entry: Entry, folder: Path) -> list[dict[str, Any]]:
     return sets
 
 
+def hermetic(zoo: Zoo, plugin: str) -> Zoo:
+    """The zoo as the kit sees it when it checks ``plugin``: that plugin's parts and the
+    built-ins only. What else is installed (another plugin's task types, target kinds, a
+    broken plugin) then changes no result."""
+    from ...zoo.registry import Registries
+
+    registries = Registries()
+    for registry in zoo.registries:
+        for entry in registry:
+            if entry.builtin or entry.plugin == plugin:
+                registries[registry.kind].add(entry)
+    records = [r for r in zoo.records if r.builtin or r.name == plugin]
+    return type(zoo)(registries, records, zoo.strict, set(zoo.blocked), [])
+
+
 def build_part(zoo: Zoo, entry: Entry, values: dict[str, Any], *args: Any) -> Any:
     """Build ``entry`` from one option mapping and the kind's arguments, as a spec would."""
     return zoo.call(entry, *args, options=entry.build_options(values, entry.name), path=entry.name)

@@ -12,6 +12,7 @@ from .common import (
     build_part,
     dense_targets,
     import_torch,
+    kinds_of,
     option_sets,
 )
 
@@ -22,6 +23,33 @@ if TYPE_CHECKING:
 _LAYOUTS = ([(16, 2), (24, 4), (32, 8), (48, 16), (64, 32)], [(24, 4), (40, 8), (64, 16), (96, 32)])
 
 
+def _output_fits(
+    pred: Any, kinds: list[Any], builtin: set[str], dense: set[bool], size: tuple[int, int], label: str
+) -> None:
+    """The prediction fits one of the kinds the head accepts, checked as the build checks it
+    (:func:`mtlzoo.contract.checks.head_output`, out_channels 3); a kind whose layout (dense
+    or not) matches the prediction's, a built-in one first, names the problem."""
+    from ...contract import checks
+
+    torch = import_torch()
+    if not kinds:  # no registered kind it accepts: the shapes alone
+        allowed = [(2, 3, *size) if d else (2, 3) for d in dense]
+        if not torch.is_tensor(pred) or tuple(pred.shape) not in allowed or not pred.is_floating_point():
+            got = list(pred.shape) if torch.is_tensor(pred) else type(pred).__name__
+            raise AssertionError(f"output {got} for size {size}, expected {' or '.join(map(str, allowed))}")
+        return
+    four_d = torch.is_tensor(pred) and pred.dim() == 4
+    ordered = sorted(kinds, key=lambda k: (k.dense != four_d, k.name not in builtin))
+    problems = []
+    for kind in ordered:
+        try:
+            checks.head_output(pred, kind, 3, 2, size, label, "kit")
+            return
+        except Exception as exc:  # noqa: BLE001 - the next kind may fit
+            problems.append(exc)
+    raise problems[0]
+
+
 def check_head(zoo: Zoo, entry: Entry, folder: Path) -> list[Result]:
     """The head contract (see the module docstring)."""
     from ...contract.features import FeatureInfo
@@ -29,6 +57,8 @@ def check_head(zoo: Zoo, entry: Entry, folder: Path) -> list[Result]:
     torch = import_torch()
     c = Checks(entry.label)
     dense = dense_targets(zoo, entry)
+    kinds = kinds_of(zoo, entry)
+    builtin = {e.name for e in zoo.list("target_kind") if e.builtin}
     for values in c.run("examples", lambda: option_sets(entry, folder)) or []:
         for layout in _LAYOUTS:
             info = [FeatureInfo(ch, st) for ch, st in layout]
@@ -52,16 +82,7 @@ def check_head(zoo: Zoo, entry: Entry, folder: Path) -> list[Result]:
                         for f in fi
                     ]
                     pred = h(maps, size)
-                    shapes = {True: (2, 3, *size), False: (2, 3)}
-                    allowed = [shapes[d] for d in dense]
-                    if not torch.is_tensor(pred) or tuple(pred.shape) not in allowed:
-                        got = list(pred.shape) if torch.is_tensor(pred) else type(pred).__name__
-                        raise AssertionError(
-                            f"output {got} for size {size}, expected "
-                            f"{' or '.join(str(list(s)) for s in allowed)} (out_channels 3)"
-                        )
-                    if not pred.is_floating_point():
-                        raise AssertionError(f"output dtype {pred.dtype} is not floating point")
+                    _output_fits(pred, kinds, builtin, dense, size, entry.label)
                 pred.float().square().mean().backward()
                 missing = [n for n, p in h.named_parameters() if p.requires_grad and p.grad is None]
                 if missing:

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 def check_loss(zoo: Zoo, entry: Entry, folder: Path) -> list[Result]:
     """The loss contract (see the module docstring)."""
+    from ...contract import checks
+
     torch = import_torch()
     c = Checks(entry.label)
     setups = c.run("targets", lambda: task_setups(zoo, entry)) or []
@@ -35,10 +37,7 @@ def check_loss(zoo: Zoo, entry: Entry, folder: Path) -> list[Result]:
                 pred, target = target_batch(k, t.target_info, ch, 4, 0)
                 pred.requires_grad_(True)
                 value = fn(pred, target)
-                if not (torch.is_tensor(value) and value.dim() == 0):
-                    raise AssertionError(
-                        f"returned {getattr(value, 'shape', type(value).__name__)}, not a scalar"
-                    )
+                checks.loss_value(value, entry.label)
                 if not bool(torch.isfinite(value)):
                     raise AssertionError(f"value {float(value)} is not finite")
                 value.backward()

@@ -11,7 +11,6 @@ from .common import (
     Checks,
     Result,
     build_part,
-    import_torch,
     option_sets,
 )
 
@@ -21,7 +20,7 @@ if TYPE_CHECKING:
 
 def check_task(zoo: Zoo, entry: Entry, folder: Path) -> list[Result]:
     """The task-type contract (see the module docstring)."""
-    from ...contract.data import DatasetInfo, TargetInfo, sample_problems
+    from ...contract.data import TargetInfo
     from ...contract.tasks import Derivation, TaskType
     from ...zoo.spec import resolve_node
 
@@ -55,7 +54,8 @@ def check_task(zoo: Zoo, entry: Entry, folder: Path) -> list[Result]:
             continue
 
         def derive(t: Any = ttype) -> None:
-            torch = import_torch()
+            from ...contract import checks
+
             for source_kind in t.derive_from or [e.name for e in zoo.list("target_kind")]:
                 kind = zoo.target_kind(source_kind)
                 src = TargetInfo(source_kind, 4, ("a", "b", "c", "d"), 255 if kind.pad == "ignore" else None)
@@ -64,14 +64,7 @@ def check_task(zoo: Zoo, entry: Entry, folder: Path) -> list[Result]:
                     raise AssertionError(f"derive() returned {type(d).__name__}, not a Derivation")
                 if d.info.kind not in t.target_kinds:
                     raise AssertionError(f"derives a {d.info.kind!r} target, which the type does not learn")
-                value = kind.example(src, 12, 16, torch.Generator().manual_seed(0))
-                sample = {"image": torch.zeros(3, 12, 16), "derived": d.fn(value)}
-                info = DatasetInfo("kit", {"derived": d.info})
-                problems = sample_problems(
-                    sample, info, {d.info.kind: zoo.target_kind(d.info.kind)}, "derived"
-                )
-                if problems:
-                    raise AssertionError("; ".join(problems))
+                checks.derived_target(d, src, kind, zoo.target_kind(d.info.kind), entry.label)
 
         c.run("task.derive", derive)
     return c.results

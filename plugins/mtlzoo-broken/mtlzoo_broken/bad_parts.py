@@ -24,6 +24,19 @@ class WrongFeatureInfo(Backbone):
         return [self.conv(x)]
 
 
+class FeatureInfoOnly(nn.Module):
+    """A plain module with feature_info but none of the other backbone attributes
+    (size_divisor, input_mean, input_std)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.feature_info = [FeatureInfo(8, 2)]
+
+    def forward(self, x):
+        return [self.conv(x)]
+
+
 class WrongChannels(nn.Module):
     """Returns out_channels + 2 channels."""
 
@@ -83,6 +96,24 @@ class NoDirection(Metric):
 
     def compute(self):
         return self.n
+
+
+class NaNMetric(Metric):
+    """Divides by a count it never increments: NaN whatever the data."""
+
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self, task):
+        super().__init__()
+        self.add_state("total", default=torch.zeros(()), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.zeros(()), dist_reduce_fx="sum")
+
+    def update(self, pred, target):
+        self.total += (pred.float() - target.float()).abs().sum() * 0
+
+    def compute(self):
+        return self.total / self.count
 
 
 class NoBackward(Combiner):
@@ -169,6 +200,7 @@ def bad_example_kind():
 @hookimpl
 def register_backbones(register):
     register("wrong_feature_info", WrongFeatureInfo, None, "feature_info disagrees with the maps")
+    register("feature_info_only", FeatureInfoOnly, None, "a plain module without size_divisor")
 
 
 @hookimpl
@@ -186,6 +218,7 @@ def register_losses(register):
 def register_metrics(register):
     register("batch_average", BatchAverage, None, "averages of batch averages", targets=("depth",))
     register("no_direction", NoDirection, None, "no higher_is_better", targets=("depth",))
+    register("nan_metric", NaNMetric, None, "NaN whatever the data", targets=("depth",))
 
 
 @hookimpl
