@@ -56,7 +56,8 @@ def test_hook_register_tasks(zoo):
     record = next(r for r in zoo.records if r.name == "builtin_tasks")
     assert sorted(record.registered["task"]) == sorted(EXPECTED)
     assert zoo.entry("task", "boundary").options is T.BoundaryTaskOptions
-    assert all(zoo.entry("task", n).options is None for n in EXPECTED if n != "boundary")
+    assert zoo.entry("task", "labels").options is T.LabelsTaskOptions
+    assert all(zoo.entry("task", n).options is None for n in EXPECTED if n not in ("boundary", "labels"))
 
 
 def test_hook_register_target_kinds(zoo):
@@ -126,7 +127,7 @@ def test_a_spec_naming_only_the_type_resolves_with_every_default(zoo, name):
 def test_task_type_options_are_set_in_the_task_node_and_validated(zoo):
     task = resolve_task("edges", {"type": "boundary", "from": "semseg", "width": 3}, zoo.registries)
     assert task["width"] == 3 and task["from"] == "semseg"
-    with pytest.raises(ConfigError, match=r"^tasks.edges.width: must be >= 1, got 0"):
+    with pytest.raises(ConfigError, match=r"^tasks.edges.width: must be >= 1 and <= 256, got 0"):
         resolve_task("edges", {"type": "boundary", "width": 0}, zoo.registries)
     with pytest.raises(
         ConfigError,
@@ -168,6 +169,21 @@ def test_builtin_derivations_compute_boundaries_and_labels_from_a_mask(zoo):
     assert labels.info == TargetInfo("labels", 3, ("a", "b", "c"))
     assert labels.fn(mask).tolist() == [1.0, 1.0, 1.0]
     assert labels.fn(torch.zeros(2, 2, dtype=torch.long)).tolist() == [1.0, 0.0, 0.0]
+
+
+def test_labels_of_chosen_classes_above_an_area_threshold(zoo):
+    # 8 non-void pixels: a covers 5, b 2, c 1
+    mask = torch.tensor([[0, 0, 0, 1], [0, 0, 1, 2], [255, 255, 255, 255]])
+    source = TargetInfo("segmentation", 3, ("a", "b", "c"), 255)
+    rare = task_type(zoo, "labels", classes=["c", "b"], min_fraction=0.2).derive(source)
+    assert rare.info == TargetInfo("labels", 2, ("c", "b"))
+    assert rare.fn(mask).tolist() == [0.0, 1.0]  # c: 1/8 <= 0.2; b: 2/8 > 0.2
+    assert task_type(zoo, "labels", min_fraction=0.25).derive(source).fn(mask).tolist() == [1.0, 0.0, 0.0]
+    assert task_type(zoo, "labels", classes=["c"]).derive(source).fn(mask).tolist() == [1.0]
+    with pytest.raises(ConfigError, match=r"classes \['sky'\] are not classes of its source target"):
+        task_type(zoo, "labels", classes=["sky"]).derive(source)
+    with pytest.raises(ConfigError, match=r"^tasks.labels.min_fraction: must be >= 0 and < 1, got 1"):
+        task_type(zoo, "labels", min_fraction=1)
 
 
 @pytest.mark.parametrize("name", sorted(KINDS))

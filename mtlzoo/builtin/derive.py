@@ -36,12 +36,26 @@ def boundary_from_mask(mask: Tensor, width: int = 1, ignore_index: int | None = 
     return edge
 
 
-def labels_from_mask(mask: Tensor, num_classes: int, ignore_index: int | None = None) -> Tensor:
-    """Multi-hot image-level labels ``[num_classes]`` of the classes present in ``mask``."""
+def labels_from_mask(
+    mask: Tensor,
+    num_classes: int,
+    ignore_index: int | None = None,
+    min_fraction: float = 0.0,
+    classes: tuple[int, ...] | None = None,
+) -> Tensor:
+    """Multi-hot image-level labels ``[num_classes]`` of the classes present in ``mask``.
+
+    With ``min_fraction`` > 0 a class is present only when it covers more than that fraction
+    of the non-void pixels; ``classes`` (class indices) keeps those labels only, in that order.
+    """
     values = mask.reshape(-1).long()
     if ignore_index is not None:
         values = values[values != ignore_index]
     values = values[(values >= 0) & (values < num_classes)]
-    out = torch.zeros(num_classes, dtype=torch.float32)
-    out[values.unique()] = 1.0
-    return out
+    if min_fraction > 0:
+        counts = torch.bincount(values, minlength=num_classes)[:num_classes]
+        out = (counts > min_fraction * values.numel()).to(torch.float32)
+    else:
+        out = torch.zeros(num_classes, dtype=torch.float32)
+        out[values.unique()] = 1.0
+    return out[list(classes)] if classes is not None else out

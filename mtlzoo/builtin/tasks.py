@@ -15,7 +15,9 @@ classification  class       classification  ce            C    accuracy
 ``out`` is the head's output channels; C is the target's number of classes.
 ``boundary`` and ``labels`` targets can be derived from a segmentation target
 (``from: semseg``): a boundary map ``width`` pixels either side of every label change, the
-multi-hot labels of the classes present. This module is torch-free (task types are data);
+multi-hot labels of the classes present (``labels`` options: ``classes``, a subset of the
+source's classes by name, and ``min_fraction``, the share of an image's non-void pixels a class
+must exceed to count as present). This module is torch-free (task types are data);
 the derivations import torch when they run.
 """
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from ..contract.data import TargetInfo
 from ..contract.errors import ConfigError
@@ -75,10 +77,16 @@ def _boundary_map(mask: Any, width: int, ignore_index: int | None) -> Any:
     return boundary_from_mask(mask, width, ignore_index)
 
 
-def _present_labels(mask: Any, num_classes: int, ignore_index: int | None) -> Any:
+def _present_labels(
+    mask: Any,
+    num_classes: int,
+    ignore_index: int | None,
+    min_fraction: float = 0.0,
+    classes: tuple[int, ...] | None = None,
+) -> Any:
     from .derive import labels_from_mask
 
-    return labels_from_mask(mask, num_classes, ignore_index)
+    return labels_from_mask(mask, num_classes, ignore_index, min_fraction, classes)
 
 
 @dataclass
@@ -145,8 +153,24 @@ def normals() -> TaskType:
     )
 
 
-def labels() -> TaskType:
+@dataclass
+class LabelsTaskOptions:
+    """Options of the ``labels`` task type; they shape labels derived with ``from:``.
+
+    Attributes:
+        classes: names of the source's classes to recognise, in this order (``null``: all of
+            them), e.g. the rarer classes of a dataset whose frequent ones are in every image.
+        min_fraction: a class is present in an image when it covers more than this fraction
+            of the image's non-void pixels (0: at least one pixel).
+    """
+
+    classes: Optional[list[str]] = None
+    min_fraction: float = option(0.0, ge=0, lt=1)
+
+
+def labels(options: LabelsTaskOptions | None = None) -> TaskType:
     """Multi-label image recognition: one logit per class, BCE, mean average precision."""
+    options = options or LabelsTaskOptions()
     return TaskType(
         name="labels",
         target_kinds=("labels",),
@@ -155,14 +179,31 @@ def labels() -> TaskType:
         loss={"name": "bce"},
         metrics=[{"name": "map"}, {"name": "accuracy"}],
         out_channels=_classes("labels", 1),
-        derive=_derive_labels,
+        derive=functools.partial(_derive_labels, options=options),
         derive_from=("segmentation",),
     )
 
 
-def _derive_labels(source: TargetInfo) -> Derivation:
-    fn = functools.partial(_present_labels, num_classes=source.num_classes, ignore_index=source.ignore_index)
-    return Derivation(TargetInfo("labels", source.num_classes, source.class_names), fn)
+def _derive_labels(source: TargetInfo, options: LabelsTaskOptions | None = None) -> Derivation:
+    options = options or LabelsTaskOptions()
+    names, picked = source.class_names, None
+    if options.classes is not None:
+        unknown = [c for c in options.classes if c not in source.class_names]
+        if unknown or not options.classes:
+            raise ConfigError(
+                f"labels task: classes {unknown or '[]'} are not classes of its source target; "
+                f"choose some of {list(source.class_names)}"
+            )
+        picked = tuple(source.class_names.index(c) for c in options.classes)
+        names = tuple(options.classes)
+    fn = functools.partial(
+        _present_labels,
+        num_classes=source.num_classes,
+        ignore_index=source.ignore_index,
+        min_fraction=options.min_fraction,
+        classes=picked,
+    )
+    return Derivation(TargetInfo("labels", len(names) if picked else source.num_classes, names), fn)
 
 
 def classification() -> TaskType:
@@ -190,7 +231,12 @@ def register_tasks(register):
     )
     register("depth", depth, None, "Monocular depth (dense head, l1, abs/rel error)")
     register("normals", normals, None, "Surface normals (normals head, cosine, angular errors)")
-    register("labels", labels, None, "Multi-label image recognition (classification head, bce, mAP)")
+    register(
+        "labels",
+        labels,
+        LabelsTaskOptions,
+        "Multi-label image recognition (classification head, bce, mAP)",
+    )
     register(
         "classification",
         classification,

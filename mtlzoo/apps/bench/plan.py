@@ -65,6 +65,13 @@ def _override(key: str, value: Any) -> str:
 METHOD_KEYS = ("model.architecture", "combiner", DROP_TASKS)
 
 
+def _label(key: str, value: Any) -> str:
+    """A grid value in a cell id: ``combiner=sum``, ``all_tasks`` / ``without_labels``."""
+    if key == DROP_TASKS:
+        return _slug("without_" + "_".join(value)) if value else "all_tasks"
+    return _slug(f"{key}={_value_label(value)}")
+
+
 def _method(assignment: dict[str, Any], base_cfg: Any) -> str:
     """``sum``, or ``mtan + pcgrad`` when the grid varies the architecture too, with ``
     (without labels)`` when the cell leaves tasks out."""
@@ -113,7 +120,7 @@ def plan(spec: BenchSpec, base_cfg: Any) -> list[Cell]:
         setting = ", ".join(f"{k}={_value_label(v)}" for k, v in setting_of.items())
         overrides = [o for k, v in assignment.items() for o in _overrides(k, v)]
         for seed in spec.seeds:
-            label = "__".join(_slug(f"{k}={_value_label(v)}") for k, v in assignment.items()) or "base"
+            label = "__".join(_label(k, v) for k, v in assignment.items()) or "base"
             cells.append(Cell(f"{label}__seed{seed}", method, overrides, seed, setting=setting))
     if spec.baselines and len(base_cfg.tasks) > 1:
         for assignment in settings:

@@ -182,6 +182,12 @@ def summarise(
             return cell_metrics(record["summary"], spec.split)
 
     directions, detail_directions = _directions(records)
+    dm_directions = directions
+    chosen = getattr(spec, "delta_m_metrics", None)
+    if chosen:
+        dm_directions = {
+            t: {k: v for k, v in d.items() if k in chosen.get(t, ())} for t, d in directions.items()
+        }
     metrics = {c.id: metrics_of(records[c.id]) for c in cells if c.id in records}
     baselines: dict[str, dict[str, dict[str, float]]] = {}
     for setting in {c.setting for c in cells}:
@@ -227,7 +233,7 @@ def summarise(
         if base and not is_baseline and done:
             dms, per_task_runs = [], {}
             for c in done:
-                dm, per_task = delta_m(metrics[c.id], base, directions)
+                dm, per_task = delta_m(metrics[c.id], base, dm_directions)
                 dms.append(dm)
                 for t, v in per_task.items():
                     per_task_runs.setdefault(t, []).append(v)
@@ -434,7 +440,12 @@ def write_tables(
         "",
         *header,
         "",
-        f"Δm: `{DELTA_M_FORMULA}`",
+        f"Δm: `{DELTA_M_FORMULA}`"
+        + (
+            " over " + "; ".join(f"{t}: {', '.join(ks)}" for t, ks in spec.delta_m_metrics.items())
+            if getattr(spec, "delta_m_metrics", None)
+            else ""
+        ),
         "",
         "Values: mean ± std over seeds (a row with n/m seeds has n of its m cells committed). ↑ higher "
         "is better, ↓ lower is better. Parameters: the model's trainable parameters shared by the tasks "

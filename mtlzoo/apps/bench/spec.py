@@ -24,6 +24,8 @@ class BenchSpec:
             chosen on val; ``last_k_mean``: also the mean of each cell's last ``last_k``
             evaluations (the protocol of the Nash-MTL, CAGrad and FAMO code), in a second table.
         last_k: K of ``last_k_mean``.
+        delta_m_metrics: task -> the metric keys that enter delta-m (default: every metric of
+            every task), to compute it over the metrics a paper used while the tables show more.
     """
 
     name: str
@@ -38,6 +40,7 @@ class BenchSpec:
     select: Optional[str] = None
     report: Literal["best_on_val", "last_k_mean"] = "best_on_val"
     last_k: int = option(10, ge=1)
+    delta_m_metrics: Optional[dict[str, list[str]]] = None
 
 
 def load_bench(path: str | Path, extra: list[str] | tuple[str, ...] = ()) -> tuple[BenchSpec, Path]:
