@@ -182,8 +182,8 @@ class ExpertOptions:
         norm: the experts' normalisation: ``batch``, ``group`` or ``none``.
     """
 
-    min_stride: int = option(8, ge=1)
-    reduction: int = option(4, ge=1)
+    min_stride: int = option(8, ge=1, le=256)
+    reduction: int = option(4, ge=1, le=1024)
     norm: Norm = "batch"
 
 
@@ -208,7 +208,7 @@ class MMoEOptions(GatedOptions):
         experts: number of experts, shared by every task.
     """
 
-    experts: int = option(4, ge=1)
+    experts: int = option(4, ge=1, le=256)
 
 
 @dataclass
@@ -223,8 +223,8 @@ class DSelectKOptions(GatedOptions):
         entropy_reg: weight of the selectors' entropy in each task's loss (LibMTL's 1e-6).
     """
 
-    experts: int = option(4, ge=2)
-    k: int = option(2, ge=1)
+    experts: int = option(4, ge=2, le=256)
+    k: int = option(2, ge=1, le=256)
     gamma: float = option(1.0, gt=0)
     entropy_reg: float = option(1e-6, ge=0)
 
@@ -238,8 +238,8 @@ class CGCOptions(GatedOptions):
         task_experts: number of experts of each task.
     """
 
-    shared_experts: int = option(2, ge=1)
-    task_experts: int = option(1, ge=1)
+    shared_experts: int = option(2, ge=1, le=256)
+    task_experts: int = option(1, ge=1, le=256)
 
 
 @dataclass
@@ -250,7 +250,7 @@ class PLEOptions(CGCOptions):
         levels: number of stacked extraction levels (1 is CGC).
     """
 
-    levels: int = option(2, ge=1)
+    levels: int = option(2, ge=1, le=64)
 
 
 @dataclass
@@ -268,11 +268,11 @@ class LTBOptions(ExpertOptions):
             possible parents (before any sampling).
     """
 
-    layers: int = option(2, ge=1)
-    branches: Optional[int] = option(None, ge=1)
+    layers: int = option(2, ge=1, le=64)
+    branches: Optional[int] = option(None, ge=1, le=256)
     tau: float = option(1.0, gt=0)
-    tau_decay_steps: Optional[int] = option(None, ge=1)
-    warmup_steps: int = option(0, ge=0)
+    tau_decay_steps: Optional[int] = option(None, ge=1, le=1_000_000_000)
+    warmup_steps: int = option(0, ge=0, le=1_000_000_000)
 
 
 @dataclass
@@ -291,10 +291,10 @@ class LoRAOptions:
         freeze_norm: keep the frozen BatchNorm layers' running statistics as loaded.
     """
 
-    rank: int = option(8, ge=1)
+    rank: int = option(8, ge=1, le=4096)
     alpha: Optional[float] = option(None, gt=0)
     targets: list[str] = option(["*"], min_len=1)
-    shared_rank: int = option(0, ge=0)
+    shared_rank: int = option(0, ge=0, le=4096)
     trainable: list[str] = option(["pyramid.*"])
     freeze_norm: bool = True
 

@@ -167,13 +167,13 @@ class TimmOptions:
     weights: Optional[str] = None
     out_indices: Optional[list[int]] = option(None, ge=-64, le=64, min_len=1)
     drop_path_rate: float = option(0.0, ge=0, lt=1)
-    img_size: Optional[list[int]] = option(None, ge=1, min_len=1, max_len=2)
+    img_size: Optional[list[int]] = option(None, ge=1, le=16_384, min_len=1, max_len=2)
     dynamic_img_size: Optional[bool] = None
     dynamic_img_pad: Optional[bool] = None
-    patch_size: Optional[int] = option(None, ge=1)
+    patch_size: Optional[int] = option(None, ge=1, le=1024)
     model_args: dict[str, Any] = option({})
     pyramid: bool = True
-    pyramid_channels: Optional[int] = option(256, ge=1)
+    pyramid_channels: Optional[int] = option(256, ge=1, le=8192)
 
     def check(self) -> None:
         """``arch`` is a timm architecture (checked without importing timm, so a spec is
