@@ -212,12 +212,7 @@ class Trainer:
     # -- training -------------------------------------------------------------------------
     def _task_loss(self, task: Any, pred: Tensor, target: Tensor) -> Tensor:
         loss = task.loss(pred.float(), target)
-        if not (torch.is_tensor(loss) and loss.dim() == 0):
-            shape = list(loss.shape) if torch.is_tensor(loss) else type(loss).__name__
-            raise PluginError(
-                f"tasks.{task.name}.loss: {task.labels.get('loss', 'the loss')} returned {shape}; a "
-                f"loss returns a scalar tensor"
-            )
+        checks.loss_value(loss, f"tasks.{task.name}.loss: {task.labels.get('loss', 'the loss')}")
         return loss
 
     def compute_losses(

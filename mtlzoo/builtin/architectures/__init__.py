@@ -351,9 +351,10 @@ def ltb_examples(folder: Path) -> list[dict]:
 
 
 def lora_examples(folder: Path) -> list[dict]:
-    """Every layer with a shared update, and the kit backbone's last conv with a trainable first
-    stage (the kit compares shared gradients, so each example has shared parameters)."""
+    """The defaults at rank 2 (no shared parameter at all: the encoder is frozen), every layer
+    with a shared update, and the kit backbone's last conv with a trainable first stage."""
     return [
+        {"rank": 2},
         {"rank": 2, "shared_rank": 1},
         {"rank": 1, "targets": ["blocks.2.*"], "trainable": ["blocks.0.*"]},
     ]

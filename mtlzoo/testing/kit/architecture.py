@@ -150,12 +150,10 @@ def _gramian_matches_autograd(model: Any, wrt: str) -> None:
     if wrt == "params":
         rows = []
         for loss in losses.values():
-            grads = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
-            rows.append(
-                torch.cat(
-                    [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, shared)]
-                )
-            )
+            # an architecture may share no trainable parameter (lora's frozen encoder): zero-length rows
+            grads = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True) if shared else ()
+            parts = [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, shared)]
+            rows.append(torch.cat(parts) if parts else torch.zeros(0))
     else:
         rows = None
     step = Step(losses, out.shared, shared, {t: model.task_parameters(t) for t in model.task_names})
@@ -163,7 +161,7 @@ def _gramian_matches_autograd(model: Any, wrt: str) -> None:
     if rows is not None:
         j = torch.stack(rows).double()
         want = j @ j.T
-        if not torch.allclose(gram, want, rtol=1e-4, atol=1e-8 * float(want.abs().max() + 1)):
+        if not torch.allclose(gram, want, rtol=1e-4, atol=1e-8 * (_largest(want) + 1)):
             raise AssertionError(
                 f"Step.gramian('params') {gram.tolist()} differs from per-task autograd {want.tolist()}"
             )
@@ -173,9 +171,14 @@ def _gramian_matches_autograd(model: Any, wrt: str) -> None:
     step.backward_weighted(w, wrt)
     checks.shared_gradients(model.named_shared_parameters(), "the architecture")
     if rows is not None:
-        got = torch.cat([p.grad.reshape(-1) for p in shared]).double()
+        got = torch.cat([p.grad.reshape(-1) for p in shared] or [torch.zeros(0)]).double()
         want_g = (w[:, None] * torch.stack(rows).double()).sum(0)
-        if not torch.allclose(got, want_g, rtol=1e-4, atol=1e-6 * float(want_g.abs().max() + 1)):
+        if not torch.allclose(got, want_g, rtol=1e-4, atol=1e-6 * (_largest(want_g) + 1)):
             raise AssertionError("the shared gradient of backward_weighted differs from sum_t w_t g_t")
     for p in model.parameters():
         p.grad = None
+
+
+def _largest(t: Any) -> float:
+    """The largest absolute value of ``t`` (0 when it is empty: an architecture without shared parameters)."""
+    return float(t.abs().max()) if t.numel() else 0.0
