@@ -199,3 +199,19 @@ def test_a_run_folder_given_from_python_is_created(zoo, tmp_path, spec_factory):
     d = tmp_path / "not" / "yet"
     Trainer(zoo.build(spec_factory()), d).fit()
     assert (d / "summary.json").is_file() and (d / "checkpoints" / "last").is_dir()
+
+
+def test_task_parameters_without_a_gradient_are_warned_about(zoo, spec_factory, capsys):
+    exp = zoo.build(spec_factory())
+    exp.model.heads["depth"].register_parameter("never_used", torch.nn.Parameter(torch.zeros(3)))
+    Trainer(exp, None).fit()
+    warned = [x for x in capsys.readouterr().err.splitlines() if x.startswith("warning: tasks.depth")]
+    assert len(warned) == 1 and "1 of" in warned[0] and "never_used" in warned[0]
+
+
+@pytest.mark.parametrize("architecture", ["hps", "mtan", "padnet", "mti_net", "mmoe", "ltb", "lora"])
+def test_built_in_architectures_train_every_task_parameter(zoo, spec_factory, capsys, architecture):
+    spec = spec_factory(**{"model.architecture": {"name": architecture}, "data.train_size": 8})
+    spec["tasks"] = {"semseg": {"type": "segmentation"}, "depth": {"type": "depth"}}
+    Trainer(zoo.build(spec), None).fit()
+    assert "warning: tasks." not in capsys.readouterr().err

@@ -361,7 +361,26 @@ def first_step_gradients(
     )
 
 
+def task_parameters_without_gradient(model: Architecture) -> dict[str, str]:
+    """After the first training step of ``model``: for each task whose trainable parameters
+    did not all get a gradient, a short description of them (``"3 of 40 (heads.a.w, ...)"``).
+
+    Parameters given to :func:`mtlzoo.mark_unused` are fine. A missing gradient is not always
+    a fault (a deep-supervision head while ``aux_weight`` is 0), so the trainer warns rather than
+    stops; a per-task part computed before the shared representation (a task's gate inside a
+    mixture the architecture lists as shared) is the fault this catches."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    out = {}
+    for task in model.task_names:
+        params = [p for p in model.task_parameters(task) if p.requires_grad]
+        missing = _without_gradient([(names.get(id(p), "?"), p) for p in params])
+        if missing:
+            out[task] = f"{len(missing)} of {len(params)} ({_shown([n for n, _ in missing])})"
+    return out
+
+
 __all__ = [
+    "task_parameters_without_gradient",
     "backbone_attributes",
     "feature_maps",
     "head_output",

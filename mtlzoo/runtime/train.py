@@ -360,6 +360,12 @@ class Trainer:
         """After the first step: every trainable shared parameter got a gradient; the error
         blames the combiner, unread backbone maps or the architecture, whichever caused it."""
         checks.first_step_gradients(self.model, self.exp.labels, self.cfg.model.backbone)
+        for task, missing in checks.task_parameters_without_gradient(self.model).items():
+            self.reporter.warn(
+                f"tasks.{task}: {missing} of its own parameters got no gradient at the first step: they do not "
+                f"train (a part computed before the architecture's shared representation, or unused by design: "
+                f"then mark them with mtlzoo.mark_unused)"
+            )
         self._checked_gradients = True
 
     # -- the loop -------------------------------------------------------------------------

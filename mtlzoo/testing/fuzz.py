@@ -31,7 +31,7 @@ from ..contract.options import constraint
 #: integers no option takes: beyond every bound, beyond 64 bits, beyond a float, beyond printing
 HUGE_INTS: tuple[int, ...] = (10**30, -(10**30), 2**63, 10**400, 10**5000)
 #: integer options whose upper bound is still to come (refusing them is not required yet)
-UNBOUNDED_BY_DESIGN: frozenset[str] = frozenset({"train.num_workers"})
+UNBOUNDED_BY_DESIGN: frozenset[str] = frozenset()
 
 WEIRD_VALUES: list[Any] = [
     None,
