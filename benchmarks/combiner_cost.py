@@ -436,12 +436,15 @@ def run_one(args: argparse.Namespace, name: str, tasks: int, options: dict) -> d
     return result
 
 
-def configurations(only: set[str] | None, modes: set[str], references: bool) -> list[tuple[str, dict]]:
-    """The rows to measure: references (hand-written, torchjd) first, then loss-level combiners and
-    gradient-level ones in each ``wrt`` mode of ``modes``; ``only`` filters combiner names."""
+def configurations(
+    only: set[str] | None, modes: set[str], references: bool, torchjd: tuple[str, ...] = TORCHJD
+) -> list[tuple[str, dict]]:
+    """The rows to measure: references (hand-written, torchjd's ``torchjd`` aggregators) first, then
+    loss-level combiners and gradient-level ones in each ``wrt`` mode of ``modes``; ``only``
+    filters combiner names."""
     confs: list[tuple[str, dict]] = []
     if references:
-        confs += [("hand", {})] + [("torchjd", {"aggregator": a}) for a in TORCHJD]
+        confs += [("hand", {})] + [("torchjd", {"aggregator": a}) for a in torchjd]
     combiners = list(LOSS_LEVEL) + [
         (n, {"wrt": w}) for w in ("features", "params") if w in modes for n in GRADIENT_LEVEL
     ]
@@ -542,6 +545,11 @@ def main(argv: list[str] | None = None) -> int:
         "--out", default=None, help="markdown table to write (default: by device, see the docstring)"
     )
     p.add_argument("--json", default=None, help="also write every measurement as JSON here")
+    p.add_argument(
+        "--torchjd",
+        default=",".join(TORCHJD),
+        help="torchjd aggregators of the reference rows (default: %(default)s; empty: none)",
+    )
     args = p.parse_args(argv)
     cuda = args.device == "cuda"
     args.size = args.size or (CUDA_SIZE if cuda else CPU_SIZE)
@@ -553,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     parse_size(args.size)
     only = set(args.only.split(",")) if args.only else None
     modes = {m.strip() for m in args.modes.split(",") if m.strip()}
+    aggregators = tuple(a.strip() for a in args.torchjd.split(",") if a.strip())
     if not modes <= {"features", "params"}:
         raise SystemExit(f"--modes: {args.modes!r}; give features, params or both")
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -573,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         if "error" in base:  # nothing to compare with at this task count
             blocks.append((tasks, base, rows))
             continue
-        for name, options in configurations(only, modes, args.references):
+        for name, options in configurations(only, modes, args.references, aggregators):
             r = run_one(args, name, tasks, options)
             rows.append((name, options, r))
             if "error" in r:

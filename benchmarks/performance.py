@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import shlex
 import sys
@@ -177,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--quick", action="store_true", help="a short smoke run (fewer rounds, no compile)")
     p.add_argument("--out", default="benchmarks/results/performance.md", help="markdown report to write")
+    p.add_argument("--json", default=None, help="also write every measurement as JSON here")
     p.add_argument("--spec", default=DEFAULT_SPEC, help="experiment spec (default: %(default)s)")
     p.add_argument(
         "--set",
@@ -231,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(asdict(res), indent=1, default=str))
     log(f"wrote {out} in {res.seconds / 60:.1f} min")
     print(text)
     return 0
