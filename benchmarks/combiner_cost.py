@@ -157,7 +157,6 @@ def worker(args: argparse.Namespace) -> dict:
     import timm
     import torch
     import torch.nn.functional as F
-    from torch import nn
 
     from mtlzoo.contract.combine import Step
 
@@ -173,21 +172,9 @@ def worker(args: argparse.Namespace) -> dict:
     height, width = parse_size(args.size)
     channels_last = cuda if args.channels_last is None else args.channels_last
 
-    class LightHead(nn.Module):
-        def __init__(self, chans: list[int], width: int = 32):
-            super().__init__()
-            self.fine = nn.Conv2d(chans[1], width, 1)
-            self.coarse = nn.Conv2d(chans[-1], width, 1)
-            self.out = nn.Conv2d(width, 1, 3, padding=1)
-
-        def forward(self, feats, size):
-            a = self.fine(feats[1])
-            b = F.interpolate(self.coarse(feats[-1]), size=a.shape[-2:], mode="bilinear", align_corners=False)
-            return F.interpolate(self.out(F.relu(a + b)), size=size, mode="bilinear", align_corners=False)
-
     backbone = timm.create_model("resnet18", features_only=True, pretrained=False, zero_init_last=False)
     names = [f"t{i}" for i in range(args.tasks)]
-    heads = nn.ModuleDict({n: LightHead(backbone.feature_info.channels()) for n in names})
+    heads = light_heads(backbone.feature_info.channels(), names)
     backbone, heads = backbone.to(device), heads.to(device)
     if channels_last:
         backbone, heads = (
@@ -214,11 +201,7 @@ def worker(args: argparse.Namespace) -> dict:
     shared = list(backbone.parameters())
     own = {n: list(heads[n].parameters()) for n in names}
 
-    def forward(cut: bool = False):
-        feats = backbone(x)
-        if cut:  # the stride-4 map as the heads' own node: see torchjd_step
-            feats = [*feats[:1], feats[1].view_as(feats[1]), *feats[2:]]
-        return feats, {n: F.mse_loss(heads[n](feats, x.shape[-2:]), targets[n]) for n in names}
+    forward = make_forward(backbone, heads, x, targets)
 
     def combiner_step(comb, k: int) -> None:
         feats, losses = forward()
@@ -301,6 +284,43 @@ def worker(args: argparse.Namespace) -> dict:
     if cuda:
         out["gpu"] = f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}"
     return out
+
+
+def light_heads(chans: list[int], names: list[str], width: int = 32):
+    """One light dense head per task (``nn.ModuleDict``): 1x1 convs on the stride-4 and stride-32
+    maps (``feats[1]``, ``feats[-1]``), added, ReLU, a 3x3 conv to one channel, bilinear
+    upsampling to the input size."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    class LightHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fine = nn.Conv2d(chans[1], width, 1)
+            self.coarse = nn.Conv2d(chans[-1], width, 1)
+            self.out = nn.Conv2d(width, 1, 3, padding=1)
+
+        def forward(self, feats, size):
+            a = self.fine(feats[1])
+            b = F.interpolate(self.coarse(feats[-1]), size=a.shape[-2:], mode="bilinear", align_corners=False)
+            return F.interpolate(self.out(F.relu(a + b)), size=size, mode="bilinear", align_corners=False)
+
+    return nn.ModuleDict({n: LightHead() for n in names})
+
+
+def make_forward(backbone, heads, x, targets):
+    """``forward(cut=False) -> (feature maps, {task: MSE loss})`` on the fixed batch ``x``. With
+    ``cut`` the heads read the stride-4 map through a view of it, a node only they consume (see
+    :func:`torchjd_step`); the values and gradients are the same."""
+    import torch.nn.functional as F
+
+    def forward(cut: bool = False):
+        feats = backbone(x)
+        if cut:
+            feats = [*feats[:1], feats[1].view_as(feats[1]), *feats[2:]]
+        return feats, {n: F.mse_loss(heads[n](feats, x.shape[-2:]), t) for n, t in targets.items()}
+
+    return forward
 
 
 def torchjd_step(aggregator_name: str, forward, optimizer, shared, own, names):

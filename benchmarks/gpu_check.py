@@ -26,7 +26,7 @@ cut by the budget is reported in gpu.md and in the exit status; it never hides t
 ``export``       ``mtlzoo predict --device cuda``, ``mtlzoo.load(run, device="cuda")`` against the
                  CPU, ``mtlzoo export`` (pt2, ONNX) of the quickstart's GPU run
 ``bench``        ``mtlzoo bench --jobs 8``: CamVid, 5 seeds x 5 combiners + single-task baselines,
-                 on one GPU (3 epochs at 90x120)
+                 on one GPU (2 epochs at 90x120)
 ``ddp``          a 2-process NCCL run against one process (tests/test_cuda.py), with two GPUs
 
 The parts run in order of importance; the whole check has a budget (``--budget``, 470 s by
@@ -104,7 +104,7 @@ DRY_CAMVID = [
 BENCH_COMBINERS = ["sum", "uncertainty", "dwa", "pcgrad", "mgda"]
 BENCH_SEEDS = [0, 1, 2, 3, 4]
 BENCH_JOBS = 8
-BENCH_OVERRIDES = ["train.amp=auto", "data.size=[90,120]", "augment.crop=[80,112]", "train.epochs=3"]
+BENCH_OVERRIDES = ["train.amp=auto", "data.size=[90,120]", "augment.crop=[80,112]", "train.epochs=2"]
 
 
 # -- records and commands ---------------------------------------------------------------------------
@@ -818,12 +818,12 @@ RUN_ORDER = [
     "quickstart-fp32",
     "quickstart-bf16",
     "camvid",
+    "determinism",
     "export",
     "combiner",
     "performance",
-    "determinism",
-    "bench",
     "quickstart-compiled",
+    "bench",
     "ddp",
 ]
 
