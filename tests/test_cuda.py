@@ -190,7 +190,7 @@ def test_predict_and_export_of_a_gpu_run(gpu_run, tmp_path, capsys):
         out / "photo" / "depth_overlay.png"
     ).is_file()
     capsys.readouterr()
-    formats = ["pt2"] + (["onnx"] if _has("onnx") and _has("onnxruntime") else [])
+    formats = ["pt2"] + (["onnx"] if all(map(_has, ("onnx", "onnxscript", "onnxruntime"))) else [])
     for fmt in formats:
         file = tmp_path / f"model.{fmt}"
         assert main(["export", str(gpu_run), "--format", fmt, "--out", str(file)]) == 0, fmt

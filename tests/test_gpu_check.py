@@ -307,3 +307,102 @@ def test_later_epochs_leave_out_the_first(gc):
     epochs = [{"compute": 9.0, "total": 12.0}, {"compute": 2.0, "total": 3.0}, {"compute": 4.0, "total": 5.0}]
     assert gc.later_compute(epochs) == 3.0 and gc.later_total(epochs) == 4.0
     assert gc.later_compute(epochs[:1]) == 9.0 and gc.later_compute([]) == 0.0
+
+
+def test_the_report_of_a_gpu_run_has_every_section(gc, tmp_path):
+    """The sections only a GPU run fills, from records shaped as the parts leave them."""
+    import argparse
+
+    args = argparse.Namespace(
+        dry_run=False,
+        out=str(tmp_path / "gpu.md"),
+        results=str(tmp_path),
+        workdir=str(tmp_path / "w"),
+        copy_to=None,
+        budget=470.0,
+    )
+    check = gc.Check(args)
+    r = check.records
+    epochs = [{"data": 0.5, "compute": 4.0, "eval": 1.0, "write": 0.5, "total": 6.0}] + [
+        {"data": 0.2, "compute": 2.0, "eval": 0.5, "write": 0.3, "total": 3.0}
+    ] * 3
+    final = {"semseg": {"miou": 0.7, "loss": 0.2}}
+
+    def run(name, wall, compute_scale=1.0):
+        r[name].status = "ok"
+        r[name].data = {
+            "wall_s": wall,
+            "summary": {
+                "seconds": wall - 4,
+                "device": "cuda:0",
+                "epochs": 4,
+                "final": final,
+                "timing": {"data": 1.1, "compute": 10.0, "eval": 2.5, "write": 1.4},
+            },
+            "epochs": [{k: v * compute_scale if k == "compute" else v for k, v in e.items()} for e in epochs],
+            "overrides": [],
+        }
+
+    run("quickstart-fp32", 15.0)
+    run("quickstart-bf16", 13.0)
+    run("quickstart-compiled", 70.0)
+    run("determinism", 18.0, compute_scale=1.5)
+    r["determinism"].data["compute_ratio"] = 1.5
+    run("camvid", 45.0)
+    r["camvid"].data["epochs_per_s"] = 0.24
+    r["performance"].status = "ok"
+    r["performance"].data = {
+        "workload": {"image": [32, 3, 256, 256], "channels_last": True, "deterministic": False},
+        "overhead": {
+            "mtlzoo_s": {"median": 0.0205},
+            "hand_s": {"median": 0.02},
+            "ratio": {"median": 1.025, "n": 6},
+            "fast_ratio": 1.02,
+            "images_per_s": {"mtlzoo": 1561.0, "hand": 1600.0},
+            "step_memory_bytes": {"mtlzoo": 3 * 2**30, "hand": 2.9 * 2**30},
+        },
+        "options": [
+            {"name": "bf16 autocast", "speedup": {"median": 1.6}, "fast_speedup": 1.7},
+            {"name": "deterministic on", "error": "RuntimeError: no"},
+        ],
+    }
+    r["export"].status = "ok"
+    r["export"].data = {
+        "predict": {"rc": 0, "seconds": 6.0, "images": 32, "device": "cuda"},
+        "load": {"rc": 0, "seconds": 1.5, "max_abs_diff": {"semseg": 2e-4}, "images_per_s": 900.0},
+        "pt2": {"rc": 0, "seconds": 20.0, "max_abs_diff": {"semseg": 1e-6}},
+    }
+    r["bench"].status = "ok"
+    r["bench"].data = {
+        "cells": 40,
+        "planned": 40,
+        "wall_s": 95.0,
+        "jobs": 8,
+        "spec": {
+            "overrides": ["train.epochs=2"],
+            "grid": {"combiner": ["sum"]},
+            "seeds": [0],
+            "baselines": True,
+        },
+    }
+    r["tests"].status, r["tests"].lines = "ok", ["a table of tests"]
+    text = gc.render(check, [name for name, *_ in gc.PARTS])
+    assert "| fp32 | 15.0 | 11.0 | 6.0 | 3.0 | 1.1 | 10.0 | 2.5 | 1.4 |" in text
+    assert "| semseg | miou |" in text and "| 0.7000 | 0.7000 | 0.7000 |" in text
+    assert "**`train.deterministic=true` costs 1.50x the default's compute per epoch here.**" in text
+    assert "| 4 | 41.0 | 0.240 | 45.0 |" in text
+    assert "Ratio mtlzoo / hand-written: **1.025** median of 6 rounds, **1.020** fast-step" in text
+    assert "| mtlzoo Trainer.train_step | 20.50 | 1561 | 3072 |" in text
+    assert (
+        "| bf16 autocast | 1.60x | 1.70x |  |" in text
+        and "| deterministic on | - | - | RuntimeError: no |" in text
+    )
+    assert "`mtlzoo.load(run, device='cuda')` in 1.5 s, 900 images/s" in text
+    assert "`mtlzoo export RUN --format pt2`: exit 0 in 20.0 s" in text
+    assert "40 of 40 cells committed in 95 s" in text
+    assert "## CUDA tests\n\na table of tests" in text
+    assert (
+        text.index("## Quickstart fp32")
+        < text.index("## train.deterministic on CUDA")
+        < text.index("## CamVid lite0")
+    )
