@@ -159,6 +159,7 @@ def test_a_legacy_table_is_kept_until_every_cell_is_committed(zoo, tmp_path, spe
     assert "3 of 3 cells committed" in (results / "tinybench.md").read_text()
 
 
+@pytest.mark.slow  # trains the cells twice, in parallel jobs and in turn
 def test_jobs_give_the_metrics_of_a_sequential_run_and_report_a_failing_job(zoo, tmp_path, spec_factory):
     results = {}
     grid = {"combiner": ["sum", {"name": "weighted", "weights": {"nope": 1.0}}]}

@@ -21,6 +21,7 @@ def test_the_documents_have_python_examples():
     assert all(python_blocks(ROOT / doc) for doc in DOCS)
 
 
+@pytest.mark.slow  # every example of the docs, the README training one included
 @pytest.mark.parametrize("doc, index", [(d, i) for d in DOCS for i in range(len(python_blocks(ROOT / d)))])
 def test_example_runs(doc, index, monkeypatch):
     monkeypatch.chdir(ROOT)  # the examples use repository paths (configs/...)

@@ -457,6 +457,7 @@ def test_stateful_new_combiners_resume_exactly(zoo, tmp_path, spec_factory, comb
         assert torch.equal(v, resumed.combiner.state_dict()[k]), k
 
 
+@pytest.mark.slow  # trains the quickstart ResNet-18 once per combiner
 @pytest.mark.parametrize("name", NEW)
 def test_each_new_combiner_trains_the_quickstart_by_its_name_alone(zoo, root, name):
     overrides = [

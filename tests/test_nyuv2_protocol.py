@@ -46,6 +46,7 @@ def test_segnet_configs_keep_the_papers_protocol(root, name):
     assert f"mtlzoo train configs/nyuv2/{name}.yaml" in text or name == "segnet_mtan"
 
 
+@pytest.mark.slow  # trains SegNet-MTAN end to end
 def test_segnet_mtan_trains_on_a_fake_copy(root, fake_nyuv2, tmp_path):
     exp = mtlzoo.build(
         root / "configs" / "nyuv2" / "segnet_mtan.yaml", [f"data.root={fake_nyuv2}", "train.epochs=1", *SMALL]

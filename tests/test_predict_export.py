@@ -146,6 +146,7 @@ def test_predict_mistakes_are_one_line(run, tmp_path, capsys):
 
 
 # -- export -------------------------------------------------------------------------------------
+@pytest.mark.slow  # exports: tracing and onnxruntime take seconds each
 def test_export_onnx_verifies_and_runs_in_onnxruntime(run, tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime")
     file = tmp_path / "model.onnx"
@@ -172,6 +173,7 @@ def test_export_onnx_verifies_and_runs_in_onnxruntime(run, tmp_path, capsys):
     assert got["semseg"].shape == (3, 6, 96, 160) and got["labels"].shape == (3, 6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "pt2"])
 def test_export_off_the_size_grid_gives_what_predict_gives(run, tmp_path, fmt):
     """36 x 44 is no multiple of the backbone's divisor 32: the file pads and crops as predict does."""
@@ -194,6 +196,7 @@ def test_export_off_the_size_grid_gives_what_predict_gives(run, tmp_path, fmt):
     assert got["semseg"].shape == (2, 6, 36, 44) and got["labels"].shape == (2, 6)
 
 
+@pytest.mark.slow
 def test_export_pt2_verifies_and_loads(run, capsys):
     assert main(["export", str(run), "--format", "pt2"]) == 0
     out = capsys.readouterr().out

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# every test runs `mtlzoo` in a fresh process against packages pip-installed for the module
+pytestmark = pytest.mark.slow
 
 
 def pip_install(target: Path, *packages: Path) -> None:
