@@ -31,10 +31,13 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...contract.errors import MtlzooError, one_line
 from ...runtime.files import spec_yaml, write_atomic
+
+if TYPE_CHECKING:
+    from ...zoo.zoo import Zoo
 
 #: version of the cell file layout
 FORMAT = 1
@@ -202,7 +205,7 @@ def _relative_imports(module: str, path: Path) -> list[str]:
     return out
 
 
-def code_version(zoo: Any, cfg: Any) -> dict[str, Any]:
+def code_version(zoo: Zoo, cfg: Any) -> dict[str, Any]:
     """The version of the code a cell's result depends on: mtlzoo's version and, per module
     that builds one of its parts (the module of each part's factory and the modules it imports
     relatively, one level deep), a digest of its code (:func:`_source_digest`)."""
