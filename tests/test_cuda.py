@@ -144,6 +144,96 @@ def test_the_sample_cache_feeds_the_gpu_through_pinned_worker_batches(zoo, spec_
             assert torch.equal(cached[key], fresh[key]), key
 
 
+class Trunk(torch.nn.Module):
+    """Four maps at strides 2-16, each computed from the one before (as a backbone's)."""
+
+    def __init__(self):
+        super().__init__()
+        chans = [3, 8, 16, 16, 32]
+        self.stages = torch.nn.ModuleList(
+            torch.nn.Sequential(
+                torch.nn.Conv2d(a, b, 3, stride=2, padding=1), torch.nn.GroupNorm(4, b), torch.nn.ReLU()
+            )
+            for a, b in zip(chans, chans[1:])
+        )
+
+    def forward(self, x):
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+def combiner_cases():
+    from conftest import GRADIENT_LEVEL_COMBINERS, LOSS_LEVEL_COMBINERS
+
+    out = [(name, {}) for name in LOSS_LEVEL_COMBINERS if name != "gradnorm"]
+    out += [("gradnorm", {"wrt": "features"}), ("gradnorm", {"wrt": "params"})]
+    out += [("famo", {"update": "same_batch"})]
+    return out + [(name, {"wrt": wrt}) for name in GRADIENT_LEVEL_COMBINERS for wrt in ("params", "features")]
+
+
+@pytest.mark.parametrize(("name", "options"), combiner_cases(), ids=lambda v: str(v or ""))
+def test_every_combiner_steps_on_the_gpu(zoo, name, options):
+    """Two steps (two epochs: the loss-history weightings roll over) of every combiner in every
+    mode, with its state on the GPU: finite gradients on the GPU for every shared tensor."""
+    import torch.nn.functional as F
+
+    from mtlzoo.contract.combine import Step
+
+    torch.manual_seed(0)
+    device = torch.device(DEVICE)
+    trunk = Trunk().to(device)
+    # each head reads its own map and the last one: every task reaches the last map's every coordinate
+    heads = torch.nn.ModuleDict(
+        {
+            t: torch.nn.ModuleList([torch.nn.Conv2d(c, k, 1), torch.nn.Conv2d(32, k, 1)])
+            for t, c, k in (("seg", 8, 3), ("depth", 16, 1), ("cls", 32, 5))
+        }
+    ).to(device)
+    tasks = list(heads)
+    entry = zoo.registries["combiner"].get(name)
+    combiner = entry.call(tasks, options=entry.build_options(options, "combiner")).to(device)
+    shared = list(trunk.parameters())
+    params = shared + list(heads.parameters()) + [p for p in combiner.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.01)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 3, 32, 32, generator=g).to(device)
+    seg = torch.randint(0, 3, (4, 16, 16), generator=g).to(device)
+    depth = torch.rand(4, 1, 8, 8, generator=g).to(device)
+    cls = torch.randint(0, 5, (4,), generator=g).to(device)
+
+    def head(t, feats, k):
+        out = heads[t][0](feats[k])
+        return out + F.interpolate(heads[t][1](feats[3]), size=out.shape[-2:], mode="nearest")
+
+    def losses_of():
+        feats = trunk(x)
+        return feats, {
+            "seg": F.cross_entropy(head("seg", feats, 0), seg),
+            "depth": F.l1_loss(head("depth", feats, 1), depth) + 0.1,
+            "cls": F.cross_entropy(head("cls", feats, 3).mean((2, 3)), cls),
+        }
+
+    for k in range(2):
+        feats, losses = losses_of()
+        step = Step(losses, feats, shared, {t: list(heads[t].parameters()) for t in tasks}, step=k, epoch=k)
+        logs = combiner.backward(losses, step) or {}
+        for key, value in logs.items():
+            assert math.isfinite(float(value)), f"{name}: log {key} is {value}"
+        assert all(p.grad is not None and p.grad.device.type == DEVICE for p in shared), name
+        assert all(bool(torch.isfinite(p.grad).all()) for p in shared), name
+        assert any(bool(p.grad.abs().sum() > 0) for p in shared), name
+        optimizer.step()
+        if combiner.needs_losses_after_step:
+            with torch.no_grad():
+                _, after = losses_of()
+            combiner.after_step({t: v.detach() for t, v in after.items()})
+        optimizer.zero_grad(set_to_none=True)
+    assert all(b.device.type == DEVICE for b in combiner.buffers())
+
+
 @pytest.fixture(scope="module")
 def gpu_run(tmp_path_factory):
     """A tiny run trained on the GPU, with every dense kind and image-level labels, on a backbone
