@@ -87,7 +87,8 @@ def run_cell(
     from ...runtime.train import Trainer
 
     run_dir = out_dir / cell.id
-    cfg = zoo.spec(base, [*cell_overrides(spec, cell, run_dir), *extra])
+    validated = zoo.validate(base, [*cell_overrides(spec, cell, run_dir), *extra])
+    cfg = validated.cfg
     _check_same_config(cfg, run_dir)
     summary_file = run_dir / "summary.json"
     if summary_file.is_file():
@@ -100,7 +101,7 @@ def run_cell(
         stale = run_dir / "metrics.jsonl"
         if stale.exists():  # an interrupted first epoch: keep its log aside, start again
             stale.rename(run_dir / f"metrics.interrupted-{int(time.time())}.jsonl")
-    trainer = Trainer(zoo.build(cfg), run_dir, resume=resume)
+    trainer = Trainer(zoo.build(validated), run_dir, resume=resume)  # built as validated, not validated again
     return trainer.fit()
 
 
