@@ -33,6 +33,7 @@ from perf_harness.stats import (
 from perf_harness.workloads import (
     HandLoop,
     backbone_fn,
+    batch_for,
     build_trainer,
     cprofile_framework,
     fixed_batch,
@@ -260,7 +261,9 @@ def measure_option(
         t0 = time.perf_counter()
         trainer = build_trainer(spec, overrides + list(extra))
         row["build_s"] = time.perf_counter() - t0
-        opt = trainer_step(trainer, batch, fill_uninitialized)
+        # the batch in this trainer's memory layout (an NCHW model fed a channels-last image would run
+        # channels-last convolutions)
+        opt = trainer_step(trainer, batch_for(trainer, batch), fill_uninitialized)
         base = trainer_step(default, batch)
         sync()
         t0 = time.perf_counter()

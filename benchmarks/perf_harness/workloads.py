@@ -62,6 +62,13 @@ def fixed_batch(trainer: Any) -> dict[str, Any]:
     return out
 
 
+def batch_for(trainer: Any, batch: dict[str, Any]) -> dict[str, Any]:
+    """``batch`` with its image in ``trainer``'s memory layout (channels-last or NCHW): what the
+    Trainer's own copy gives it, so an option that changes the layout is measured with it."""
+    layout = torch.channels_last if trainer.channels_last else torch.contiguous_format
+    return {**batch, "image": batch["image"].contiguous(memory_format=layout)}
+
+
 def trainer_step(
     trainer: Any, batch: dict[str, Any], fill_uninitialized: Optional[bool] = None
 ) -> Callable[[], Any]:
