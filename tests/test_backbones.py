@@ -384,7 +384,7 @@ def test_cnn_errors(plugin_zoo):
     )
     assert (
         config_error(plugin_zoo, {"name": "cnn", "channels": [8, 0]})
-        == "model.backbone.channels[1]: must be >= 1, got 0"
+        == "model.backbone.channels[1]: must be >= 1 and <= 8192, got 0"
     )
 
 

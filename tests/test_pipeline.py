@@ -227,7 +227,7 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index_only():
     [
         ({"hflip": 1.5}, "augment.hflip: must be >= 0 and <= 1, got 1.5"),
         ({"scale": [2.0, 1.0]}, "augment.scale: give [lo, hi] with lo <= hi, got [2.0, 1.0]"),
-        ({"crop": [0, 5]}, "augment.crop[0]: must be >= 1, got 0"),
+        ({"crop": [0, 5]}, "augment.crop[0]: must be >= 1 and <= 16384, got 0"),
         ({"resize": [5]}, "augment.resize: expected 2 values (tuple[int, int]), got 1: [5]"),
         ({"color_jitter": -0.1}, "augment.color_jitter: must be >= 0, got -0.1"),
     ],

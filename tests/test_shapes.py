@@ -367,7 +367,7 @@ def test_unknown_split():
 @pytest.mark.parametrize(
     "options, pattern",
     [
-        (dict(size=[7, 64]), r"data.size\[0\]: must be >= 8, got 7"),
+        (dict(size=[7, 64]), r"data.size\[0\]: must be >= 8 and <= 4096, got 7"),
         (dict(size=[64]), r"data.size: expected 2 values"),
         (dict(classes=[]), r"data.classes: empty"),
         (dict(classes=["spere", "box"]), r"data.classes: unknown shape 'spere' \(did you mean 'sphere'\?\)"),
