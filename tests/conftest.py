@@ -44,7 +44,10 @@ COMBINERS = (
     *("sum", "weighted", "uncertainty", "dwa", "rlw", "gls", "imtl_l", "famo", "gradnorm"),
     *("mgda", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl", "gradvac", "graddrop", "upgrad"),
     *("config", "db_mtl", "fairgrad", "excess_mtl", "moco", "modo", "sdmgrad", "stch", "dualproj"),
+    *("krum", "trimmed_mean", "auto_lambda", "moml", "forum"),
 )
+#: the built-in combiners that learn their weights on a held-out batch (they need step.heldout)
+BILEVEL_COMBINERS = ("auto_lambda", "moml", "forum")
 #: the built-in combiners that weight the losses (one backward pass of a weighted sum)
 LOSS_LEVEL_COMBINERS = (
     "sum",
@@ -59,7 +62,7 @@ LOSS_LEVEL_COMBINERS = (
     "stch",
 )
 #: the built-in combiners that work on the task gradients, in registration order
-GRADIENT_LEVEL_COMBINERS = tuple(c for c in COMBINERS if c not in LOSS_LEVEL_COMBINERS)
+GRADIENT_LEVEL_COMBINERS = tuple(c for c in COMBINERS if c not in (*LOSS_LEVEL_COMBINERS, *BILEVEL_COMBINERS))
 
 
 def tiny_spec(**overrides) -> dict:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchjd.scalarization as tjs
-from conftest import COMBINERS, LOSS_LEVEL_COMBINERS
+from conftest import BILEVEL_COMBINERS, COMBINERS, LOSS_LEVEL_COMBINERS
 from torch import nn
 
 import mtlzoo.builtin.combiners as C
@@ -289,14 +289,14 @@ def test_bad_options_are_config_errors(zoo):
 ALL = list(COMBINERS)
 
 
-def test_hook_registers_all_27_names_lazily_in_order():
+def test_hook_registers_all_32_names_lazily_in_order():
     seen = {}
 
     def register(name, factory, options=None, help=""):
         seen[name] = (factory, options, help)
 
     C.register_combiners(register)
-    assert list(seen) == ALL and len(ALL) == 27
+    assert list(seen) == ALL and len(ALL) == 32
     for name, (factory, _options, help) in seen.items():
         assert isinstance(factory, str) and factory.startswith("mtlzoo.builtin.combiners."), name
         assert help, name
@@ -320,9 +320,10 @@ def test_registry_holds_every_loss_combiner(zoo):
 
 @pytest.mark.parametrize("name", ALL)
 def test_every_name_builds_from_its_defaults(zoo, name):
-    comb = zoo.make("combiner", {"name": name}, ["a", "b"], path="combiner")
-    assert isinstance(comb, Combiner) and comb.task_names == ["a", "b"]
-    assert comb.level == ("loss" if name in LOSS_LEVEL_COMBINERS else "gradient")
+    comb = zoo.make("combiner", {"name": name}, ["a", "b", "c"], path="combiner")  # krum needs 3
+    assert isinstance(comb, Combiner) and comb.task_names == ["a", "b", "c"]
+    levels = {**dict.fromkeys(LOSS_LEVEL_COMBINERS, "loss"), **dict.fromkeys(BILEVEL_COMBINERS, "bilevel")}
+    assert comb.level == levels.get(name, "gradient")
     if comb.level == "gradient":
         assert comb.wrt == "params"
 

@@ -82,6 +82,7 @@ from torch import Tensor, nn
 
 from ._autogram import LayerGramian, add_grad
 from .dist import all_reduce_mean, all_reduce_sum, average_grads, is_distributed, world_size
+from .heldout import HeldOut
 from .settings import ShowsSettings
 
 Wrt = Literal["params", "features"]
@@ -114,7 +115,10 @@ class Step:
             where batching was measured no faster and costs memory).
 
     A Step is used for one backward: after :meth:`backward`, :meth:`backward_weighted` or
-    :meth:`set_shared_gradient` it drops what it kept.
+    :meth:`set_shared_gradient` it drops what it kept. With partial labels ``losses`` may hold
+    a subset of the combiner's tasks (see :attr:`Combiner.partial_steps`). :attr:`heldout` is a
+    :class:`~mtlzoo.contract.heldout.HeldOut` for a combiner that asked for a held-out batch
+    (:attr:`Combiner.heldout_split`), else ``None``.
     """
 
     def __init__(
@@ -138,6 +142,7 @@ class Step:
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
         self.chunk_size = chunk_size
+        self.heldout: HeldOut | None = None
         self._head_params: list[Tensor] = []
         seen: set[int] = set()
         for ps in self.task_params.values():
@@ -516,10 +521,19 @@ class Combiner(ShowsSettings, nn.Module):
     """
 
     #: ``"loss"`` for combiners that only weight losses, ``"gradient"`` for those that
-    #: aggregate per-task gradients. Informational (listing, benchmarks).
+    #: aggregate per-task gradients, ``"bilevel"`` for those that learn weights on a held-out
+    #: batch. Informational (listing, benchmarks).
     level: str = "loss"
     #: buffers resized from the checkpoint on load (their size depends on the model)
     lazy_buffers: tuple[str, ...] = ()
+    #: True when :meth:`backward` accepts a step whose losses are a non-empty subset of
+    #: :attr:`task_names` (partial labels: a batch without any label of some task) and gives
+    #: the missing tasks no weight and no state update; the trainer refuses data with partial
+    #: targets for a combiner that does not declare it
+    partial_steps: bool = False
+    #: a split name when :meth:`backward` needs a held-out batch (``step.heldout``, see
+    #: :mod:`mtlzoo.contract.heldout`), else ``None``
+    heldout_split: str | None = None
 
     def __init__(self, task_names: Sequence[str]):
         super().__init__()
@@ -552,9 +566,12 @@ class Combiner(ShowsSettings, nn.Module):
         return torch.stack([losses[t] for t in self.task_names])
 
     def order(self, step: Step) -> list[int]:
-        """Index of each of ``step.task_names`` in :attr:`task_names` (they usually agree)."""
+        """Index of each of ``step.task_names`` in :attr:`task_names` (they usually agree; a
+        combiner with :attr:`partial_steps` may get a subset)."""
         names = step.task_names
-        if sorted(names) != sorted(self.task_names):
+        same = sorted(names) == sorted(self.task_names)
+        subset = self.partial_steps and names and len(set(names)) == len(names) <= len(self.task_names)
+        if not same and not (subset and set(names) <= set(self.task_names)):
             raise KeyError(f"combiner was built for tasks {self.task_names}, the step has {names}")
         return [self.task_names.index(t) for t in names]
 

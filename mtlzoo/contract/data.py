@@ -20,6 +20,15 @@ class           int64 ``[]``                one class index per image
 ==============  ==========================  ==================================================
 
 Plugins add kinds with the ``register_target_kinds`` hook.
+
+**Partial labels.** A dataset whose samples carry only some targets (two datasets' worth of
+labels in one, say) declares those targets with ``TargetInfo(..., partial=True)`` and leaves
+the key out of a sample that lacks it. The pipeline then fills the missing target with its
+kind's fill (:meth:`TargetKind.pad_value`, a tensor of the kind's shape and dtype) and adds
+``"<key>/present"``: a ``bool`` scalar per sample, True where the sample had the target
+(:data:`PRESENT_SUFFIX`, :func:`present_key`), so that batches collate; a target derived
+from a partial one is partial with it. Losses and metrics then see only the labelled
+samples. A declared target that is not partial must be in every sample.
 """
 
 from __future__ import annotations
@@ -46,6 +55,8 @@ class TargetInfo:
         class_weights: optional per-class loss weights (e.g. median frequency balancing).
         palette: optional RGB colour (0-255) of each class, for pictures of predictions
             (``mtlzoo predict``); ``None``: a fixed palette is used.
+        partial: samples may lack this target (partial labels, see the module docstring):
+            a sample without it leaves the key out.
     """
 
     kind: str
@@ -54,6 +65,16 @@ class TargetInfo:
     ignore_index: int | None = None
     class_weights: tuple[float, ...] | None = None
     palette: tuple[tuple[int, int, int], ...] | None = None
+    partial: bool = False
+
+
+#: a partial target ``key`` comes with ``key + PRESENT_SUFFIX``: True where a sample has it
+PRESENT_SUFFIX = "/present"
+
+
+def present_key(key: str) -> str:
+    """The batch key of the per-sample availability of partial target ``key``."""
+    return key + PRESENT_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -175,9 +196,11 @@ def sample_problems(sample: Any, info: DatasetInfo, kinds: Mapping[str, TargetKi
         kind = kinds.get(tinfo.kind)
         value = sample.get(key)
         if value is None:
-            problems.append(
-                f"{where}: target {key!r} declared by the dataset's info is missing (keys: {sorted(sample)})"
-            )
+            if not tinfo.partial:
+                problems.append(
+                    f"{where}: target {key!r} declared by the dataset's info is missing (keys: {sorted(sample)}); "
+                    f"a dataset whose samples may lack it declares it with TargetInfo(partial=True)"
+                )
             continue
         if kind is None:
             problems.append(f"{where}: target {key!r} has unknown kind {tinfo.kind!r}")
@@ -204,4 +227,4 @@ def sample_problems(sample: Any, info: DatasetInfo, kinds: Mapping[str, TargetKi
     return problems
 
 
-__all__ = ["TargetInfo", "DatasetInfo", "TargetKind", "sample_problems"]
+__all__ = ["TargetInfo", "DatasetInfo", "TargetKind", "sample_problems", "PRESENT_SUFFIX", "present_key"]

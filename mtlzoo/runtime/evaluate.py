@@ -5,6 +5,9 @@ with. Metrics are exact over the split (each metric sums its state, reduced over
 mean loss of each task is accumulated on the device and copied to the host once per split,
 and each split's loader is built once and kept (its workers live across evaluations).
 
+With partial labels (:mod:`.partial`) each task's loss and metrics are over the samples that
+carry its target; a task without any labelled sample in the split reports NaN.
+
 A metric whose ``compute()`` returns a 1-D tensor (one value per class) is reported as one
 entry per element, ``"<metric key>/<class name>"`` (the metric's ``class_names`` attribute,
 else the index). Such *detail* keys (every key with a ``/``) stay out of the epoch line, the
@@ -26,6 +29,7 @@ from ..contract.errors import DataError, MtlzooError
 from . import distributed as D
 from .experiment import Experiment
 from .loading import loader_settings, local_processes, make_loader, to_device, unwrap_worker_error
+from .partial import Labelled, flags
 from .pipeline import fill_cache
 from .process import Process, prepare
 
@@ -157,18 +161,24 @@ class Evaluator:
         for task in self.tasks.values():
             for m in task.metrics.values():
                 m.reset()
-        # on the device: one copy to the host per split, not one per batch and task
-        sums = torch.zeros(len(self.tasks) + 1, dtype=torch.float64, device=self.device)
+        # on the device: one copy to the host per split, not one per batch and task; per task
+        # its loss sum, then per task its labelled samples, then the samples
+        T = len(self.tasks)
+        sums = torch.zeros(2 * T + 1, dtype=torch.float64, device=self.device)
         for batch in loader:
+            marks = Labelled(flags(batch), self.device)  # partial labels, read on the host
             batch = to_device(batch, self.device, self.channels_last)
             images: Tensor = batch["image"]
             with self.autocast():
                 preds = self.model(images)
             n = images.shape[0]
             for i, (name, task) in enumerate(self.tasks.items()):
-                pred = preds[name].float()
-                target = batch[task.target]
-                sums[i] += task.loss(pred, target).detach().double() * n
+                count = marks.count(task.target, n)
+                if count == 0:
+                    continue
+                pred, target = marks.take(task.target, [preds[name].float(), batch[task.target]])
+                sums[i] += task.loss(pred, target).detach().double() * count
+                sums[T + i] += count
                 for m in task.metrics.values():
                     m.update(pred, target)
             sums[-1] += n
@@ -179,8 +189,11 @@ class Evaluator:
         for i, (name, task) in enumerate(self.tasks.items()):
             values: dict[str, float] = {}
             for key, m in task.metrics.items():
+                if sums[T + i] == 0:  # no sample of the split carries this task's target
+                    values[key] = math.nan
+                    continue
                 values.update(expand(key, m.compute(), getattr(m, "class_names", None)))
-            values["loss"] = float(sums[i] / sums[-1])
+            values["loss"] = float(sums[i] / sums[T + i]) if sums[T + i] > 0 else math.nan
             results[name] = values
         return results
 

@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from ..contract.errors import ConfigError, one_line
+
 
 def spec_yaml(
     cfg: DictConfig | Mapping[str, Any],
@@ -34,6 +36,25 @@ def spec_yaml(
         if folder is not None and isinstance(node, dict) and node.get(leaf) == value and os.path.isabs(value):
             node[leaf] = os.path.relpath(value, Path(folder).resolve())
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+
+
+def new_run_dir(out_dir: str | Path, name: str) -> Path:
+    """A fresh run folder ``out_dir/name`` (``name-2``, ``name-3``... if taken): never reuses one."""
+    base = Path(out_dir)
+    if base.exists() and not base.is_dir():
+        raise ConfigError(f"train.out_dir: {base} is a file, not a folder; point train.out_dir at a folder")
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        for i in range(1, 10_000):
+            candidate = base / (name if i == 1 else f"{name}-{i}")
+            try:
+                candidate.mkdir()
+                return candidate
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise ConfigError(f"train.out_dir: cannot create a run folder in {base} ({one_line(exc)})") from None
+    raise ConfigError(f"train.out_dir: could not find a free run folder for {name!r} in {base}")
 
 
 def _umask() -> int:
@@ -158,4 +179,4 @@ class RunLock:
             _HELD.remove(self)
 
 
-__all__ = ["spec_yaml", "write_atomic", "write_json", "json_safe", "RunLock"]
+__all__ = ["spec_yaml", "write_atomic", "write_json", "json_safe", "RunLock", "new_run_dir"]

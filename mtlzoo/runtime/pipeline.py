@@ -15,6 +15,12 @@ per sample and in this order:
 2. derives targets (a boundary map or image-level labels from a segmentation mask) from
    the *augmented* source, so they match what the model sees.
 
+**Partial labels** (targets declared ``TargetInfo(partial=True)``, see
+:mod:`mtlzoo.contract.data`): a sample without such a target gets its kind's fill in its
+place (before augmentation, so it moves with the image like any target) and
+``"<key>/present"`` (a bool scalar, False); a sample with it gets ``True``. A target derived
+from a partial one carries its source's flag.
+
 Images stay in [0, 1]: the model normalises them (its first layer). Randomness is a pure
 function of ``(seed, epoch, sample index)``: the sampler hands ``(epoch, index)`` keys, so
 the same sample gets the same augmentation in any worker, after any resume.
@@ -45,7 +51,7 @@ import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from ..contract.data import DatasetInfo, TargetInfo, TargetKind, sample_problems
+from ..contract.data import DatasetInfo, TargetInfo, TargetKind, present_key, sample_problems
 from ..contract.errors import ConfigError, DataError
 
 
@@ -91,7 +97,8 @@ def unique_derived(derived: list[Derived]) -> list[Derived]:
 
 
 def derived_info(info: DatasetInfo, derived: list[Derived]) -> DatasetInfo:
-    """``info`` extended by the derived targets; refuses derivations that clash."""
+    """``info`` extended by the derived targets (partial where their source is); refuses
+    derivations that clash."""
     targets = dict(info.targets)
     for d in derived:
         if d.source not in info.targets:
@@ -105,7 +112,8 @@ def derived_info(info: DatasetInfo, derived: list[Derived]) -> DatasetInfo:
                 f"deriving {d.key!r} would overwrite the target it is computed from; give the task "
                 f"another `target` key"
             )
-        targets[d.key] = d.info
+        source = info.targets[d.source]
+        targets[d.key] = dataclasses.replace(d.info, partial=True) if source.partial else d.info
     return dataclasses.replace(info, targets=targets)
 
 
@@ -148,6 +156,8 @@ class PipelineDataset(torch.utils.data.Dataset):
         self._base_kinds = {t.kind: kinds[t.kind] for t in base.info.targets.values()}
         self._dense = [k for k, t in base.info.targets.items() if self.kinds[k].dense]
         self._fills = {k: self.kinds[k].pad_value(base.info.targets[k]) for k in self._dense}
+        #: target keys samples may lack (partial labels), derived ones included
+        self.partial = [k for k, t in self.info.targets.items() if t.partial]
         self._cache: list[Any] | None = None
 
     @property
@@ -252,6 +262,7 @@ class PipelineDataset(torch.utils.data.Dataset):
         hw = tuple(image.shape[-2:])
         dense = {"image": image}
         out: dict[str, Any] = {}
+        sample = self._fill_missing(dict(sample), out, (int(hw[0]), int(hw[1])))
         for key, value in sample.items():
             if key == "image":
                 continue
@@ -267,6 +278,22 @@ class PipelineDataset(torch.utils.data.Dataset):
         if self.augment.get("resize"):
             dense = self._resize(dense, self.augment["resize"])
         return dense, out
+
+    def _fill_missing(
+        self, sample: dict[str, Any], out: dict[str, Any], hw: tuple[int, int]
+    ) -> dict[str, Any]:
+        """Partial targets: the kind's fill where the sample lacks one, and every partial
+        target's ``"<key>/present"`` flag in ``out``."""
+        for key, tinfo in self.base.info.targets.items():
+            if not tinfo.partial:
+                continue
+            have = sample.get(key) is not None
+            if not have:
+                kind = self.kinds[key]
+                shape = kind.expected_shape(tinfo, *hw)
+                sample[key] = torch.full(shape, kind.pad_value(tinfo), dtype=getattr(torch, kind.dtype))
+            out[present_key(key)] = torch.tensor(have)
+        return sample
 
     def _finish(
         self, dense: dict[str, Tensor], out: dict[str, Any], epoch: int, index: int
@@ -287,6 +314,8 @@ class PipelineDataset(torch.utils.data.Dataset):
         out.update(dense)
         for d in self.derived:
             out[d.key] = d.fn(out[d.source])
+            if present_key(d.source) in out:
+                out[present_key(d.key)] = out[present_key(d.source)].clone()
         return out
 
     def _resize(self, dense: dict[str, Tensor], size: Any, scale: float | None = None) -> dict[str, Tensor]:

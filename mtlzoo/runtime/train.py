@@ -42,36 +42,20 @@ from . import checkpoint as ckpt
 from . import distributed as D
 from .evaluate import Evaluator, amp_dtype, nonfinite_metrics
 from .experiment import Experiment
-from .files import RunLock, json_safe, spec_yaml, write_atomic, write_json
+from .files import RunLock, json_safe, new_run_dir, spec_yaml, write_atomic, write_json
 from .guards import BatchNormGuard
+from .heldout import HeldOutBatches, functional_forward
 from .loading import make_loader, to_device, unwrap_worker_error
 from .monitor import Monitor
 from .optim import build_optimizer, lr_factor, shared_batchnorms
+from .partial import Labelled, check_partial, flags
 from .pipeline import fill_cache
 from .predictor import CARD
 from .process import Process, prepare, seed_everything
 from .reporting import Reporter, data_hint, format_table, prediction_pictures
+from .selection import better, primary_tasks, selection
 
 __all__ = ["Trainer", "format_table", "lr_factor", "new_run_dir", "seed_everything", "amp_dtype"]
-
-
-def new_run_dir(out_dir: str | Path, name: str) -> Path:
-    """A fresh run folder ``out_dir/name`` (``name-2``, ``name-3``... if taken): never reuses one."""
-    base = Path(out_dir)
-    if base.exists() and not base.is_dir():
-        raise ConfigError(f"train.out_dir: {base} is a file, not a folder; point train.out_dir at a folder")
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        for i in range(1, 10_000):
-            candidate = base / (name if i == 1 else f"{name}-{i}")
-            try:
-                candidate.mkdir()
-                return candidate
-            except FileExistsError:
-                continue
-    except OSError as exc:
-        raise ConfigError(f"train.out_dir: cannot create a run folder in {base} ({one_line(exc)})") from None
-    raise ConfigError(f"train.out_dir: could not find a free run folder for {name!r} in {base}")
 
 
 class Trainer:
@@ -123,6 +107,9 @@ class Trainer:
         self.optimizer = build_optimizer(self.cfg, self.model, self.combiner)
         self.frozen_bn = shared_batchnorms(self.model) if t.optimizer.freeze_bn else []
         self.train_set = self.evaluator.dataset("train")
+        self.primary = primary_tasks(self.cfg)
+        check_partial(exp, self.train_set)  # refused before the run folder is touched
+        self.heldout = HeldOutBatches.for_trainer(self)
         sampler = D.ShardedSampler(len(self.train_set), seed=int(self.cfg.seed), keyed=True)
         settings = self.evaluator.loader_settings
         self.train_loader = make_loader(self.train_set, sampler, t.batch_size, settings, int(self.cfg.seed))
@@ -153,7 +140,7 @@ class Trainer:
         self.lock = RunLock(self.run_dir) if self.run_dir is not None and self.main else None
         monitor = Monitor(self.run_dir, t.tensorboard, t.tensorboard_images_every, self.main, True)
         self.reporter = Reporter(self.run_dir, monitor, self.main)
-        self.select_task, self.select_key = self._selection()
+        self.select_task, self.select_key = selection(t.select, self.tasks, self.primary)
         if resume is not None:
             try:
                 self._resume(resume)
@@ -166,21 +153,6 @@ class Trainer:
             write_json(self.run_dir / CARD, self.exp.card())
 
     # -- set-up ---------------------------------------------------------------------------
-    def _selection(self) -> tuple[str, str]:
-        select = self.cfg.train.select
-        if select is None:
-            first = next(iter(self.tasks.values()))
-            if not first.metrics:
-                return first.name, "loss"
-            return first.name, next(iter(first.metrics))
-        task, _, key = select.partition(".")
-        if task not in self.tasks or (key not in self.tasks[task].metrics and key != "loss"):
-            options = [f"{n}.{k}" for n, tk in self.tasks.items() for k in [*tk.metrics, "loss"]]
-            raise ConfigError(
-                f"train.select: {select!r} is not a task metric; choose one of {', '.join(options)}"
-            )
-        return task, key
-
     def _resume(self, path: str | Path) -> None:
         folder = ckpt.load_weights(path, self.model, self.combiner)
         try:
@@ -216,14 +188,19 @@ class Trainer:
         return loss
 
     def compute_losses(
-        self, batch: dict[str, Tensor]
+        self,
+        batch: dict[str, Tensor],
+        labelled: Labelled | None = None,
+        parameters: Mapping[str, Tensor] | None = None,
     ) -> tuple[list[Tensor] | None, dict[str, Tensor], dict[str, Tensor]]:
         """Forward one batch: the shared representation (or ``None``), predictions and per-task
         losses (deep-supervision losses added with the architecture's ``aux_weight``, and the
-        architecture's per-task ``regularizers``)."""
+        architecture's per-task ``regularizers``), over the labelled samples (``labelled``, see
+        :mod:`.partial`); ``parameters``: replaced out of place (:mod:`.heldout`)."""
         images = batch["image"]
+        labelled = labelled if labelled is not None else Labelled(flags(batch), images.device)
         with self.evaluator.autocast():
-            out = self.model.forward_train(images)
+            out = functional_forward(self.model, images, parameters or {})
         aux_weight = float(getattr(self.model, "aux_weight", 0.0))
         extra = set(out.regularizers) - set(self.tasks)
         if extra:
@@ -237,9 +214,15 @@ class Trainer:
                 raise DataError(
                     f"tasks.{name}: the batch has no target {task.target!r} (keys: {sorted(batch)})"
                 )
-            target = batch[task.target]
-            loss = self._task_loss(task, out.preds[name], target)
-            aux = out.aux.get(name) or []
+            if task.target in labelled.absent:  # no labelled sample: the task sits this step out
+                continue
+            if task.target in labelled.empty_here:  # other ranks have labels: a zero loss keeps steps alike
+                losses[name] = out.preds[name].float().sum() * 0.0
+                continue
+            pred, target, *aux = labelled.take(
+                task.target, [out.preds[name], batch[task.target], *out.aux.get(name, [])]
+            )
+            loss = self._task_loss(task, pred, target)
             if aux and aux_weight:
                 loss = loss + aux_weight * torch.stack([self._task_loss(task, a, target) for a in aux]).mean()
             reg = out.regularizers.get(name)
@@ -254,11 +237,15 @@ class Trainer:
         self.model.train()
         for m in self.frozen_bn:  # train.optimizer.freeze_bn: running statistics stay as loaded
             m.eval()
+        marks = Labelled(flags(batch), self.device, self.distributed)  # host flags: no device sync
         batch = to_device(batch, self.device, self.channels_last)
         if self.bn_guard is not None:
             self.bn_guard.save()
-        shared, preds, losses = self.compute_losses(batch)
+        shared, preds, losses = self.compute_losses(batch, marks)
         del preds  # the losses hold what backward needs; the predictions need not outlive them
+        if not losses:  # no sample carries a label of any task: nothing to learn from this batch
+            self.global_step += 1
+            return {}, {}
         stacked = torch.stack([loss.detach().float() for loss in losses.values()])
         if self.bn_guard is not None:
             # skip mode pays a second copy to the host: no combiner may see a non-finite loss,
@@ -273,6 +260,8 @@ class Trainer:
             step=self.global_step,
             epoch=self.epoch,
         )
+        if self.heldout is not None:  # a bilevel combiner: its held-out batch and extra passes
+            step.heldout = self.heldout.context(self, batch, marks)
         try:
             logs: Mapping[str, Any] = self.combiner.backward(losses, step) or {}
         except Exception:
@@ -312,7 +301,7 @@ class Trainer:
         self.optimizer.step()
         if self.combiner.needs_losses_after_step:  # FAMO: the same batch's losses after the update
             with torch.no_grad():
-                _, _, after = self.compute_losses(batch)
+                _, _, after = self.compute_losses(batch, marks)
             self.combiner.after_step({k: v.detach() for k, v in after.items()})
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -429,6 +418,7 @@ class Trainer:
         sampler = self.train_loader.sampler
         sampler.set_epoch(epoch)  # type: ignore[attr-defined]
         sums: dict[str, float] = {}
+        counts: dict[str, int] = {}  # with partial labels a task may sit steps out
         logs_sum: dict[str, float] = {}
         n = 0
         timing = {"data": 0.0, "compute": 0.0, "eval": 0.0}
@@ -456,7 +446,7 @@ class Trainer:
                 continue
             n += 1
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v
+                sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
             for k, v in logs.items():
                 logs_sum[k] = logs_sum.get(k, 0.0) + v
             if bar is not None:
@@ -464,7 +454,7 @@ class Trainer:
         if bar is not None:
             bar.close()
         out: dict[str, Any] = {
-            "loss": {k: v / max(n, 1) for k, v in sums.items()},
+            "loss": {k: v / counts[k] for k, v in sums.items()},
             "lr": self.optimizer.param_groups[0]["lr"],
         }
         if logs_sum:
@@ -490,14 +480,11 @@ class Trainer:
                 note += " and train.select chooses the best checkpoint on it: this epoch cannot be chosen"
             self.reporter.warn(note, once=name)
         value = results[self.select_task][self.select_key]
-        if not math.isfinite(value):  # a NaN metric is never the best
-            return
         higher = (
             self.select_key != "loss"
             and self.tasks[self.select_task].metrics[self.select_key].higher_is_better
         )
-        better = not self.best or (value > self.best["value"] if higher else value < self.best["value"])
-        if better:
+        if better(value, self.best, higher):  # a NaN metric is never the best
             self.best = {
                 "epoch": epoch,
                 "metric": f"{self.select_task}.{self.select_key}",
@@ -567,6 +554,7 @@ class Trainer:
             "world_size": D.world_size(),
             "parameters": self.model.num_parameters(),
             "eval_split": t.eval_split,
+            "primary": self.primary,
             "final": final,
             "best": self.best,
             "directions": {n: task.metric_directions() for n, task in self.tasks.items()},

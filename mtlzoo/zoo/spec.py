@@ -36,7 +36,7 @@ from .sections import MOVED, ExperimentConfig
 
 ALLOWED_RESOLVERS = frozenset({"oc.env", "oc.select", "oc.dict.keys", "oc.dict.values", "oc.decode"})
 #: keys of a task node besides its task type's own options
-TASK_KEYS = ("type", "target", "from", "head", "loss", "metrics")
+TASK_KEYS = ("type", "target", "from", "primary", "head", "loss", "metrics")
 MAX_VALUES = 100_000
 MAX_DEPTH = 64
 _INTERPOLATION = re.compile(r"\$\{\s*([A-Za-z_][\w.]*)\s*:")
@@ -382,6 +382,12 @@ def resolve_task_spec(
                 f"derivation); remove `from` and let the dataset provide {target!r}"
             )
     out["from"] = source
+    primary = node.get("primary", False)
+    if not isinstance(primary, bool):
+        raise ConfigError(
+            f"{path}.primary: true marks a primary task (the others are auxiliary), got {primary!r}"
+        )
+    out["primary"] = primary
     out.update(plain(options) if options is not None else {})
     head = resolve_part(
         _with_default(node.get("head"), ttype.head),

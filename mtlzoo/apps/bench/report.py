@@ -2,7 +2,9 @@
 
 Tables are built from cell records (:mod:`.cells`) alone. Metric keys containing ``/`` are
 details (``iou/Sky``: one value of a per-class metric): they never enter the main table,
-delta-m or the paired comparison, and have a per-class table of their own.
+delta-m or the paired comparison, and have a per-class table of their own. When the runs
+mark primary tasks (``tasks.<name>.primary``, listed under ``primary`` in ``summary.json``),
+rows also get delta-m over the primary tasks alone (``Δm primary %``).
 """
 
 from __future__ import annotations
@@ -96,6 +98,16 @@ def delta_m(
     if not per_task:
         return float("nan"), {}
     return sum(per_task.values()) / len(per_task), per_task
+
+
+def primary_tasks(records: dict[str, dict[str, Any]]) -> list[str]:
+    """The primary tasks the cells' runs marked (``summary["primary"]``), in order of appearance."""
+    out: list[str] = []
+    for r in records.values():
+        for t in r["summary"].get("primary") or []:
+            if t not in out:
+                out.append(t)
+    return out
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -198,6 +210,7 @@ def summarise(
                     agg.setdefault(c.baseline_task, {}).setdefault(key, []).append(v)
         baselines[setting] = {t: {k: _mean_std(v)[0] for k, v in d.items()} for t, d in agg.items()}
     paired = paired_rows(cells, metrics, directions)
+    primary = primary_tasks(records)
     rows = []
     groups: dict[tuple[str, str], list[Cell]] = {}
     for c in cells:
@@ -239,6 +252,9 @@ def summarise(
                     per_task_runs.setdefault(t, []).append(v)
             row["delta_m"] = _mean_std(dms)
             row["delta_m_tasks"] = {t: _mean_std(v) for t, v in per_task_runs.items()}
+            if primary:  # delta-m of the tasks the runs are for, beside that of all tasks
+                only = [{t: v for t, v in metrics[c.id].items() if t in primary} for c in done]
+                row["delta_m_primary"] = _mean_std([delta_m(m, base, dm_directions)[0] for m in only])
         if not is_baseline and (method, setting) in paired:
             row["paired"] = paired[(method, setting)]
         rows.append(row)
@@ -247,6 +263,7 @@ def summarise(
         "directions": directions,
         "detail_directions": detail_directions,
         "baselines": baselines,
+        "primary": primary,
     }
 
 
@@ -255,11 +272,13 @@ def _main_table(
 ) -> tuple[list[str], list[dict]]:
     """The markdown lines and csv rows of the main table."""
     columns = [(t, k) for t in directions for k in directions[t]]
+    with_primary = any("delta_m_primary" in row for row in rows)
     header = [
         "method",
         "setting",
         "seeds",
         "Δm %",
+        *(["Δm primary %"] if with_primary else []),
         "parameters (shared / total)",
         "s / step",
         "min / cell",
@@ -279,6 +298,9 @@ def _main_table(
             seeds,
             _fmt(*dm, row["seeds"]) if dm else "(baseline)" if row["method"].startswith("single") else "-",
         ]
+        if with_primary:
+            dmp = row.get("delta_m_primary")
+            cells.append(_fmt(*dmp, row["seeds"]) if dmp else "-")
         params, step = row.get("parameters", {}), row.get("step_seconds", (math.nan, math.nan))
         cell_s = row.get("cell_seconds", (math.nan, math.nan))
         shared, total = params.get("shared", math.nan), params.get("total", math.nan)
@@ -291,6 +313,14 @@ def _main_table(
             "seeds": row["seeds"],
             "delta_m_mean": dm[0] if dm else "",
             "delta_m_std": dm[1] if dm else "",
+            **(
+                {
+                    "delta_m_primary_mean": row["delta_m_primary"][0],
+                    "delta_m_primary_std": row["delta_m_primary"][1],
+                }
+                if "delta_m_primary" in row
+                else {}
+            ),
             "parameters_shared": "" if math.isnan(shared) else int(shared),
             "parameters_total": "" if math.isnan(total) else int(total),
             "step_seconds_mean": "" if math.isnan(step[0]) else round(step[0], 4),
@@ -446,6 +476,11 @@ def write_tables(
             if getattr(spec, "delta_m_metrics", None)
             else ""
         ),
+        *(
+            ["", f"Δm primary: the same over the primary tasks only ({', '.join(summary['primary'])})."]
+            if summary.get("primary")
+            else []
+        ),
         "",
         "Values: mean ± std over seeds (a row with n/m seeds has n of its m cells committed). ↑ higher "
         "is better, ↓ lower is better. Parameters: the model's trainable parameters shared by the tasks "
@@ -519,6 +554,7 @@ __all__ = [
     "last_k_metrics",
     "cell_cost",
     "delta_m",
+    "primary_tasks",
     "summarise",
     "per_class_rows",
     "write_tables",

@@ -30,7 +30,19 @@ modo         gradient  MGDA weights from two samples of the batch (Chen et al. 2
 sdmgrad      gradient  direction-oriented MGDA, two samples (Xiao et al. 2023)
 stch         loss      smooth Tchebycheff scalarisation of log losses (Lin et al. 2024)
 dualproj     gradient  mean gradient projected onto the dual cone (torchjd)
+krum         gradient  task gradient(s) nearest their neighbours (Blanchard et al. 2017)
+trimmed_mean gradient  coordinate-wise trimmed mean of the task gradients (Yin et al. 2018)
+auto_lambda  bilevel   weights from a virtual step and a held-out batch (Liu et al. 2022)
+moml         bilevel   multi-objective meta learning of the weights (Ye et al. 2021)
+forum        bilevel   first-order multi-gradient bilevel weighting (Ye et al. 2024)
 ===========  ========  ===============================================================
+
+``bilevel`` combiners learn their weights on a held-out batch of the ``heldout`` split,
+which the trainer draws every step (:mod:`mtlzoo.contract.heldout`). Combiners that declare
+``partial_steps`` train on partial labels (a batch may hold no label of a task):
+``sum``, ``weighted``, ``uncertainty``, ``rlw``, ``gls``, ``imtl_l``, ``mgda``, ``pcgrad``,
+``cagrad``, ``nash_mtl``, ``imtl_g``, ``aligned_mtl``, ``gradvac``, ``graddrop``, ``upgrad``,
+``config``, ``fairgrad``, ``dualproj``.
 
 Each factory is ``factory(task_names, options)`` (``factory(task_names)`` for ``sum``,
 ``gls`` and ``imtl_l``) and returns a :class:`mtlzoo.Combiner`. Gradient-level combiners
@@ -40,15 +52,17 @@ Each factory is ``factory(task_names, options)`` (``factory(task_names)`` for ``
 This module only registers the combiners. Each family's options classes and registration
 rows (name, class, options, help) sit in a torch-free module beside the family's classes:
 :mod:`.loss_level_options` (for :mod:`.basic` and :mod:`.loss_level`),
-:mod:`.gradient_level_options` (:mod:`.gradient_level`) and :mod:`.stochastic_options`
-(:mod:`.stochastic`); the classes (and the aggregation math in :mod:`.gradients`) are
+:mod:`.gradient_level_options` (:mod:`.gradient_level`), :mod:`.stochastic_options`
+(:mod:`.stochastic`), :mod:`.robust_options` (:mod:`.robust`) and :mod:`.bilevel_options`
+(:mod:`.bilevel`); the classes (and the aggregation math in :mod:`.gradients`) are
 imported with torch (and scipy) when a combiner is first built.
 """
 
 from __future__ import annotations
 
 from ...contract.hooks import hookimpl
-from . import gradient_level_options, loss_level_options, stochastic_options
+from . import bilevel_options, gradient_level_options, loss_level_options, robust_options, stochastic_options
+from .bilevel_options import AutoLambdaOptions, FORUMOptions, MOMLOptions
 from .gradient_level_options import (
     AlignedMTLOptions,
     CAGradOptions,
@@ -71,6 +85,7 @@ from .loss_level_options import (
     UncertaintyOptions,
     WeightedOptions,
 )
+from .robust_options import KrumOptions, TrimmedMeanOptions
 from .stochastic_options import ExcessMTLOptions, MoCoOptions, MoDoOptions, SDMGradOptions
 
 #: registration order: the table above (the order the combiners were added to mtlzoo)
@@ -78,7 +93,7 @@ ORDER = (
     *("sum", "weighted", "uncertainty", "dwa", "rlw", "gls", "imtl_l", "famo", "gradnorm"),
     *("mgda", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl", "gradvac", "graddrop"),
     *("upgrad", "config", "db_mtl", "fairgrad", "excess_mtl", "moco", "modo", "sdmgrad", "stch"),
-    "dualproj",
+    *("dualproj", "krum", "trimmed_mean", "auto_lambda", "moml", "forum"),
 )
 
 
@@ -87,7 +102,13 @@ def register_combiners(register):
     """Register the built-in combiners in :data:`ORDER`, each from its family's row."""
     rows = {
         row[0]: row
-        for family in (loss_level_options, gradient_level_options, stochastic_options)
+        for family in (
+            loss_level_options,
+            gradient_level_options,
+            stochastic_options,
+            robust_options,
+            bilevel_options,
+        )
         for row in family.COMBINERS
     }
     for name in ORDER:
@@ -119,5 +140,10 @@ __all__ = [
     "MoDoOptions",
     "SDMGradOptions",
     "STCHOptions",
+    "KrumOptions",
+    "TrimmedMeanOptions",
+    "AutoLambdaOptions",
+    "MOMLOptions",
+    "FORUMOptions",
     "register_combiners",
 ]

@@ -26,14 +26,19 @@ def weight_logs(
 class SumCombiner(Combiner):
     """Equal weighting: ``L = sum_t L_t`` (one backward pass)."""
 
+    partial_steps = True
+
     def backward(self, losses: dict[str, Tensor], step: Step) -> dict[str, float]:
         """Backpropagate the plain sum of the task losses."""
-        step.backward(self.stack(losses).sum())
+        self.order(step)
+        step.backward(torch.stack([losses[t] for t in step.task_names]).sum())
         return {}
 
 
 class WeightedCombiner(Combiner):
     """Static weighting: ``L = sum_t w_t L_t`` with weights fixed in the spec."""
+
+    partial_steps = True
 
     def __init__(self, task_names, options: WeightedOptions):
         super().__init__(task_names)
@@ -47,6 +52,7 @@ class WeightedCombiner(Combiner):
 
     def backward(self, losses: dict[str, Tensor], step: Step) -> dict[str, float]:
         """Backpropagate the weighted sum of the task losses."""
-        stacked = self.stack(losses)
-        step.backward((self.weights.to(stacked) * stacked).sum())
+        idx = self.order(step)
+        stacked = torch.stack([losses[t] for t in step.task_names])
+        step.backward((self.weights[idx].to(stacked) * stacked).sum())
         return weight_logs(self.task_names, self.weights)

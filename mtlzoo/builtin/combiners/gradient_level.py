@@ -67,6 +67,9 @@ class GramianCombiner(GradientCombiner):
 
     #: what head parameters receive (see :meth:`Step.backward_weighted`)
     heads: str = "own"
+    #: the weights come from the Gramian of the step's tasks: a task without labels in the
+    #: batch is simply not a row of it
+    partial_steps = True
 
     def weights(self, gramian: Tensor, step: Step) -> Tensor:
         """Weights (float64, step task order) from the T x T Gramian."""
@@ -271,6 +274,8 @@ class GradDropCombiner(GradientCombiner):
     """GradDrop (Chen et al., NeurIPS 2020, "Just Pick a Sign: Optimizing Deep Multitask
     Models with Gradient Sign Dropout"): per coordinate, keep only the task gradients of
     the sign drawn with probability given by the sign purity. Needs the T x P matrix."""
+
+    partial_steps = True
 
     def __init__(self, task_names, options: GradDropOptions):
         super().__init__(task_names, options)

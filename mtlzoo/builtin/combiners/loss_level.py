@@ -57,14 +57,17 @@ class UncertaintyCombiner(Combiner):
     (``nn.Parameter``, optimised with the model; the torchjd ``UW`` convention).
     """
 
+    partial_steps = True
+
     def __init__(self, task_names, options: UncertaintyOptions):
         super().__init__(task_names)
         self.log_vars = nn.Parameter(torch.full((len(self.task_names),), float(options.init)))
 
     def backward(self, losses: dict[str, Tensor], step: Step) -> dict[str, float]:
         """Backpropagate the uncertainty-weighted loss (model and log-variances)."""
-        stacked = self.stack(losses)
-        s = self.log_vars.to(stacked)
+        idx = self.order(step)
+        stacked = torch.stack([losses[t] for t in step.task_names])
+        s = self.log_vars[idx].to(stacked)
         step.backward((0.5 * torch.exp(-s) * stacked + 0.5 * s).sum())
         w = 0.5 * torch.exp(-self.log_vars.detach())
         return weight_logs(self.task_names, w)
@@ -127,6 +130,8 @@ class RLWCombiner(_LossWeighting):
     ``w = softmax(z)``, ``z ~ N(0, I)`` drawn anew every step (the same on every rank).
     """
 
+    partial_steps = True
+
     def __init__(self, task_names, options: RLWOptions):
         super().__init__(task_names)
         self.seed = options.seed
@@ -146,6 +151,8 @@ class GLSCombiner(_LossWeighting):
     ``sum_t L / (T L_t) grad L_t``. Losses must be positive.
     """
 
+    partial_steps = True
+
     def weights(self, losses: Tensor, step: Step) -> Tensor:
         """``L_gls / (T L_t)`` from the global loss values."""
         L = losses.double().cpu().clamp(min=_EPS)
@@ -162,14 +169,17 @@ class IMTLLCombiner(Combiner):
     initialised at 0, optimised with the model).
     """
 
+    partial_steps = True
+
     def __init__(self, task_names):
         super().__init__(task_names)
         self.log_scales = nn.Parameter(torch.zeros(len(self.task_names)))
 
     def backward(self, losses: dict[str, Tensor], step: Step) -> dict[str, float]:
         """Backpropagate the scaled losses (model and scales)."""
-        stacked = self.stack(losses)
-        s = self.log_scales.to(stacked)
+        idx = self.order(step)
+        stacked = torch.stack([losses[t] for t in step.task_names])
+        s = self.log_scales[idx].to(stacked)
         step.backward((torch.exp(s) * stacked - s).sum())
         return weight_logs(self.task_names, torch.exp(self.log_scales.detach()))
 

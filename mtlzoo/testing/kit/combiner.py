@@ -1,5 +1,6 @@
 """The combiner contract: every shared parameter gets a finite gradient in each ``wrt`` mode,
-and the state survives a save/load through safetensors."""
+and the state survives a save/load through safetensors. A combiner with a ``heldout_split``
+(bilevel weighting) gets a held-out batch of the toy model (``step.heldout``)."""
 
 from __future__ import annotations
 
@@ -48,18 +49,54 @@ def _toy(seed: int) -> tuple[Any, Any, list[Any]]:
     return backbone, heads, [images]
 
 
-def _step(backbone: Any, heads: Any, images: Any, names: list[str], step: int) -> tuple[Any, Any]:
-    from ...contract.combine import Step
-
+def _toy_losses(backbone: Any, heads: Any, images: Any, names: list[str]) -> tuple[list[Any], dict[str, Any]]:
     x = images
     features = []
     for stage in backbone:
         x = stage(x)
         features.append(x)
     preds = [heads[0](features[0]), heads[1](features[1]), heads[2](features[1].mean((2, 3)))]
-    losses = {n: (p.square().mean() + 0.1 * (i + 1)) for i, (n, p) in enumerate(zip(names, preds))}
+    return features, {n: (p.square().mean() + 0.1 * (i + 1)) for i, (n, p) in enumerate(zip(names, preds))}
+
+
+def _step(
+    backbone: Any, heads: Any, images: Any, names: list[str], step: int, combiner: Any = None
+) -> tuple[Any, Any]:
+    from ...contract.combine import Step
+
+    features, losses = _toy_losses(backbone, heads, images, names)
     task_params = {n: list(h.parameters()) for n, h in zip(names, heads)}
-    return losses, Step(losses, features, list(backbone.parameters()), task_params, step=step)
+    out = Step(losses, features, list(backbone.parameters()), task_params, step=step)
+    if getattr(combiner, "heldout_split", None) is not None:
+        out.heldout = _heldout(backbone, heads, images, names)
+    return losses, out
+
+
+def _heldout(backbone: Any, heads: Any, images: Any, names: list[str]) -> Any:
+    """The toy model's :class:`~mtlzoo.contract.heldout.HeldOut`: another random batch, and
+    forward passes with parameters replaced out of place."""
+    from ...contract.heldout import HeldOut
+
+    torch = import_torch()
+
+    class Toy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone, self.heads = backbone, heads
+
+        def forward(self, x: Any) -> Any:
+            return _toy_losses(self.backbone, self.heads, x, names)[1]
+
+    toy = Toy()
+    batches = {
+        "train": images,
+        "heldout": torch.rand(images.shape, generator=torch.Generator().manual_seed(7)),
+    }
+
+    def forward(which: str, parameters: Any) -> Any:
+        return torch.func.functional_call(toy, dict(parameters), (batches[which],), strict=False)
+
+    return HeldOut(forward, dict(toy.named_parameters()), 0.01, list(names[:1]))
 
 
 def check_combiner(zoo: Zoo, entry: Entry, folder: Path) -> list[Result]:
@@ -88,7 +125,7 @@ def check_combiner(zoo: Zoo, entry: Entry, folder: Path) -> list[Result]:
                 from ...contract import checks
 
                 backbone, heads, (images,) = _toy(0)
-                losses, step = _step(backbone, heads, images, names, 0)
+                losses, step = _step(backbone, heads, images, names, 0, cb)
                 cb.backward(losses, step)
                 named = list(backbone.named_parameters())
                 checks.combiner_made_gradients(named, list(heads.parameters()), entry.label)
@@ -118,7 +155,7 @@ def _state_round_trip(make: Callable[[], Any], names: list[str]) -> None:
     )
     for i in range(2):
         opt.zero_grad()
-        losses, step = _step(backbone, heads, images, names, i)
+        losses, step = _step(backbone, heads, images, names, i, first)
         first.backward(losses, step)
         if first.needs_losses_after_step:
             opt.step()
@@ -144,7 +181,7 @@ def _state_round_trip(make: Callable[[], Any], names: list[str]) -> None:
         opt.zero_grad()
         for p in backbone.parameters():
             p.grad = None
-        losses, step = _step(backbone, heads, images, names, 2)
+        losses, step = _step(backbone, heads, images, names, 2, cb)
         logs = cb.backward(losses, step) or {}
         grads.append(([p.grad.clone() for p in backbone.parameters()], logs))
     (g1, l1), (g2, l2) = grads
