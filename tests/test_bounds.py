@@ -148,3 +148,23 @@ def test_a_spec_file_with_a_huge_integer_is_one_line(zoo, tmp_path, root):
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(ConfigError, match=r"^data.train_size: must be >= 0 and <= 10000000, got 10{30}$"):
         zoo.spec(path)
+
+
+def test_an_integer_beyond_pythons_digit_limit_anywhere_in_a_spec_is_one_line(tmp_path, capsys):
+    from mtlzoo.apps.cli import main
+
+    huge = "9" * 5000
+    cases = {
+        "value.yaml": f"train:\n  epochs: {huge}\n",
+        "key.yaml": "name: x\ntasks: {" + huge + ": {type: depth}}\n",
+    }
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        assert main(["config", "show", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / name}"), err
+    assert main(["config", "show", "configs/quickstart.yaml", f"train.epochs={huge}"]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == "error: train.epochs: must be a 64-bit integer, got an integer of 5000 digits"
+    )

@@ -79,6 +79,11 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+#: integers longer than this (about 4000 digits) are refused while reading: Python cannot print
+#: one of more than 4300 digits, and every message would fail on it
+MAX_INT_BITS = 13_000
+
+
 def _bounded(value: Any, where: str) -> None:
     """Refuse trees that YAML aliases expand beyond :data:`MAX_VALUES`, or deeper than :data:`MAX_DEPTH`."""
     count = 0
@@ -93,7 +98,10 @@ def _bounded(value: Any, where: str) -> None:
             )
         if depth > MAX_DEPTH:
             raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep; a spec is shallow")
+        if isinstance(node, int) and not isinstance(node, bool) and node.bit_length() > MAX_INT_BITS:
+            raise ConfigError(f"{where}: an integer of more than 4000 digits; no option takes one")
         if isinstance(node, Mapping):
+            stack.extend((k, depth + 1) for k in node)  # keys too: a key is printed in messages
             stack.extend((v, depth + 1) for v in node.values())
         elif isinstance(node, (list, tuple)):
             stack.extend((v, depth + 1) for v in node)
@@ -112,6 +120,8 @@ def parse_yaml(text: str, where: str) -> Any:
         raise ConfigError(f"{where}:{at} invalid YAML: {problem}") from None
     except RecursionError:
         raise ConfigError(f"{where}: nested too deeply to read") from None
+    except ValueError as exc:  # an integer literal beyond Python's digit limit for conversions
+        raise ConfigError(f"{where}: invalid value ({str(exc).splitlines()[0]})") from None
     _bounded(value, where)
     return value
 
