@@ -287,3 +287,47 @@ def test_a_split_without_labels_of_a_task_reports_nan(halves_zoo, spec_factory):
     results = trainer.evaluate("val")  # one (even) sample: no depth label in the split
     assert all(v != v for v in results["depth"].values())  # NaN
     assert results["semseg"]["miou"] == results["semseg"]["miou"]
+
+
+# -- torchrun: the ranks agree on the tasks that sit a step out -------------------------------------
+def _rank_agreement(rank: int, init: str, out: str) -> None:
+    import json
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        present = {
+            "semseg": torch.tensor([False, False]),  # no rank has a label: absent everywhere
+            "depth": torch.tensor([False, False]) if rank == 0 else torch.tensor([True, False]),
+        }
+        marks = Labelled(present, torch.device("cpu"), distributed=True)
+        with open(f"{out}.{rank}", "w") as f:
+            json.dump({"absent": sorted(marks.absent), "empty_here": sorted(marks.empty_here)}, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_ranks_agree_on_the_tasks_that_sit_a_step_out(tmp_path):
+    import json
+
+    import torch.multiprocessing as mp
+
+    init = f"file://{tmp_path / 'store'}"
+    mp.spawn(_rank_agreement, args=(init, str(tmp_path / "marks")), nprocs=2, join=True)
+    zero, one = (json.loads((tmp_path / f"marks.{r}").read_text()) for r in (0, 1))
+    assert zero == {"absent": ["semseg"], "empty_here": ["depth"]}
+    assert one == {"absent": ["semseg"], "empty_here": []}
+
+
+def test_a_rank_without_labels_others_have_gives_a_zero_loss_attached_to_the_prediction(
+    halves_zoo, spec_factory
+):
+    trainer = Trainer(halves_zoo.build(halves_spec(spec_factory)), None)
+    batch = one_sided_batch(trainer, 0)  # no depth label here
+    marks = Labelled(flags(batch), trainer.device)
+    marks.absent, marks.empty_here = set(), {"depth"}  # as if another rank had depth labels
+    _, _, losses = trainer.compute_losses(to_device(batch, trainer.device, False), marks)
+    assert float(losses["depth"].detach()) == 0.0 and losses["depth"].requires_grad
+    losses["depth"].backward()
+    assert all(p.grad is None or not p.grad.any() for p in trainer.model.task_parameters("depth"))
