@@ -49,7 +49,9 @@ def test_each_epoch_prints_a_line_and_writes_csv_and_tensorboard(zoo, tmp_path, 
     # where the time went: seconds per part in metrics.jsonl, metrics.csv and TensorBoard
     timing = log[0]["timing"]
     assert set(timing) == {"data", "compute", "eval", "write", "total"}
-    assert all(v >= 0 for v in timing.values()) and timing["compute"] > 0 and timing["eval"] > 0
+    for record in log:  # every part measured, none negative (best/'s save is writing, not evaluating)
+        assert all(v >= 0 for v in record["timing"].values()) and record["timing"]["eval"] > 0
+    assert timing["compute"] > 0 and timing["write"] > 0
     assert sum(timing[k] for k in ("data", "compute", "eval", "write")) <= timing["total"] + 0.01
     assert {"timing.data", "timing.compute", "timing.eval", "timing.write"} <= set(rows[0])
     assert {"timing.data", "timing.compute"} <= set(acc.Tags()["scalars"])

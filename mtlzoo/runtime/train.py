@@ -379,10 +379,9 @@ class Trainer:
             if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
                 eval_started = time.perf_counter()
                 results = self.evaluate(t.eval_split)
-                timing["eval"] = time.perf_counter() - eval_started
                 record[t.eval_split] = results
                 self._update_best(epoch + 1, results)  # saves best/: its time counts as writing
-                timing["eval"] -= self._write_seconds
+                timing["eval"] = time.perf_counter() - eval_started - self._write_seconds
             record["timing"] = timing
             self.history.append(record)
             # the checkpoint first: nothing after it (logs, pictures) can cost the epoch
