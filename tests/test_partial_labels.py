@@ -308,6 +308,7 @@ def _rank_agreement(rank: int, init: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two fresh processes (about 14 s on 2 busy cores)
 def test_the_ranks_agree_on_the_tasks_that_sit_a_step_out(tmp_path):
     import json
 
