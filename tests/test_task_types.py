@@ -132,7 +132,7 @@ def test_task_type_options_are_set_in_the_task_node_and_validated(zoo):
     with pytest.raises(
         ConfigError,
         match=r"^tasks.edges.widht: unknown key of a 'boundary' task \(did you mean "
-        r"'width'\?\); valid keys: type, target, from, head, loss, metrics, width",
+        r"'width'\?\); valid keys: type, target, from, primary, head, loss, metrics, width",
     ):
         resolve_task("edges", {"type": "boundary", "widht": 3}, zoo.registries)
     with pytest.raises(ConfigError, match=r"^tasks.d.width: unknown key of a 'depth' task"):
