@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -14,7 +16,23 @@ from mtlzoo.builtin.metrics import (
     DepthLogOptions,
     NormalWithinOptions,
 )
-from mtlzoo.builtin.metrics import impl as M
+from mtlzoo.builtin.metrics.boundary import make_boundary_f1
+from mtlzoo.builtin.metrics.common import MtlMetric
+from mtlzoo.builtin.metrics.depth import (
+    make_depth_abs_err,
+    make_depth_delta,
+    make_depth_log10,
+    make_depth_rel_err,
+    make_depth_rmse,
+)
+from mtlzoo.builtin.metrics.image_level import average_precision, make_accuracy, make_map
+from mtlzoo.builtin.metrics.normals import (
+    NormalMeanAngle,
+    make_normal_mean_angle,
+    make_normal_median_angle,
+    make_normal_within,
+)
+from mtlzoo.builtin.metrics.segmentation import make_iou_per_class, make_miou, make_pixel_acc
 from mtlzoo.contract.data import TargetInfo
 from mtlzoo.contract.errors import ConfigError
 from mtlzoo.contract.tasks import TaskInfo
@@ -36,6 +54,14 @@ TARGETS = {
     "map": ("labels",),
 }
 NAMES = list(TARGETS)
+#: the module of mtlzoo.builtin.metrics that holds each metric
+FAMILY = {
+    **dict.fromkeys(("miou", "iou_per_class", "pixel_acc"), "segmentation"),
+    "boundary_f1": "boundary",
+    **dict.fromkeys(("depth_abs_err", "depth_rel_err", "depth_rmse", "depth_log10", "depth_delta"), "depth"),
+    **dict.fromkeys(("normal_mean_angle", "normal_median_angle", "normal_within"), "normals"),
+    **dict.fromkeys(("accuracy", "map"), "image_level"),
+}
 OPTIONS = {
     "boundary_f1": BoundaryF1Options,
     "normal_within": NormalWithinOptions,
@@ -119,7 +145,10 @@ def test_hook_registers_every_metric_lazily_with_options_and_targets():
     plugin.register_metrics(register)
     assert list(seen) == NAMES
     for name, (factory, options, help, targets) in seen.items():
-        assert factory == f"mtlzoo.builtin.metrics.impl:make_{name}"  # imported only when built
+        # a "module:attr" string, imported only when built, in the module of the metric's family
+        assert factory == f"mtlzoo.builtin.metrics.{FAMILY[name]}:make_{name}"
+        module, attr = factory.split(":")
+        assert callable(getattr(importlib.import_module(module), attr))
         assert options is OPTIONS.get(name)
         assert help
         assert targets == TARGETS[name]
@@ -138,7 +167,7 @@ def test_registered_entries_and_targets(plugin_zoo):
 def test_every_metric_builds_through_the_zoo_with_direction_and_key(plugin_zoo, name):
     t, batch, _, _ = ALL_CASES[name]
     metric = plugin_zoo.make("metric", {"name": name}, t, path=f"tasks.{t.kind}.metrics[0]")
-    assert isinstance(metric, M.MtlMetric)
+    assert isinstance(metric, MtlMetric)
     assert metric.higher_is_better is (name not in LOWER_IS_BETTER)
     assert metric.key == KEYS[name]
     torch.manual_seed(0)
@@ -171,44 +200,44 @@ def seg_batch():
 
 def test_miou_over_present_classes_ignoring_void():
     # class 0: inter 1, union 2; class 1: inter 1, union 2; class 2 absent (void pixel not counted)
-    assert value(M.make_miou(task()), seg_batch()) == pytest.approx(0.5)
-    assert value(M.make_pixel_acc(task()), seg_batch()) == pytest.approx(2 / 3)
+    assert value(make_miou(task()), seg_batch()) == pytest.approx(0.5)
+    assert value(make_pixel_acc(task()), seg_batch()) == pytest.approx(2 / 3)
 
 
 def test_miou_counts_a_class_predicted_but_absent_from_the_target():
     pred, target = seg_batch()
     pred[0, 0, 1] = 2  # class 2 predicted on a class-0 pixel: IoU 0 and now present
     # class 0: 1/2 -> 1/2 (inter 1, union 2); class 1: inter 1, union 1; class 2: 0
-    assert value(M.make_miou(task()), (pred, target)) == pytest.approx((0.5 + 1 + 0) / 3)
+    assert value(make_miou(task()), (pred, target)) == pytest.approx((0.5 + 1 + 0) / 3)
 
 
 def test_miou_from_logits_and_without_ignore_index():
     pred, target = seg_batch()
     logits = torch.nn.functional.one_hot(pred, 3).permute(0, 3, 1, 2).float() * 5
-    assert value(M.make_miou(task()), (logits, target)) == pytest.approx(0.5)
+    assert value(make_miou(task()), (logits, target)) == pytest.approx(0.5)
     # no ignore index: 255 is out of range and still not counted
-    assert value(M.make_miou(task(ignore_index=None)), (pred, target)) == pytest.approx(0.5)
+    assert value(make_miou(task(ignore_index=None)), (pred, target)) == pytest.approx(0.5)
 
 
 def test_per_class_iou_by_hand_names_and_nan_for_absent_classes():
     named = TaskInfo(
         "semseg", "segmentation", "semseg", 3, TargetInfo("segmentation", 3, ("road", "car", "sky"), 255)
     )
-    metric = M.make_iou_per_class(named)
+    metric = make_iou_per_class(named)
     assert metric.key == "iou" and metric.class_names == ("road", "car", "sky") and metric.higher_is_better
     # class 0: inter 1 union 2; class 1: inter 1 union 2; class 2: predicted only on void -> 0/0
     road, car, sky = value(metric, seg_batch())
     assert (road, car) == pytest.approx((0.5, 0.5)) and sky != sky  # NaN
     # mIoU is the mean of the per-class values that are defined
-    assert value(M.make_miou(task()), seg_batch()) == pytest.approx((road + car) / 2)
+    assert value(make_miou(task()), seg_batch()) == pytest.approx((road + car) / 2)
     pred, target = seg_batch()
     pred[0, 0, 1] = 2  # now predicted on a class-0 pixel: IoU 0, defined
     assert value(metric, (pred, target)) == pytest.approx([0.5, 1.0, 0.0])
-    assert M.make_iou_per_class(task()).class_names == ("0", "1", "2")  # no names: the indices
+    assert make_iou_per_class(task()).class_names == ("0", "1", "2")  # no names: the indices
 
 
 def test_per_class_iou_is_exact_over_batches():
-    metric = M.make_iou_per_class(task())
+    metric = make_iou_per_class(task())
     a = (torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long))
     b = (torch.tensor([[[0, 1], [1, 1]]]), torch.tensor([[[1, 1], [255, 1]]]))
     # split: class 0 inter 4 union 5; class 1 inter 2 union 3; class 2 absent
@@ -221,8 +250,8 @@ def test_segmentation_metrics_are_exact_over_batches():
     a = (torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long))  # all right
     b = (torch.zeros(1, 2, 2, dtype=torch.long), torch.tensor([[[1, 255], [255, 255]]]))  # 1 wrong pixel
     # split: class 0 inter 4 union 5; class 1 inter 0 union 1
-    check_exact(M.make_miou(task()), a, b, (4 / 5 + 0) / 2)
-    check_exact(M.make_pixel_acc(task()), a, b, 4 / 5)
+    check_exact(make_miou(task()), a, b, (4 / 5 + 0) / 2)
+    check_exact(make_pixel_acc(task()), a, b, 4 / 5)
 
 
 # -- boundary -------------------------------------------------------------------------------
@@ -249,13 +278,13 @@ def logits(mask: torch.Tensor) -> torch.Tensor:
     ],
 )
 def test_boundary_f1_tolerance_on_a_shifted_edge(shift, tolerance, expected):
-    metric = M.make_boundary_f1(task("boundary", 0), BoundaryF1Options(tolerance=tolerance))
+    metric = make_boundary_f1(task("boundary", 0), BoundaryF1Options(tolerance=tolerance))
     assert value(metric, (logits(edge(3 + shift)), edge(3))) == pytest.approx(expected)
 
 
 def test_boundary_f1_precision_recall_and_ignored_pixels():
     target, pred = edge(3), logits(edge(3) + edge(7))  # 8 matched + 8 spurious predicted pixels
-    metric = M.make_boundary_f1(task("boundary", 0), BoundaryF1Options(tolerance=1))
+    metric = make_boundary_f1(task("boundary", 0), BoundaryF1Options(tolerance=1))
     assert value(metric, (pred, target)) == pytest.approx(2 * 0.5 * 1 / 1.5)  # P = 1/2, R = 1
     target[..., 7] = 255.0  # the spurious column is unknown: not a prediction any more
     assert value(metric, (pred, target)) == pytest.approx(1.0)
@@ -263,16 +292,16 @@ def test_boundary_f1_precision_recall_and_ignored_pixels():
 
 def test_boundary_f1_threshold():
     pred = edge(3) * 0.5  # sigmoid(0.5) = 0.62 on the edge, 0.5 elsewhere
-    default = M.make_boundary_f1(task("boundary", 0), BoundaryF1Options())
+    default = make_boundary_f1(task("boundary", 0), BoundaryF1Options())
     assert value(default, (pred, edge(3))) == pytest.approx(1.0)
-    strict = M.make_boundary_f1(task("boundary", 0), BoundaryF1Options(threshold=0.7))
+    strict = make_boundary_f1(task("boundary", 0), BoundaryF1Options(threshold=0.7))
     assert value(strict, (pred, edge(3))) == pytest.approx(0.0)
 
 
 def test_boundary_f1_is_exact_over_batches():
     a = (logits(edge(3)), edge(3))  # perfect
     b = (logits(edge(3)), torch.zeros(1, 1, 8, 8))  # 8 spurious predictions, no true edge: F1 0
-    check_exact(M.make_boundary_f1(task("boundary", 0), BoundaryF1Options()), a, b, 2 * 0.5 / 1.5)
+    check_exact(make_boundary_f1(task("boundary", 0), BoundaryF1Options()), a, b, 2 * 0.5 / 1.5)
 
 
 def test_boundary_f1_options_are_checked(plugin_zoo):
@@ -298,20 +327,20 @@ def test_boundary_f1_options_are_checked(plugin_zoo):
 def test_depth_errors_over_valid_pixels():
     pred = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
     target = torch.tensor([[[[2.0, 0.0], [1.0, float("nan")]]]])
-    assert value(M.make_depth_abs_err(task("depth", 0)), (pred, target)) == pytest.approx((1 + 2) / 2)
-    assert value(M.make_depth_rel_err(task("depth", 0)), (pred, target)) == pytest.approx((1 / 2 + 2 / 1) / 2)
+    assert value(make_depth_abs_err(task("depth", 0)), (pred, target)) == pytest.approx((1 + 2) / 2)
+    assert value(make_depth_rel_err(task("depth", 0)), (pred, target)) == pytest.approx((1 / 2 + 2 / 1) / 2)
     # the two valid pixels err by 1 and 2: sqrt((1 + 4) / 2)
-    assert value(M.make_depth_rmse(task("depth", 0)), (pred, target)) == pytest.approx(2.5**0.5)
+    assert value(make_depth_rmse(task("depth", 0)), (pred, target)) == pytest.approx(2.5**0.5)
 
 
 def test_depth_log10_by_hand_with_clamped_predictions():
     pred = torch.tensor([[[[10.0, 1.0], [100.0, 0.0]]]])
     target = torch.tensor([[[[1.0, 10.0], [100.0, 10.0]]]])
     # |1 - 0|, |0 - 1|, |2 - 2|, |log10(1e-3) - 1| = 4 (the 0 prediction is raised to min_depth)
-    log10 = M.make_depth_log10(task("depth", 0), DepthLogOptions())
+    log10 = make_depth_log10(task("depth", 0), DepthLogOptions())
     assert log10.key == "log10" and log10.higher_is_better is False
     assert value(log10, (pred, target)) == pytest.approx((1 + 1 + 0 + 4) / 4)
-    assert value(M.make_depth_log10(task("depth", 0), DepthLogOptions(min_depth=0.1)), (pred, target)) == (
+    assert value(make_depth_log10(task("depth", 0), DepthLogOptions(min_depth=0.1)), (pred, target)) == (
         pytest.approx((1 + 1 + 0 + 2) / 4)
     )
 
@@ -322,7 +351,7 @@ def test_depth_delta_thresholds_by_hand(power, expected):
     # thresholds 1.25, 1.5625, 1.953125
     pred = torch.tensor([[[[1.2, 1.3, 1.9, 0.5, 3.0]]]])
     target = torch.tensor([[[[1.0, 1.0, 1.0, 1.0, 0.0]]]])
-    metric = M.make_depth_delta(task("depth", 0), DepthDeltaOptions(power=power))
+    metric = make_depth_delta(task("depth", 0), DepthDeltaOptions(power=power))
     assert metric.key == f"delta{power}" and metric.higher_is_better is True
     assert value(metric, (pred, target)) == pytest.approx(expected)
 
@@ -337,15 +366,15 @@ def test_depth_delta_power_is_checked(plugin_zoo):
 def test_depth_errors_are_exact_over_batches():
     a = (torch.tensor([[[[3.0, 9.0]]]]), torch.tensor([[[[2.0, 0.0]]]]))  # 1 valid pixel, error 1 (rel 1/2)
     b = (torch.full((1, 1, 1, 2), 4.0), torch.ones(1, 1, 1, 2))  # 2 valid pixels, error 3 (rel 3)
-    check_exact(M.make_depth_abs_err(task("depth", 0)), a, b, (1 + 6) / 3)
-    check_exact(M.make_depth_rel_err(task("depth", 0)), a, b, (0.5 + 6) / 3)
-    check_exact(M.make_depth_rmse(task("depth", 0)), a, b, ((1 + 9 + 9) / 3) ** 0.5)
+    check_exact(make_depth_abs_err(task("depth", 0)), a, b, (1 + 6) / 3)
+    check_exact(make_depth_rel_err(task("depth", 0)), a, b, (0.5 + 6) / 3)
+    check_exact(make_depth_rmse(task("depth", 0)), a, b, ((1 + 9 + 9) / 3) ** 0.5)
     c = (torch.tensor([[[[1.1, 2.0]]]]), torch.ones(1, 1, 1, 2))  # delta1: 1 of 2 (ratios 1.1, 2)
     d = (torch.full((1, 1, 1, 4), 3.0), torch.ones(1, 1, 1, 4))  # delta1: 0 of 4
-    check_exact(M.make_depth_delta(task("depth", 0), DepthDeltaOptions()), c, d, 1 / 6, dim=-1)
+    check_exact(make_depth_delta(task("depth", 0), DepthDeltaOptions()), c, d, 1 / 6, dim=-1)
     e = (torch.tensor([[[[10.0]]]]), torch.ones(1, 1, 1, 1))  # log10 error 1
     f = (torch.ones(1, 1, 1, 2), torch.ones(1, 1, 1, 2))  # log10 error 0, twice
-    check_exact(M.make_depth_log10(task("depth", 0), DepthLogOptions()), e, f, 1 / 3, dim=-1)
+    check_exact(make_depth_log10(task("depth", 0), DepthLogOptions()), e, f, 1 / 3, dim=-1)
 
 
 # -- normals --------------------------------------------------------------------------------
@@ -363,31 +392,31 @@ def normals_at(angles_deg: list[float], invalid: int = 0) -> tuple[torch.Tensor,
 def test_normal_angle_metrics_on_known_angles():
     batch = normals_at([0, 10, 20, 40, 90], invalid=2)
     t = task("normals", 0)
-    assert value(M.make_normal_mean_angle(t), batch) == pytest.approx(32.0, abs=1e-4)
-    assert value(M.make_normal_median_angle(t), batch) == pytest.approx(20.0, abs=1e-4)
-    assert value(M.make_normal_within(t, NormalWithinOptions()), batch) == pytest.approx(40.0)
-    assert value(M.make_normal_within(t, NormalWithinOptions(threshold=22.5)), batch) == pytest.approx(60.0)
-    assert value(M.make_normal_within(t, NormalWithinOptions(threshold=30)), batch) == pytest.approx(60.0)
-    assert value(M.make_normal_within(t, NormalWithinOptions(threshold=90.5)), batch) == pytest.approx(100.0)
+    assert value(make_normal_mean_angle(t), batch) == pytest.approx(32.0, abs=1e-4)
+    assert value(make_normal_median_angle(t), batch) == pytest.approx(20.0, abs=1e-4)
+    assert value(make_normal_within(t, NormalWithinOptions()), batch) == pytest.approx(40.0)
+    assert value(make_normal_within(t, NormalWithinOptions(threshold=22.5)), batch) == pytest.approx(60.0)
+    assert value(make_normal_within(t, NormalWithinOptions(threshold=30)), batch) == pytest.approx(60.0)
+    assert value(make_normal_within(t, NormalWithinOptions(threshold=90.5)), batch) == pytest.approx(100.0)
 
 
 def test_normal_median_even_count_and_prediction_scale():
     pred, target = normals_at([10, 20, 40, 90])
-    median = M.make_normal_median_angle(task("normals", 0))
+    median = make_normal_median_angle(task("normals", 0))
     assert value(median, (pred * 3, target)) == pytest.approx(30.0, abs=1e-4)
 
 
 def test_normal_small_angles_are_accurate():
     # acos(cos(0.01 deg)) in float32 is off by ~0.02 deg; atan2 is not
-    assert value(M.NormalMeanAngle(), normals_at([0.01])) == pytest.approx(0.01, rel=1e-3)
+    assert value(NormalMeanAngle(), normals_at([0.01])) == pytest.approx(0.01, rel=1e-3)
 
 
 def test_normal_metrics_are_exact_over_batches():
     a, b = normals_at([1, 2, 3]), normals_at([100])
     t = task("normals", 0)
-    check_exact(M.make_normal_median_angle(t), a, b, 2.5, dim=-1)  # median of 1, 2, 3, 100
-    check_exact(M.make_normal_mean_angle(t), a, b, 106 / 4, dim=-1)
-    check_exact(M.make_normal_within(t, NormalWithinOptions(threshold=2.5)), a, b, 50.0, dim=-1)
+    check_exact(make_normal_median_angle(t), a, b, 2.5, dim=-1)  # median of 1, 2, 3, 100
+    check_exact(make_normal_mean_angle(t), a, b, 106 / 4, dim=-1)
+    check_exact(make_normal_within(t, NormalWithinOptions(threshold=2.5)), a, b, 50.0, dim=-1)
 
 
 def test_normal_within_key_and_threshold_check(plugin_zoo):
@@ -395,7 +424,7 @@ def test_normal_within_key_and_threshold_check(plugin_zoo):
     for threshold, key in ((22.5, "within_22.5"), (30, "within_30"), (11.25, "within_11.25")):
         metric = plugin_zoo.make("metric", {"name": "normal_within", "threshold": threshold}, t, path=path)
         assert metric.key == key
-    assert M.make_normal_within(t, NormalWithinOptions(threshold=30.0)).key == "within_30"
+    assert make_normal_within(t, NormalWithinOptions(threshold=30.0)).key == "within_30"
     assert (
         config_error(plugin_zoo, {"name": "normal_within", "threshold": 0}, t, path)
         == "tasks.normals.metrics[2].threshold: must be > 0 and <= 180, got 0"
@@ -413,9 +442,9 @@ def test_normal_within_key_and_threshold_check(plugin_zoo):
 # -- accuracy -------------------------------------------------------------------------------
 def test_accuracy_single_label_top1_with_ignore():
     pred = torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]])
-    top1 = M.make_accuracy(task("class", 2, None), AccuracyOptions())
+    top1 = make_accuracy(task("class", 2, None), AccuracyOptions())
     assert value(top1, (pred, torch.tensor([0, 0, 1]))) == pytest.approx(1 / 3)
-    with_ignore = M.make_accuracy(task("class", 2, -1), AccuracyOptions())
+    with_ignore = make_accuracy(task("class", 2, -1), AccuracyOptions())
     assert value(with_ignore, (pred, torch.tensor([0, -1, -1]))) == pytest.approx(1.0)
 
 
@@ -428,7 +457,7 @@ def test_accuracy_multilabel_exact_or_per_label(plugin_zoo):
     assert (exact.key, per_label.key) == ("accuracy", "label_accuracy")
     assert value(exact, (pred, target)) == pytest.approx(1 / 2)
     assert value(per_label, (pred, target)) == pytest.approx(3 / 4)
-    direct = M.make_accuracy(t, AccuracyOptions(multilabel="per_label"))
+    direct = make_accuracy(t, AccuracyOptions(multilabel="per_label"))
     assert value(direct, (pred, target)) == pytest.approx(3 / 4)
     assert (
         config_error(plugin_zoo, {"name": "accuracy", "multilabel": "any"}, t, path)
@@ -439,7 +468,7 @@ def test_accuracy_multilabel_exact_or_per_label(plugin_zoo):
 def test_accuracy_is_exact_over_batches():
     a = (torch.tensor([[1.0, 0.0]]), torch.tensor([0]))  # 1 of 1
     b = (torch.tensor([[1.0, 0.0]] * 3), torch.tensor([1, 1, 1]))  # 0 of 3
-    check_exact(M.make_accuracy(task("class", 2, None), AccuracyOptions()), a, b, 1 / 4)
+    check_exact(make_accuracy(task("class", 2, None), AccuracyOptions()), a, b, 1 / 4)
 
 
 # -- mAP ------------------------------------------------------------------------------------
@@ -452,24 +481,24 @@ def map_batch():
 def test_average_precision_by_hand():
     # ranks 1..4 hold labels 1,0,1,0: AP = 1 * 1/2 + 2/3 * 1/2
     assert float(
-        M.average_precision(torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([1, 0, 1, 0]))
+        average_precision(torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([1, 0, 1, 0]))
     ) == pytest.approx(5 / 6)
     # tied scores form one threshold (scikit-learn): precision 1/2 at recall 1
-    assert float(M.average_precision(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]))) == pytest.approx(0.5)
+    assert float(average_precision(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]))) == pytest.approx(0.5)
     # raw logits: a sigmoid would tie these saturated scores
-    assert float(M.average_precision(torch.tensor([40.0, 30.0]), torch.tensor([1, 0]))) == pytest.approx(1.0)
+    assert float(average_precision(torch.tensor([40.0, 30.0]), torch.tensor([1, 0]))) == pytest.approx(1.0)
 
 
 def test_map_macro_over_classes_with_a_positive():
     # class 0: 5/6; class 1: labels 1,0,0,1 in score order -> 1 * 1/2 + 2/4 * 1/2 = 3/4;
     # class 2 has no positive and is left out
-    assert value(M.make_map(task("labels", 3, None)), map_batch()) == pytest.approx((5 / 6 + 3 / 4) / 2)
+    assert value(make_map(task("labels", 3, None)), map_batch()) == pytest.approx((5 / 6 + 3 / 4) / 2)
 
 
 def test_map_is_exact_over_batches():
     scores, target = map_batch()
     check_exact(
-        M.make_map(task("labels", 3, None)),
+        make_map(task("labels", 3, None)),
         (scores[:2], target[:2]),
         (scores[2:], target[2:]),
         (5 / 6 + 3 / 4) / 2,

@@ -35,9 +35,12 @@ States are sums, a confusion matrix or concatenations, reduced with ``"sum"`` /
 Each metric sets ``higher_is_better`` (the depth and angle errors are lower-is-better) and a
 ``key`` (its name in logs).
 
-This module only declares options and registers the metrics; the metrics live in
-:mod:`mtlzoo.builtin.metrics.impl`, imported (with torch and torchmetrics) when a metric is
-first built.
+This module only declares options and registers the metrics; the metrics live in one module
+per target family, imported (with torch and torchmetrics) when one of its metrics is first
+built: :mod:`~mtlzoo.builtin.metrics.segmentation` (confusion-matrix metrics),
+:mod:`~mtlzoo.builtin.metrics.boundary`, :mod:`~mtlzoo.builtin.metrics.depth`,
+:mod:`~mtlzoo.builtin.metrics.normals` and :mod:`~mtlzoo.builtin.metrics.image_level`
+(accuracy, mAP), on the base and helpers of :mod:`~mtlzoo.builtin.metrics.common`.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from typing import Literal
 from ...contract.hooks import hookimpl
 from ...contract.options import option
 
-_IMPL = "mtlzoo.builtin.metrics.impl"
+_PKG = "mtlzoo.builtin.metrics"
 
 
 @dataclass
@@ -124,98 +127,98 @@ def register_metrics(register):
     """Register the built-in metrics."""
     register(
         "miou",
-        f"{_IMPL}:make_miou",
+        f"{_PKG}.segmentation:make_miou",
         None,
         "Mean IoU over classes present in target or prediction (void ignored)",
         targets=("segmentation",),
     )
     register(
         "iou_per_class",
-        f"{_IMPL}:make_iou_per_class",
+        f"{_PKG}.segmentation:make_iou_per_class",
         None,
         "IoU of every class, one value per class (reported as iou/<class>)",
         targets=("segmentation",),
     )
     register(
         "pixel_acc",
-        f"{_IMPL}:make_pixel_acc",
+        f"{_PKG}.segmentation:make_pixel_acc",
         None,
         "Pixel accuracy over non-void pixels",
         targets=("segmentation",),
     )
     register(
         "boundary_f1",
-        f"{_IMPL}:make_boundary_f1",
+        f"{_PKG}.boundary:make_boundary_f1",
         BoundaryF1Options,
         "Boundary F1 at a pixel tolerance",
         targets=("boundary",),
     )
     register(
         "depth_abs_err",
-        f"{_IMPL}:make_depth_abs_err",
+        f"{_PKG}.depth:make_depth_abs_err",
         None,
         "Mean absolute depth error over valid pixels",
         targets=("depth",),
     )
     register(
         "depth_rel_err",
-        f"{_IMPL}:make_depth_rel_err",
+        f"{_PKG}.depth:make_depth_rel_err",
         None,
         "Mean absolute relative depth error over valid pixels",
         targets=("depth",),
     )
     register(
         "depth_rmse",
-        f"{_IMPL}:make_depth_rmse",
+        f"{_PKG}.depth:make_depth_rmse",
         None,
         "Root mean squared depth error over valid pixels",
         targets=("depth",),
     )
     register(
         "depth_log10",
-        f"{_IMPL}:make_depth_log10",
+        f"{_PKG}.depth:make_depth_log10",
         DepthLogOptions,
         "Mean absolute log10 depth error over valid pixels",
         targets=("depth",),
     )
     register(
         "depth_delta",
-        f"{_IMPL}:make_depth_delta",
+        f"{_PKG}.depth:make_depth_delta",
         DepthDeltaOptions,
         "Fraction of valid depth pixels with max(pred/gt, gt/pred) < 1.25^power",
         targets=("depth",),
     )
     register(
         "normal_mean_angle",
-        f"{_IMPL}:make_normal_mean_angle",
+        f"{_PKG}.normals:make_normal_mean_angle",
         None,
         "Mean angular error of normals (degrees)",
         targets=("normals",),
     )
     register(
         "normal_median_angle",
-        f"{_IMPL}:make_normal_median_angle",
+        f"{_PKG}.normals:make_normal_median_angle",
         None,
         "Exact median angular error of normals (degrees)",
         targets=("normals",),
     )
     register(
         "normal_within",
-        f"{_IMPL}:make_normal_within",
+        f"{_PKG}.normals:make_normal_within",
         NormalWithinOptions,
         "Percentage of normal pixels with an angular error below a threshold",
         targets=("normals",),
     )
     register(
         "accuracy",
-        f"{_IMPL}:make_accuracy",
+        f"{_PKG}.image_level:make_accuracy",
         AccuracyOptions,
         "Top-1 accuracy (class) or exact-match accuracy (labels)",
         targets=("class", "labels"),
     )
     register(
         "map",
-        f"{_IMPL}:make_map",
+        f"{_PKG}.image_level:make_map",
         None,
         "Multi-label mean average precision (macro over classes with a positive)",
         targets=("labels",),
