@@ -283,3 +283,38 @@ def test_budget_parsing_and_cli_options(tmp_path, spec_factory, capsys):
         assert message in capsys.readouterr().err
     assert main(["bench", str(path), "--plan"]) == 0
     assert "combiner=sum__seed0 [todo]" in capsys.readouterr().out
+
+
+def test_a_cell_records_the_code_it_started_with(zoo, tmp_path, spec_factory, monkeypatch):
+    # files may change while a cell trains (a refactor beside a long bench): the cell is
+    # committed with the code version read before it trained
+    from mtlzoo.apps.bench import run as R
+
+    path = write(tmp_path, spec_factory, {"combiner": ["sum"]}, baselines=False)
+    now = {"mtlzoo": "before", "modules": {}}
+    monkeypatch.setattr(C, "code_version", lambda zoo, cfg: dict(now))
+    real = R.run_cell
+
+    def train_then_edit(*args, **kwargs):
+        summary = real(*args, **kwargs)
+        now["mtlzoo"] = "after"  # the files changed while the cell trained
+        return summary
+
+    monkeypatch.setattr(R, "run_cell", train_then_edit)
+    run_bench(path, log=quiet, zoo=zoo)
+    record = json.loads((cells_of(tmp_path) / "combiner=sum__seed0.json").read_text())
+    assert record["code"]["mtlzoo"] == "before"
+
+
+def test_a_module_whose_file_is_gone_is_not_read(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    (tmp_path / "gone_module_x.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("gone_module_x")
+    (tmp_path / "gone_module_x.py").unlink()
+    try:
+        assert C._file("gone_module_x") is None
+    finally:
+        sys.modules.pop("gone_module_x", None)

@@ -182,7 +182,9 @@ def _file(module: str) -> Path | None:
         return None
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return None
-    return Path(spec.origin)
+    path = Path(spec.origin)
+    # a module imported earlier in this process whose file has since gone (moved): not this code
+    return path if path.is_file() else None
 
 
 def _relative_imports(module: str, path: Path) -> list[str]:

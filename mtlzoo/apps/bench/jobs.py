@@ -159,8 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         # auto (null) already takes the job's share of the cores through MTLZOO_CORES
         extra = [] if configured is None else [f"train.num_workers={int(configured) // args.jobs}"]
         load_before = C.load_average()
+        expected = bench.expected(cell)  # the code this cell runs with, read before it trains
         summary = run_cell(bench.zoo, bench.spec, bench.base, cell, bench.out_dir, extra)
-        bench.record(cell, summary, load_before=load_before, jobs=args.jobs, threads=args.threads)
+        bench.record(
+            cell, summary, load_before=load_before, jobs=args.jobs, threads=args.threads, expected=expected
+        )
     except Exception as exc:  # noqa: BLE001 - reported to the parent in one line
         traceback.print_exc()  # into the cell's job.log
         print(f"error: {one_line(exc)}", flush=True)

@@ -139,9 +139,12 @@ class Bench:
         jobs: int = 1,
         threads: int | None = None,
         migrated: bool = False,
+        expected: tuple[dict[str, Any], dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """Commit a finished cell: write its cell file, return the record."""
-        config, code = self.expected(cell)
+        """Commit a finished cell: write its cell file, return the record. ``expected``: the
+        cell's :meth:`expected` as it was when the cell started (the code it ran with; the
+        files may change while it trains)."""
+        config, code = expected if expected is not None else self.expected(cell)
         history = C.history_of(self.out_dir / cell.id, str(summary.get("eval_split", "val")))
         record = C.make_record(
             cell,
@@ -315,9 +318,10 @@ def _run_here(
             t0 = time.time()
             load_before = C.load_average()
             try:
+                expected = bench.expected(cell)  # the code this cell runs with, read before it trains
                 summary = run_cell(bench.zoo, bench.spec, bench.base, cell, bench.out_dir)
                 records[cell.id] = bench.record(
-                    cell, summary, load_before=load_before, threads=torch.get_num_threads()
+                    cell, summary, load_before=load_before, threads=torch.get_num_threads(), expected=expected
                 )
                 took = time.time() - t0
                 log(f"[{i}/{len(todo)}] {cell.id}: done in {took:.0f}s, committed to {bench.cell_file(cell)}")
