@@ -215,3 +215,33 @@ def test_built_in_architectures_train_every_task_parameter(zoo, spec_factory, ca
     spec["tasks"] = {"semseg": {"type": "segmentation"}, "depth": {"type": "depth"}}
     Trainer(zoo.build(spec), None).fit()
     assert "warning: tasks." not in capsys.readouterr().err
+
+
+def test_a_run_keeps_a_relative_data_root_relative_and_resumes_from_it(tmp_path, spec_factory, capsys):
+    import yaml
+
+    from mtlzoo.builtin.datasets.layouts import FOLDER_CLASSES, FOLDER_TARGETS, write_image_folder
+
+    project = tmp_path / "project"
+    write_image_folder(project / "data" / "train", ("a", "b", "c", "d"), hw=(32, 32))
+    write_image_folder(project / "data" / "val", ("e", "f"), hw=(32, 32))
+    spec = spec_factory(**{"train.epochs": 2, "train.batch_size": 2, "train.out_dir": str(tmp_path / "runs")})
+    spec["data"] = {
+        "name": "image_folder",
+        "root": "data",  # relative to the spec file's folder
+        "targets": dict(FOLDER_TARGETS),
+        "classes": list(FOLDER_CLASSES),
+    }
+    spec["tasks"] = {"semseg": {"type": "segmentation"}, "depth": {"type": "depth"}}
+    (project / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["train", str(project / "spec.yaml"), "train.epochs=1"]) == 0
+    run = tmp_path / "runs" / "tiny"
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert (
+        saved["data"]["root"] == "../../project/data"
+    )  # relative to the run folder, not this machine's path
+    assert (run / saved["data"]["root"]).resolve() == (project / "data").resolve()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "train.epochs=2"]) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["root"] == "../../project/data"
+    assert main(["eval", str(run)]) == 0

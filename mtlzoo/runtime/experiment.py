@@ -49,6 +49,8 @@ class Experiment:
         labels: part -> its name and plugin, for error messages (``"combiner"``,
         ``"backbone"``). normalization: the model's input ``(mean, std)``, or ``None``.
         size_divisor: the backbone's (inputs are padded to multiples of it for inference).
+        relative_paths: dotted key -> resolved value of each path option the spec gave as a
+            relative path (``config.yaml`` of a run writes them relative to the run folder).
     """
 
     cfg: DictConfig
@@ -61,6 +63,7 @@ class Experiment:
     labels: dict[str, str] = field(default_factory=dict)
     normalization: tuple[list[float], list[float]] | None = None
     size_divisor: int = 1
+    relative_paths: dict[str, str] = field(default_factory=dict)
 
     def card(self) -> dict[str, Any]:
         """What the run folder's ``model.json`` records, so the model loads without its data."""

@@ -149,7 +149,8 @@ class Trainer:
                     self.lock.release()
                 raise
         if self.run_dir is not None and self.main:
-            write_atomic(self.run_dir / "config.yaml", spec_yaml(self.cfg))
+            # a relative data root stays relative (to the run folder): the run moves with its data
+            write_atomic(self.run_dir / "config.yaml", spec_yaml(self.cfg, self.run_dir, exp.relative_paths))
             write_json(self.run_dir / CARD, self.exp.card())
 
     # -- set-up ---------------------------------------------------------------------------

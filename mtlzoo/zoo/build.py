@@ -228,6 +228,7 @@ def build_experiment(zoo: Zoo, spec: Spec, split: str = "train") -> Experiment:
         labels,
         norm,
         int(backbone.size_divisor),
+        spec.relative_paths(),
     )
 
 

@@ -9,7 +9,7 @@ validation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,14 @@ class Part:
         path: its key path in the spec, used in every error about it.
         entry: the registry entry its ``name`` selects.
         options: the validated options instance (``None`` for a part without options).
+        relative: option name -> the resolved value, for each path option the spec gave as a
+            relative path (resolved against the spec file's folder).
     """
 
     path: str
     entry: Entry
     options: Any
+    relative: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -88,6 +91,11 @@ class Spec:
     def name(self) -> str:
         """The spec's ``name``."""
         return str(self.cfg.name)
+
+    def relative_paths(self) -> dict[str, str]:
+        """Dotted key -> resolved value of every path option the spec gave as a relative path
+        (a run folder's ``config.yaml`` writes them relative to the run folder again)."""
+        return {f"{p.path}.{k}": v for p in self.parts() for k, v in p.relative.items()}
 
     def parts(self) -> list[Part]:
         """Every part, in the order they are validated."""

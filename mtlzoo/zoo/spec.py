@@ -257,10 +257,12 @@ def split_node(node: Any, path: str) -> tuple[str, dict[str, Any]]:
     return name, node
 
 
-def _relative_paths(options: Any, path: str, base: Path, given: Collection[str]) -> Any:
+def _relative_paths(
+    options: Any, path: str, base: Path, given: Collection[str]
+) -> tuple[Any, dict[str, str]]:
     """``options`` with every ``option(path=True)`` field that holds a relative path resolved
-    against ``base`` (the spec file's folder); a value set by an override (its key or its
-    node's key in ``given``) stays relative to the current directory."""
+    against ``base`` (the spec file's folder), and the resolved fields; a value set by an
+    override (its key or its node's key in ``given``) stays relative to the current directory."""
     changes = {}
     for f in dataclasses.fields(options):
         value = getattr(options, f.name)
@@ -274,7 +276,7 @@ def _relative_paths(options: Any, path: str, base: Path, given: Collection[str])
             and path not in given
         ):
             changes[f.name] = os.path.normpath(base.resolve() / value)
-    return dataclasses.replace(options, **changes) if changes else options
+    return (dataclasses.replace(options, **changes) if changes else options), changes
 
 
 def resolve_part(
@@ -292,9 +294,10 @@ def resolve_part(
     name, values = split_node(node, path)
     entry = lookup(registries, kind, name, f"{path}.name" if isinstance(node, Mapping) else path)
     options = entry.build_options(values, path)
+    relative: dict[str, str] = {}
     if base is not None and options is not None:
-        options = _relative_paths(options, path, base, given)
-    return Part(path, entry, options)
+        options, relative = _relative_paths(options, path, base, given)
+    return Part(path, entry, options, relative)
 
 
 def node_of(part: Part) -> dict[str, Any]:
