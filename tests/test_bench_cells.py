@@ -196,7 +196,9 @@ def test_last_k_mean_averages_the_last_evaluations(zoo, tmp_path, spec_factory):
     )
     run_bench(path, log=quiet, zoo=zoo)
     md = (tmp_path / "results" / "tinybench.md").read_text()
-    assert "**Last-2 mean**" in md and "**Best on val**" in md
+    assert "**Best on val**" in md
+    # the last-k table says which split it averages: val here, while the best-on-val table reports test
+    assert "**Last-2 mean on val** (not test:" in md
     rows = {r["method"]: r for r in csv.DictReader(open(tmp_path / "results" / "tinybench_last2.csv"))}
     per_seed = []
     for seed in (0, 1):
@@ -318,3 +320,28 @@ def test_a_module_whose_file_is_gone_is_not_read(tmp_path, monkeypatch):
         assert C._file("gone_module_x") is None
     finally:
         sys.modules.pop("gone_module_x", None)
+
+
+def test_the_table_header_gives_a_data_root_relative_to_the_working_folder(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from mtlzoo.apps.bench.report import budget_text
+
+    monkeypatch.chdir(tmp_path)
+    cfg = OmegaConf.create(
+        {
+            "train": {
+                "epochs": 2,
+                "batch_size": 4,
+                "amp": "off",
+                "optimizer": {"name": "adamw", "lr": 0.001},
+                "scheduler": {"name": "cosine"},
+            },
+            "model": {"backbone": {"name": "timm", "arch": "resnet18"}},
+            "data": {"name": "camvid", "root": str(tmp_path.parent / "data" / "camvid")},
+            "augment": {"crop": None},
+        }
+    )
+    text = budget_text(cfg, [{"steps": 10}])
+    assert "'root': '../data/camvid'" in text and str(tmp_path.parent) not in text
+    assert text.startswith("2 epochs x batch 4 (10 optimizer steps per run), adamw lr 0.001")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -498,12 +499,19 @@ def write_tables(
     paths: list[Path] = []
     if last_k is not None:
         k = spec.last_k
+        eval_split = last_k.get("eval_split", "val")
         md += [
             "",
-            f"**Last-{k} mean**: each cell's mean over its last {k} evaluations of the eval split (the "
-            "protocol of the Nash-MTL, CAGrad and FAMO code, which evaluate every epoch and report the mean "
-            "of the last 10), then mean ± std over seeds; Δm against the single-task models' last-"
-            f"{k} means.",
+            f"**Last-{k} mean on {eval_split}**"
+            + (
+                ""
+                if eval_split == spec.split
+                else f" (not {spec.split}: the runs evaluate {eval_split} at every epoch, so these figures "
+                f"are not comparable with the {spec.split} table above)"
+            )
+            + f": each cell's mean over its last {k} evaluations (the protocol of the Nash-MTL, CAGrad and "
+            "FAMO code, which evaluate their test split every epoch and report the mean of the last 10), "
+            f"then mean ± std over seeds; Δm against the single-task models' last-{k} means.",
             "",
         ]
         k_table, k_csv = _main_table(last_k["rows"], last_k["directions"])
@@ -539,11 +547,15 @@ def budget_text(cfg: Any, summaries: list[dict[str, Any]]) -> str:
         if v is not None and not (type(v) is float and v == 0.0)
     }  # keeps pretrained=False
     crop = cfg.augment.crop
+    data = dict(cfg.data)
+    if isinstance(data.get("root"), str) and os.path.isabs(data["root"]):
+        # the table is read on other machines: this machine's absolute path means nothing there
+        data["root"] = os.path.relpath(data["root"])
     return (
         f"{t.epochs} epoch{'' if t.epochs == 1 else 's'} x batch {t.batch_size}"
         + (f" ({'-'.join(map(str, steps))} optimizer steps per run)" if steps else "")
         + f", {t.optimizer.name} lr {t.optimizer.lr}, {t.scheduler.name} schedule, amp {t.amp}; "
-        f"backbone {backbone}; data {dict(cfg.data)}" + (f", crop {list(crop)}" if crop else "")
+        f"backbone {backbone}; data {data}" + (f", crop {list(crop)}" if crop else "")
     )
 
 

@@ -272,6 +272,9 @@ def run_bench(
     last_k = None
     if spec.report == "last_k_mean" and records:
         last_k = summarise(spec, cells, records, failures, lambda r: last_k_metrics(r, spec.last_k))
+        last_k["eval_split"] = "/".join(
+            sorted({r["summary"].get("eval_split", "val") for r in records.values()})
+        )
     command = "mtlzoo bench " + str(path) + ("" if not extra else " " + " ".join(extra))
     paths: list[Path] = []
     md_path = Path(spec.results_dir) / f"{spec.name}.md"
