@@ -182,3 +182,25 @@ def test_a_trained_vit_predicts_any_size_padded_to_its_patch(zoo, tmp_path):
     assert predictor.size_divisor == 14
     raw = predictor.predict(torch.rand(1, 3, 50, 61))  # padded to 56x70 inside, cropped back
     assert raw[0]["semseg"].shape[-2:] == (50, 61) and raw[0]["depth"].shape[-2:] == (50, 61)
+
+
+@pytest.mark.slow
+def test_a_trained_vit_exports_to_pt2_for_any_size(zoo, tmp_path, capsys):
+    """The pyramid's size arithmetic (patch-14 grid, ceil-mode pooling, resizes to powers of two)
+    is beyond torch.export's proofs for a named size range; export keeps H and W symbolic anyway
+    and the file matches predict at sizes on and off the patch grid."""
+    import mtlzoo
+    from mtlzoo.apps.cli import main
+
+    Trainer(zoo.build(spec([70, 70])), tmp_path).fit()
+    assert main(["export", str(tmp_path), "--format", "pt2"]) == 0
+    out = capsys.readouterr().out
+    assert f"exported {tmp_path / 'model-best.pt2'}" in out and "padded to multiples of 14 inside" in out
+    program = torch.export.load(str(tmp_path / "model-best.pt2")).module()
+    predictor = mtlzoo.load(tmp_path)
+    for size in [(84, 112), (61, 90)]:
+        x = torch.rand(2, 3, *size)
+        got = program(x)
+        want = predictor.predict(x, batch_size=2)
+        for task in ("semseg", "depth"):
+            torch.testing.assert_close(got[task], torch.stack([p[task] for p in want]), atol=1e-5, rtol=1e-5)
