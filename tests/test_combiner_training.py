@@ -99,7 +99,7 @@ def test_one_step_trains_the_shared_backbone(registry, setup, name, wrt):
     feats, losses = losses_of(backbone, heads, x, t)
     step = Step(losses, feats, shared, {k: list(heads[k].parameters()) for k in TASKS}, step=3, epoch=0)
     logs = combiner.backward(losses, step)
-    assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+    assert all(torch.isfinite(torch.as_tensor(v)) for v in logs.values())
     missing = [
         n for n, p in backbone.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)
     ]

@@ -118,6 +118,18 @@ def test_sizes_it_cannot_take_are_refused_in_one_line(zoo):
     assert padded.size_divisor == 1 and padded(torch.rand(1, 3, 50, 61))[0].shape == (1, 16, 13, 16)
 
 
+def test_a_spec_whose_images_are_off_the_patch_is_refused_at_build(zoo):
+    # the build's dry forward uses the data's own size (training does not pad), so the
+    # refusal comes before any data loader or step, in the backbone's one line
+    with pytest.raises(ConfigError) as err:
+        zoo.build(spec([64, 64]))
+    message = str(err.value)
+    assert message.startswith(
+        f"model.backbone: timm '{DINO}' takes images whose height and width are multiples"
+    )
+    assert "got 64x64" in message and "56x56" in message and "\n" not in message
+
+
 def test_timm_size_options_pass_through(zoo):
     b = make(zoo, vit(patch_size=8, img_size=[64, 96], dynamic_img_size=False))
     pe = b.model.model.patch_embed

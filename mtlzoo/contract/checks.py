@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .backbone import is_marked_unused
 from .data import DatasetInfo, TargetInfo, TargetKind, sample_problems
-from .errors import PluginError
+from .errors import ConfigError, PluginError
 from .features import FeatureInfo
 
 if TYPE_CHECKING:
@@ -188,6 +188,8 @@ def dry_forward(
         with torch.no_grad():
             try:
                 maps = backbone(model.normalize(images))
+            except ConfigError:
+                raise  # the backbone refuses the spec's input size: the spec's fault, said by the backbone
             except Exception as exc:  # noqa: BLE001 - plugin code
                 raise PluginError(
                     f"{bb}: forward failed on a [2, 3, {size[0]}, {size[1]}] batch: {_first_line(exc)}"

@@ -192,12 +192,13 @@ def _pipeline(zoo: Zoo, spec: Spec, split: str, derived: list[Derived], base: An
 
 
 def _probe_size(dataset: Any, divisor: int) -> tuple[int, int]:
-    """The input size of the dry forward pass: the first sample's, rounded up to ``divisor``."""
+    """The input size of the dry forward pass: the first sample's, as training and evaluation
+    will feed it (they do not pad), so a backbone that refuses it says so at build, not at the
+    first step; 64x64 rounded up to ``divisor`` for an empty split."""
     if len(dataset) == 0:
-        h, w = 64, 64
-    else:
-        h, w = (int(s) for s in dataset[0]["image"].shape[-2:])
-    return -(-h // divisor) * divisor, -(-w // divisor) * divisor
+        return -(-64 // divisor) * divisor, -(-64 // divisor) * divisor
+    h, w = (int(s) for s in dataset[0]["image"].shape[-2:])
+    return h, w
 
 
 def build_experiment(zoo: Zoo, spec: Spec, split: str = "train") -> Experiment:
