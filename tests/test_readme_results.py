@@ -1,0 +1,95 @@
+"""The README's result paragraphs quote the committed benchmark tables: every figure they
+state is recomputed here from ``benchmarks/results/*.csv``, so regenerating a table without
+updating the README (or the other way round) fails."""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import pytest
+
+
+@pytest.fixture
+def readme(root) -> str:
+    """The README with line breaks folded, so a quoted phrase may wrap anywhere."""
+    return re.sub(r"\s+", " ", (root / "README.md").read_text())
+
+
+def table(root, name: str) -> dict[str, dict[str, float]]:
+    """``{method: {column: value}}`` of a committed bench table (empty cells left out)."""
+    rows = csv.DictReader(open(root / "benchmarks" / "results" / f"{name}.csv"))
+    return {
+        r["method"]: {k: float(v) for k, v in r.items() if k not in ("method", "setting") and v} for r in rows
+    }
+
+
+def signed(x: float, digits: int = 1) -> str:
+    """``+1.3``, ``-0.5``; a value that rounds to zero has no sign (``0.0``)."""
+    text = f"{x:+.{digits}f}"
+    return text[1:] if float(text) == 0 else text
+
+
+def span(values, digits: int = 1, toward_zero_first: bool = False) -> str:
+    """``lo% to hi%`` as the README writes a range; a range of losses starts at the smaller one."""
+    lo, hi = min(values), max(values)
+    if toward_zero_first:
+        lo, hi = hi, lo
+    return f"{signed(lo, digits)}% to {signed(hi, digits)}%"
+
+
+def test_the_camvid_paragraph_quotes_its_table(root, readme):
+    t = table(root, "camvid")
+    combiners = ("sum", "dwa", "uncertainty", "pcgrad")
+    st = t["single-task (semseg)"]["semseg.miou_mean"]
+    quoted = ", ".join(f"{t[c]['semseg.miou_mean']:.3f} (`{c}`)" for c in combiners[:3])
+    quoted += f", {t['pcgrad']['semseg.miou_mean']:.3f} (`pcgrad`) against {st:.3f} for segmentation alone"
+    assert f"test mIoU {quoted}" in readme
+    gains = [100 * (t[c]["semseg.miou_mean"] - st) for c in combiners]
+    assert f"{signed(min(gains))} to {signed(max(gains))} points" in readme
+    stds = [r["semseg.miou_std"] for r in t.values() if "semseg.miou_std" in r]
+    assert f"(std {min(stds):.3f}-{max(stds):.3f})" in readme
+    assert (
+        f"Δm is positive for all four combiners ({span([t[c]['delta_m_mean'] for c in combiners])})" in readme
+    )
+    labels = [t[c]["delta_m.labels_mean"] for c in combiners]
+    assert f"image-label task ({span(labels, 0)})" in readme
+    boundary = [t[c]["delta_m.boundary_mean"] for c in combiners]
+    assert f"single-task model ({span(boundary, toward_zero_first=True)})" in readme
+
+
+def test_the_shapes_architecture_paragraph_quotes_its_table(root, readme):
+    t = table(root, "shapes_architectures")
+
+    def rows(prefix: str) -> list[dict[str, float]]:
+        return [r for m, r in t.items() if m.startswith(prefix + " + ") or m.startswith(prefix + "(")]
+
+    def dm(prefix: str) -> list[float]:
+        return [r["delta_m_mean"] for r in rows(prefix)]
+
+    def millions(prefix: str) -> str:
+        return f"{rows(prefix)[0]['parameters_total'] / 1e6:.1f}M"
+
+    assert (
+        f"(Δm {span(dm('mtan'))}, against {span(dm('hps'), toward_zero_first=True)} for hard sharing)"
+        in readme
+    )
+    assert f"with {millions('mtan')} parameters against hps's {millions('hps')}" in readme
+    assert f"`cross_stitch` reaches {span(dm('cross_stitch'))} with {millions('cross_stitch')}" in readme
+    assert f"`nddr` {span(dm('nddr'))}" in readme
+    assert (
+        f"`padnet` ({span(dm('padnet'))}) and `mti_net` ({span(dm('mti_net'), toward_zero_first=True)})"
+        in readme
+    )
+    hps_depth = rows("hps")[0]["depth.abs_err_mean"]
+    st_depth = t["single-task (depth)"]["depth.abs_err_mean"]
+    assert f"(abs_err {hps_depth:.1f} for hps, {st_depth:.1f} single-task" in readme
+    padnet, mti = rows("padnet")[0]["depth.abs_err_mean"], rows("mti_net")[0]["depth.abs_err_mean"]
+    assert f"their own distillation decoders do ({padnet:.2f} and {mti:.1f})" in readme
+    by_combiner = {m.split(" + ")[1]: r["delta_m_mean"] for m, r in t.items() if m.startswith("hps + ")}
+    gaps = [
+        r["delta_m_mean"] - by_combiner[m.split(" + ")[1]] for m, r in t.items() if m.startswith("mtan + ")
+    ]
+    assert f"the mtan-over-hps gap ({min(gaps):.1f}-{max(gaps):.1f} points per combiner)" in readme
+    stds = [r["delta_m_std"] for r in table(root, "shapes").values() if "delta_m_std" in r]
+    assert f"3-seed shapes table is {min(stds):.1f}-{max(stds):.1f}%" in readme
