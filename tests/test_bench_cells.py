@@ -345,3 +345,50 @@ def test_the_table_header_gives_a_data_root_relative_to_the_working_folder(tmp_p
     text = budget_text(cfg, [{"steps": 10}])
     assert "'root': '../data/camvid'" in text and str(tmp_path.parent) not in text
     assert text.startswith("2 epochs x batch 4 (10 optimizer steps per run), adamw lr 0.001")
+
+
+def test_the_main_table_gives_mean_and_std_over_seeds():
+    from mtlzoo.apps.bench.report import _main_table
+
+    cells = [Cell(f"st{s}", "single-task (seg)", [], s, baseline_task="seg") for s in range(2)]
+    cells += [Cell(f"mt{s}", "sum", [], s) for s in range(2)]
+    cells += [Cell("one0", "one", [], 0), Cell("none0", "none", [], 0)]
+    miou = {"st0": 0.5, "st1": 0.7, "mt0": 0.66, "mt1": 0.72, "one0": 0.6, "none0": None}
+    records = {c.id: record_of(c, {"seg": {"miou": miou[c.id]}}) for c in cells}
+    summary = summarise(type("S", (), {"split": "test"})(), cells, records, {})
+    md, csv_rows = _main_table(summary["rows"], summary["directions"])
+    table = {
+        line.split(" | ")[0].strip("| "): [v.strip() for v in line.strip("| ").split(" | ")]
+        for line in md[: md.index("")]  # the main table, before the per-task one
+        if line.startswith("| ")
+    }
+    assert table["method"][3] == "Δm %" and table["method"][-1] == "seg.miou ↑"
+    # two seeds: mean ± std (baseline mean 0.6; Δm per seed +10 % and +20 %)
+    assert table["sum"][3] == f"15.0000 ± {statistics.stdev([10.0, 20.0]):.4f}"
+    assert table["sum"][-1] == f"0.6900 ± {statistics.stdev([0.66, 0.72]):.4f}"
+    assert table["single-task (seg)"][3] == "(baseline)"
+    assert table["single-task (seg)"][-1] == f"0.6000 ± {statistics.stdev([0.5, 0.7]):.4f}"
+    # one seed: the mean alone; a metric the run did not give (NaN): a dash
+    assert table["one"][3] == "0.0000" and table["one"][-1] == "0.6000"
+    assert table["none"][3] == "-" and table["none"][-1] == "-"
+    # the per-task table under it, one row per multi-task method
+    per_task = md[md.index("| method | setting | seg |") + 2 :]
+    assert per_task[0] == f"| sum | - | 15.0000 ± {statistics.stdev([10.0, 20.0]):.4f} |"
+    assert {r["method"]: r["delta_m_mean"] for r in csv_rows}["sum"] == pytest.approx(15.0)
+
+
+def test_a_job_for_a_cell_not_in_the_plan_fails_in_one_line(tmp_path, spec_factory, capsys):
+    import torch
+
+    from mtlzoo.apps.bench import jobs
+
+    path = write(tmp_path, spec_factory, {"combiner": ["sum"]})
+    threads = torch.get_num_threads()
+    try:
+        assert jobs.main([str(path), "combiner=nope__seed0", "--threads", "1"]) == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert capsys.readouterr().out.strip() == (
+        f"error: MtlzooError: {path}: no cell 'combiner=nope__seed0' in the plan"
+    )
+    assert not cells_of(tmp_path).exists()

@@ -203,7 +203,8 @@ def contact_sheet(
         cells = []
         for i, cell in enumerate(row["cells"]):
             smooth = i == 0 and s < 1  # shrink the photo smoothly; class colours never mix
-            cells.append(Image.fromarray(cell).resize(size, Image.BILINEAR if smooth else Image.NEAREST))
+            resample = Image.Resampling.BILINEAR if smooth else Image.Resampling.NEAREST
+            cells.append(Image.fromarray(cell).resize(size, resample))
         scaled.append(cells)
     ncol = len(titles)
     col_w = [max(cells[c].width for cells in scaled) for c in range(ncol)]

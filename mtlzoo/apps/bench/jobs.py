@@ -152,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         bench = load(args.spec, json.loads(args.extra))
-        (cell,) = [c for c in bench.cells if c.id == args.cell] or [None]
-        if cell is None:
+        matches = [c for c in bench.cells if c.id == args.cell]
+        if not matches:
             raise MtlzooError(f"{args.spec}: no cell {args.cell!r} in the plan")
+        (cell,) = matches
         configured = bench.cell_cfg(cell).train.num_workers
         # auto (null) already takes the job's share of the cores through MTLZOO_CORES
         extra = [] if configured is None else [f"train.num_workers={int(configured) // args.jobs}"]

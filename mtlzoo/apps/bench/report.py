@@ -13,7 +13,7 @@ import csv
 import math
 import os
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +118,9 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _fmt(mean: float, std: float, n: int) -> str:
+def _fmt(mean_std: Sequence[float], n: int) -> str:
+    """``mean ± std`` of ``n`` seeds (the mean alone for one seed; ``-`` for NaN)."""
+    mean, std = mean_std
     if math.isnan(mean):
         return "-"
     return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
@@ -235,8 +237,10 @@ def summarise(
                     if key != "loss":
                         per_seed.setdefault(task, {}).setdefault(key, []).append(v)
         for t, d in per_seed.items():
-            for k, v in d.items():
-                (row["details"] if is_detail(k) else row["metrics"]).setdefault(t, {})[k] = _mean_std(v)
+            for k, seed_values in d.items():
+                (row["details"] if is_detail(k) else row["metrics"]).setdefault(t, {})[k] = _mean_std(
+                    seed_values
+                )
         costs = [cell_cost(records[c.id]["summary"]) for c in done]
         # the counts are the same for every seed of a row; the times are averaged over seeds
         row["parameters"] = {k: _mean_std([c[k] for c in costs])[0] for k in ("shared", "total")}
@@ -245,7 +249,8 @@ def summarise(
         base = baselines.get(setting, {})
         is_baseline = bool(members[0].baseline_task)
         if base and not is_baseline and done:
-            dms, per_task_runs = [], {}
+            dms: list[float] = []
+            per_task_runs: dict[str, list[float]] = {}
             for c in done:
                 dm, per_task = delta_m(metrics[c.id], base, dm_directions)
                 dms.append(dm)
@@ -297,11 +302,11 @@ def _main_table(
             row["method"],
             row["setting"] or "-",
             seeds,
-            _fmt(*dm, row["seeds"]) if dm else "(baseline)" if row["method"].startswith("single") else "-",
+            _fmt(dm, row["seeds"]) if dm else "(baseline)" if row["method"].startswith("single") else "-",
         ]
         if with_primary:
             dmp = row.get("delta_m_primary")
-            cells.append(_fmt(*dmp, row["seeds"]) if dmp else "-")
+            cells.append(_fmt(dmp, row["seeds"]) if dmp else "-")
         params, step = row.get("parameters", {}), row.get("step_seconds", (math.nan, math.nan))
         cell_s = row.get("cell_seconds", (math.nan, math.nan))
         shared, total = params.get("shared", math.nan), params.get("total", math.nan)
@@ -330,7 +335,7 @@ def _main_table(
         }
         for t, k in columns:
             ms = row["metrics"].get(t, {}).get(k)
-            cells.append(_fmt(*ms, row["seeds"]) if ms else "")
+            cells.append(_fmt(ms, row["seeds"]) if ms else "")
             flat[f"{t}.{k}_mean"] = ms[0] if ms else ""
             flat[f"{t}.{k}_std"] = ms[1] if ms else ""
         for t, ms in (row.get("delta_m_tasks") or {}).items():
@@ -347,7 +352,7 @@ def _main_table(
         if row.get("delta_m_tasks"):
             md.append(
                 f"| {row['method']} | {row['setting'] or '-'} | "
-                + " | ".join(_fmt(*row["delta_m_tasks"].get(t, (math.nan, 0)), row["seeds"]) for t in tasks)
+                + " | ".join(_fmt(row["delta_m_tasks"].get(t, (math.nan, 0)), row["seeds"]) for t in tasks)
                 + " |"
             )
     return md, csv_rows
@@ -418,12 +423,12 @@ def per_class_markdown(entries: list[dict[str, Any]]) -> list[str]:
         for cls in classes:
             cells = []
             for m, s in columns:
-                e = value.get((m, s, cls))
-                if e is None or math.isnan(e["mean"]):
+                entry = value.get((m, s, cls))
+                if entry is None or math.isnan(entry["mean"]):
                     cells.append("-")
                     continue
-                d = e["diff_vs_single_task"]
-                cells.append(f"{e['mean']:.4f}" + ("" if math.isnan(d) else f" ({d:+.4f})"))
+                d = entry["diff_vs_single_task"]
+                cells.append(f"{entry['mean']:.4f}" + ("" if math.isnan(d) else f" ({d:+.4f})"))
             md.append(f"| {cls} | " + " | ".join(cells) + " |")
         gains = {}
         for m, s in columns:
@@ -474,7 +479,7 @@ def write_tables(
         f"Δm: `{DELTA_M_FORMULA}`"
         + (
             " over " + "; ".join(f"{t}: {', '.join(ks)}" for t, ks in spec.delta_m_metrics.items())
-            if getattr(spec, "delta_m_metrics", None)
+            if spec.delta_m_metrics
             else ""
         ),
         *(

@@ -3,6 +3,7 @@ gradient against explicit per-task autograd."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
+    from mtlzoo.contract.combine import Wrt
     from mtlzoo.zoo.zoo import Zoo
 
 
@@ -23,13 +25,14 @@ def _arch_setup(zoo: Zoo) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """A small staged backbone, two dense tasks and one image-level task (registered kinds)."""
     from types import SimpleNamespace
 
+    from torch import nn
+
     from ...contract.backbone import Backbone
     from ...contract.data import TargetInfo
     from ...contract.features import FeatureInfo
     from ...contract.tasks import TaskInfo
 
     torch = import_torch()
-    nn = torch.nn
 
     class Staged(Backbone):
         def __init__(self) -> None:
@@ -116,16 +119,18 @@ def check_architecture(zoo: Zoo, entry: Entry, folder: Path) -> list[Result]:
         labels = {"backbone": "kit backbone", "architecture": entry.label, **dict.fromkeys(tasks, "kit head")}
         c.run(
             "architecture.outputs",
-            lambda m=model, b=backbone, t=tasks, n=labels: checks.dry_forward(m, b, t, (32, 48), n),
+            partial(checks.dry_forward, model, backbone, tasks, (32, 48), labels),
         )
-        c.run("architecture.parameters", lambda m=model: checks.parameter_groups(m, entry.label))
-        modes = ["params"] + (["features"] if model.has_shared_representation else [])
+        c.run("architecture.parameters", partial(checks.parameter_groups, model, entry.label))
+        modes: list[Wrt] = ["params"]
+        if model.has_shared_representation:
+            modes.append("features")
         for wrt in modes:
-            c.run(f"architecture.gramian[{wrt}]", lambda m=model, w=wrt: _gramian_matches_autograd(m, w))
+            c.run(f"architecture.gramian[{wrt}]", partial(_gramian_matches_autograd, model, wrt))
     return c.results
 
 
-def _gramian_matches_autograd(model: Any, wrt: str) -> None:
+def _gramian_matches_autograd(model: Any, wrt: Wrt) -> None:
     """``Step.gramian`` and ``Step.backward_weighted`` against per-task autograd (float32 round-off)."""
     from ...contract import checks
     from ...contract.combine import Step

@@ -3,6 +3,7 @@ gradients."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,10 +27,10 @@ def check_backbone(zoo: Zoo, entry: Entry, folder: Path) -> list[Result]:
     torch = import_torch()
     c = Checks(entry.label)
     for values in c.run("examples", lambda: option_sets(entry, folder)) or []:
-        backbone = c.run("factory", lambda v=values: build_part(zoo, entry, v))
+        backbone = c.run("factory", partial(build_part, zoo, entry, values))
         if backbone is None:
             continue
-        info = c.run("backbone.attributes", lambda b=backbone: checks.backbone_attributes(b, entry.label))
+        info = c.run("backbone.attributes", partial(checks.backbone_attributes, backbone, entry.label))
         if info is None:
             continue
         div = int(getattr(backbone, "size_divisor", 1))

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import tempfile
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +30,8 @@ def _wrt_modes(entry: Entry) -> list[str | None]:
     hints = typing.get_type_hints(entry.options)
     if "wrt" not in hints:
         return [None]
-    args = [a for a in typing.get_args(hints["wrt"]) if isinstance(a, str)]
-    return args or [None]
+    modes: list[str | None] = [a for a in typing.get_args(hints["wrt"]) if isinstance(a, str)]
+    return modes or [None]
 
 
 def _toy(seed: int) -> tuple[Any, Any, list[Any]]:
@@ -65,7 +66,7 @@ def _step(
     from ...contract.combine import Step
 
     features, losses = _toy_losses(backbone, heads, images, names)
-    task_params = {n: list(h.parameters()) for n, h in zip(names, heads)}
+    task_params: dict[str, Sequence[Any]] = {n: list(h.parameters()) for n, h in zip(names, heads)}
     out = Step(losses, features, list(backbone.parameters()), task_params, step=step)
     if getattr(combiner, "heldout_split", None) is not None:
         out.heldout = _heldout(backbone, heads, images, names)
@@ -75,11 +76,13 @@ def _step(
 def _heldout(backbone: Any, heads: Any, images: Any, names: list[str]) -> Any:
     """The toy model's :class:`~mtlzoo.contract.heldout.HeldOut`: another random batch, and
     forward passes with parameters replaced out of place."""
+    from torch import nn
+
     from ...contract.heldout import HeldOut
 
     torch = import_torch()
 
-    class Toy(torch.nn.Module):
+    class Toy(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.backbone, self.heads = backbone, heads
@@ -137,7 +140,7 @@ def check_combiner(zoo: Zoo, entry: Entry, folder: Path) -> list[Result]:
             c.run(f"combiner.gradients{tag}", gradients)
             if c.failed(f"combiner.gradients{tag}"):
                 continue  # without gradients the state check only fails as a consequence
-            c.run(f"combiner.state{tag}", lambda mk=make: _state_round_trip(mk, names))
+            c.run(f"combiner.state{tag}", partial(_state_round_trip, make, names))
     return c.results
 
 

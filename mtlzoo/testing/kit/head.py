@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +63,7 @@ def check_head(zoo: Zoo, entry: Entry, folder: Path) -> list[Result]:
     for values in c.run("examples", lambda: option_sets(entry, folder)) or []:
         for layout in _LAYOUTS:
             info = [FeatureInfo(ch, st) for ch, st in layout]
-            head = c.run("factory", lambda v=values, fi=info: build_part(zoo, entry, v, list(fi), 3))
+            head = c.run("factory", partial(build_part, zoo, entry, values, list(info), 3))
             if head is None:
                 continue
 

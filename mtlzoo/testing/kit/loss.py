@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ def check_loss(zoo: Zoo, entry: Entry, folder: Path) -> list[Result]:
     setups = c.run("targets", lambda: task_setups(zoo, entry)) or []
     for values in c.run("examples", lambda: option_sets(entry, folder)) or []:
         for tinfo, kind, channels in setups:
-            loss = c.run("factory", lambda v=values, t=tinfo: build_part(zoo, entry, v, t))
+            loss = c.run("factory", partial(build_part, zoo, entry, values, tinfo))
             if loss is None:
                 continue
 

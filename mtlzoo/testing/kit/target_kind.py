@@ -43,11 +43,13 @@ def check_target_kind(zoo: Zoo, entry: Entry, folder: Path) -> list[Result]:
     c.run("target_kind.example", example)
 
     def transforms() -> None:
+        from torch.utils.data import Dataset
+
         torch = import_torch()
 
         dataset_info = DatasetInfo("kit", {"t": info})
 
-        class _One(torch.utils.data.Dataset):
+        class _One(Dataset[dict[str, Any]]):
             def __init__(self) -> None:
                 self.info = dataset_info
 
