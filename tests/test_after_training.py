@@ -186,3 +186,29 @@ def test_a_relative_data_root_is_read_from_the_specs_folder(zoo, tmp_path, spec_
 def test_the_name_shorthand_works_in_overrides(zoo, spec_factory):
     cfg = zoo.spec(spec_factory(), ["combiner=sum", "model.backbone=cnn"])
     assert cfg.combiner.name == "sum" and cfg.model.backbone.name == "cnn"
+
+
+def test_eval_builds_no_trainer_and_no_optimizer_and_gives_the_runs_metrics(
+    tmp_path, spec_factory, capsys, monkeypatch
+):
+    spec = write_spec(
+        tmp_path, spec_factory(**{"train.out_dir": str(tmp_path / "runs"), "train.run_name": "e"})
+    )
+    assert main(["train", str(spec)]) == 0
+    capsys.readouterr()
+    run = tmp_path / "runs" / "e"
+    final = json.loads((run / "summary.json").read_text())["final"]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("eval built a training-side object")
+
+    import mtlzoo.runtime.train as train_module
+
+    monkeypatch.setattr(train_module.Trainer, "__init__", refuse)
+    monkeypatch.setattr(torch.optim.Optimizer, "__init__", refuse)
+    assert main(["eval", str(run), "--json", "--checkpoint", str(run / "checkpoints" / "last")]) == 0
+    metrics = json.loads(capsys.readouterr().out)["metrics"]
+    for task, values in final.items():
+        for key, value in values.items():
+            if key != "loss":
+                assert metrics[task][key] == pytest.approx(value, rel=1e-5), (task, key)
