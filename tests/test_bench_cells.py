@@ -18,6 +18,7 @@ from mtlzoo.apps.bench.cli import parse_budget
 from mtlzoo.apps.bench.plan import Cell
 from mtlzoo.apps.bench.report import per_class_markdown, per_class_rows, summarise
 from mtlzoo.apps.cli import main
+from mtlzoo.contract.errors import MtlzooError
 
 TWO_TASKS = {"tasks": {"semseg": {"type": "segmentation"}, "depth": {"type": "depth"}}}
 
@@ -392,3 +393,21 @@ def test_a_job_for_a_cell_not_in_the_plan_fails_in_one_line(tmp_path, spec_facto
         f"error: MtlzooError: {path}: no cell 'combiner=nope__seed0' in the plan"
     )
     assert not cells_of(tmp_path).exists()
+
+
+def test_a_run_folder_that_keeps_its_data_root_relative_is_the_same_config(tmp_path):
+    # a cell's run folder writes a relative data root relative to itself; an interrupted cell
+    # resumes (and a finished one is collected) though the validated spec holds it absolute
+    from mtlzoo.apps.bench.run import _check_same_config
+
+    data = tmp_path / "shared" / "data" / "camvid"
+    run_dir = tmp_path / "repo" / "runs" / "bench" / "b" / "cell"
+    run_dir.mkdir(parents=True)
+    cfg = {"data": {"name": "camvid", "root": str(data)}, "train": {"epochs": 2}}
+    saved = {"data": {"name": "camvid", "root": "../../../../../shared/data/camvid"}, "train": {"epochs": 2}}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    _check_same_config(cfg, run_dir)
+    saved["data"]["root"] = "../../../../../shared/data/other"
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(MtlzooError, match=r"data\.root: '(\.\./){5}shared/data/other' in the run"):
+        _check_same_config(cfg, run_dir)

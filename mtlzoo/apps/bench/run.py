@@ -66,6 +66,15 @@ def _check_same_config(cfg: Any, run_dir: Path) -> None:
             if isinstance(node, dict):
                 node.pop(last, None)
     saved, now = _flatten(saved), _flatten(now)
+    for key, value in saved.items():
+        # config.yaml keeps a relative path option (a data root) relative to the run folder
+        # (mtlzoo.runtime.files.spec_yaml); the validated spec holds it resolved
+        current = now.get(key)
+        if isinstance(value, str) and value and not os.path.isabs(value) and isinstance(current, str):
+            if os.path.isabs(current) and os.path.normpath(run_dir.resolve() / value) == os.path.normpath(
+                current
+            ):
+                saved[key] = current
     changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k, "<unset>") != now.get(k, "<unset>"))
     if changed:
         shown = "; ".join(
