@@ -371,3 +371,26 @@ def test_ltb_samples_hard_paths_in_training_and_learns_its_logits(zoo):
     w = model._choice(model.task_alpha["semseg"], warm=False)
     assert sorted(w.detach().tolist())[-1] == 1.0 and float(w.detach().sum()) == 1.0
     assert "steps" in model.state_dict()
+
+
+@pytest.mark.parametrize("gate", ["pooled", "pixel"])
+@pytest.mark.parametrize(
+    "arch",
+    [{"name": "mmoe"}, {"name": "cgc"}, {"name": "ple"}, {"name": "ple", "levels": 3}, {"name": "dselect_k"}],
+    ids=lambda a: "-".join(f"{v}" for v in a.values()),
+)
+def test_every_parameter_of_a_task_trains_when_its_head_reads_one_scale(zoo, arch, gate, capsys):
+    # the image-level task's classification head reads only the coarsest map: its own experts
+    # and per-scale gate convs exist only there (they used to be built at every chosen scale
+    # and never train: "18 of 31 of its own parameters got no gradient" on the quickstart)
+    exp = zoo.build(quickstart({**arch, "gate": gate}))
+    model = exp.model
+    assert model.reads["labels"] == [False] * (len(model.scales) - 1) + [True]
+    assert all(
+        model.reads[t] == [True] * len(model.scales) for t in ("semseg", "depth", "normals", "boundary")
+    )
+    Trainer(exp, None).fit()
+    assert "got no gradient" not in capsys.readouterr().err
+    if arch["name"] == "cgc":
+        assert [len(e.blocks) for e in model.task_experts["labels"]] == [1]
+        assert [len(e.blocks) for e in model.task_experts["semseg"]] == [len(model.scales)]

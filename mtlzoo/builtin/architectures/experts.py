@@ -32,13 +32,19 @@ class Expert(nn.Module):
     """One expert: a residual bottleneck block (:class:`~.blocks.Bottleneck`, middle width
     ``C / reduction``) per chosen scale, each keeping its map's shape."""
 
-    def __init__(self, channels: Sequence[int], reduction: int, norm: str):
+    def __init__(
+        self, channels: Sequence[int], reduction: int, norm: str, active: Sequence[bool] | None = None
+    ):
         super().__init__()
-        self.blocks = nn.ModuleList(Bottleneck(c, c, norm, mid=max(c // reduction, 1)) for c in channels)
+        self.active = [True] * len(channels) if active is None else list(active)
+        self.blocks = nn.ModuleList(
+            Bottleneck(c, c, norm, mid=max(c // reduction, 1)) for c, a in zip(channels, self.active) if a
+        )
 
-    def forward(self, maps: Sequence[Tensor]) -> list[Tensor]:
-        """The expert's output at every chosen scale."""
-        return [block(x) for block, x in zip(self.blocks, maps)]
+    def forward(self, maps: Sequence[Tensor | None]) -> list[Tensor | None]:
+        """The expert's output at every chosen scale (``None`` at a scale it is not active at)."""
+        blocks = iter(self.blocks)
+        return [next(blocks)(x) if a else None for x, a in zip(maps, self.active)]
 
 
 class GateLogits(nn.Module):
@@ -48,38 +54,42 @@ class GateLogits(nn.Module):
     one set of logits per image used at every scale (``[B, n, 1, 1]``); ``pixel``: a 1x1 conv
     ``C_j -> n`` per scale (``[B, n, h_j, w_j]``)."""
 
-    def __init__(self, channels: Sequence[int], n: int, mode: str):
+    def __init__(self, channels: Sequence[int], n: int, mode: str, active: Sequence[bool] | None = None):
         super().__init__()
         self.pooled = mode == "pooled"
-        self.count = len(channels)
+        self.active = [True] * len(channels) if active is None else list(active)
         if self.pooled:
             self.fc = nn.Linear(sum(channels), n)
         else:
-            self.convs = nn.ModuleList(nn.Conv2d(c, n, 1) for c in channels)
+            self.convs = nn.ModuleList(nn.Conv2d(c, n, 1) for c, a in zip(channels, self.active) if a)
 
-    def forward(self, maps: Sequence[Tensor]) -> list[Tensor]:
-        """One logits tensor per scale (the same tensor at every scale when pooled)."""
+    def forward(self, maps: Sequence[Tensor | None]) -> list[Tensor | None]:
+        """One logits tensor per active scale (the same tensor at every one when pooled, read
+        from every scale's map), ``None`` at the others."""
         if self.pooled:
-            z = self.fc(torch.cat([m.mean((2, 3)) for m in maps], 1))[:, :, None, None]
-            return [z] * self.count
-        return [conv(m) for conv, m in zip(self.convs, maps)]
+            z = self.fc(torch.cat([m.mean((2, 3)) for m in maps if m is not None], 1))[:, :, None, None]
+            return [z if a else None for a in self.active]
+        convs = iter(self.convs)
+        return [next(convs)(m) if a else None for m, a in zip(maps, self.active)]
 
 
 class SoftmaxGate(nn.Module):
     """MMoE's gate ``softmax(W x)`` over ``n`` experts (per image or per position, see
     :class:`GateLogits`)."""
 
-    def __init__(self, channels: Sequence[int], n: int, mode: str):
+    def __init__(self, channels: Sequence[int], n: int, mode: str, active: Sequence[bool] | None = None):
         super().__init__()
-        self.logits = GateLogits(channels, n, mode)
+        self.logits = GateLogits(channels, n, mode, active)
 
-    def forward(self, maps: Sequence[Tensor]) -> tuple[list[Tensor], Tensor | None]:
-        """``(weights per scale [B, n, h|1, w|1], None)``: the weights sum to 1 over dim 1."""
+    def forward(self, maps: Sequence[Tensor | None]) -> tuple[list[Tensor | None], Tensor | None]:
+        """``(weights per scale [B, n, h|1, w|1] or None where inactive, None)``: the weights
+        sum to 1 over dim 1."""
         logits = self.logits(maps)
         if self.logits.pooled:
-            w = F.softmax(logits[0], dim=1)
-            return [w] * len(logits), None
-        return [F.softmax(z, dim=1) for z in logits], None
+            z = next(z for z in logits if z is not None)
+            w = F.softmax(z, dim=1)
+            return [w if z is not None else None for z in logits], None
+        return [F.softmax(z, dim=1) if z is not None else None for z in logits], None
 
 
 def smooth_step(t: Tensor, gamma: float) -> Tensor:
@@ -104,13 +114,22 @@ class DSelectGate(nn.Module):
     of two, ``sum_i 1 / sum_e r_i(e)`` (it pushes the selectors off the codes of experts that
     do not exist), both averaged over the images (and positions)."""
 
-    def __init__(self, channels: Sequence[int], n: int, k: int, gamma: float, entropy_reg: float, mode: str):
+    def __init__(
+        self,
+        channels: Sequence[int],
+        n: int,
+        k: int,
+        gamma: float,
+        entropy_reg: float,
+        mode: str,
+        active: Sequence[bool] | None = None,
+    ):
         super().__init__()
         self.n, self.k, self.gamma, self.entropy_reg = n, k, float(gamma), float(entropy_reg)
         self.m = max(1, math.ceil(math.log2(n)))
         self.power_of_2 = n == 2**self.m
-        self.z = GateLogits(channels, k * self.m, mode)
-        self.w = GateLogits(channels, k, mode)
+        self.z = GateLogits(channels, k * self.m, mode, active)
+        self.w = GateLogits(channels, k, mode, active)
         with torch.no_grad():
             for p in self.z.parameters():
                 p.uniform_(-self.gamma / 100, self.gamma / 100)
@@ -137,14 +156,19 @@ class DSelectGate(nn.Module):
             per_sample = per_sample + (1.0 / selectors.sum(2)).sum(1)
         return per_sample.mean()
 
-    def forward(self, maps: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
-        """``(weights per scale, regulariser)``."""
+    def forward(self, maps: Sequence[Tensor | None]) -> tuple[list[Tensor | None], Tensor]:
+        """``(weights per scale (None where inactive), regulariser)``."""
         zs, ws = self.z(maps), self.w(maps)
         if self.z.pooled:
-            weights, selectors = self.weights(zs[0], ws[0])
-            return [weights] * len(zs), self.regularizer(selectors)
-        out, regs = [], []
+            z, w = next(z for z in zs if z is not None), next(w for w in ws if w is not None)
+            weights, selectors = self.weights(z, w)
+            return [weights if z is not None else None for z in zs], self.regularizer(selectors)
+        out: list[Tensor | None] = []
+        regs = []
         for z, w in zip(zs, ws):
+            if z is None or w is None:
+                out.append(None)
+                continue
             weights, selectors = self.weights(z, w)
             out.append(weights)
             regs.append(self.regularizer(selectors))
@@ -160,10 +184,17 @@ def mix(outputs: Sequence[Tensor], weights: Tensor) -> Tensor:
     return out
 
 
-def mix_scales(outputs: Sequence[Sequence[Tensor]], weights: Sequence[Tensor]) -> list[Tensor]:
+def mix_scales(
+    outputs: Sequence[Sequence[Tensor | None]], weights: Sequence[Tensor | None]
+) -> list[Tensor | None]:
     """Per scale ``j``: :func:`mix` of every expert's output at ``j`` with ``weights[j]``
-    (``outputs[e][j]`` is expert ``e``'s output at scale ``j``)."""
-    return [mix([o[j] for o in outputs], w) for j, w in enumerate(weights)]
+    (``outputs[e][j]`` is expert ``e``'s output at scale ``j``); ``None`` at a scale without
+    weights or where an expert is not active."""
+    out: list[Tensor | None] = []
+    for j, w in enumerate(weights):
+        at_j = [o[j] for o in outputs]
+        out.append(None if w is None or any(x is None for x in at_j) else mix(at_j, w))  # type: ignore[arg-type]
+    return out
 
 
 class ExpertArchitecture(Architecture):
@@ -181,6 +212,9 @@ class ExpertArchitecture(Architecture):
         self.scales = select_scales(self.info, min_stride)
         self.channels = [self.info[i].channels for i in self.scales]
         self.heads = nn.ModuleDict(parts.heads)
+        # per task, the chosen scales its head reads: a task's own experts and gate convs exist
+        # only there (at the others nothing of theirs would reach its loss: they would not train)
+        self.reads = {t: scales_read(self.heads[t], self.info, self.scales) for t in self.names}
 
     @property
     def task_names(self) -> list[str]:
@@ -191,23 +225,51 @@ class ExpertArchitecture(Architecture):
         """The maps the experts act on."""
         return [maps[i] for i in self.scales]
 
-    def task_maps(self, maps: Sequence[Tensor], mixed: Sequence[Tensor]) -> list[Tensor]:
-        """The backbone's maps with the chosen scales replaced by a task's ``mixed`` maps."""
+    def task_maps(self, maps: Sequence[Tensor], mixed: Sequence[Tensor | None]) -> list[Tensor]:
+        """The backbone's maps with the chosen scales replaced by a task's ``mixed`` maps (a
+        scale the task's head does not read, ``None``, keeps the backbone's map)."""
         out = list(maps)
         for i, m in zip(self.scales, mixed):
-            out[i] = m
+            if m is not None:
+                out[i] = m
         return out
 
     def predict(
-        self, maps: Sequence[Tensor], mixed: dict[str, Sequence[Tensor]], size: Sequence[int]
+        self, maps: Sequence[Tensor], mixed: dict[str, Sequence[Tensor | None]], size: Sequence[int]
     ) -> dict:
         """Every task's head on its maps."""
         return {t: self.heads[t](self.task_maps(maps, mixed[t]), tuple(size)) for t in self.names}
 
 
-def experts(count: int, channels: Sequence[int], reduction: int, norm: str) -> nn.ModuleList:
-    """``count`` independent experts over maps of ``channels``."""
-    return nn.ModuleList(Expert(channels, reduction, norm) for _ in range(count))
+def experts(
+    count: int, channels: Sequence[int], reduction: int, norm: str, active: Sequence[bool] | None = None
+) -> nn.ModuleList:
+    """``count`` independent experts over maps of ``channels`` (active at the ``active`` scales)."""
+    return nn.ModuleList(Expert(channels, reduction, norm, active) for _ in range(count))
+
+
+def scales_read(head: nn.Module, info: Sequence[FeatureInfo], scales: Sequence[int]) -> list[bool]:
+    """Which of the ``scales`` (indices into the backbone maps) a head's prediction depends
+    on: one forward pass of the head alone on small zero maps (eval mode; gradients taken
+    with respect to the maps only, so nothing of the head changes). A head the probe cannot
+    run is taken to read every scale."""
+    side = 2 * max(fi.stride for fi in info)
+    maps = [
+        torch.zeros(1, fi.channels, -(-side // fi.stride), -(-side // fi.stride), requires_grad=True)
+        for fi in info
+    ]
+    was_training = head.training
+    head.eval()
+    try:
+        with torch.enable_grad():
+            out = head(maps, (side, side))
+            grads = torch.autograd.grad(out.float().sum(), [maps[i] for i in scales], allow_unused=True)
+    except Exception:  # noqa: BLE001 - any head: when the probe fails, assume it reads everything
+        return [True] * len(scales)
+    finally:
+        head.train(was_training)
+    read = [g is not None for g in grads]
+    return read if any(read) else [True] * len(scales)
 
 
 def refuse(label: str, message: str) -> ConfigError:
@@ -224,6 +286,7 @@ __all__ = [
     "mix",
     "mix_scales",
     "experts",
+    "scales_read",
     "refuse",
     "ExpertArchitecture",
     "EPSILON",

@@ -52,7 +52,7 @@ class MMoE(ExpertArchitecture):
         super().__init__(parts, options.min_stride)
         self.experts = experts(options.experts, self.channels, options.reduction, options.norm)
         self.gates = nn.ModuleDict(
-            {t: SoftmaxGate(self.channels, options.experts, options.gate) for t in self.names}
+            {t: SoftmaxGate(self.channels, options.experts, options.gate, self.reads[t]) for t in self.names}
         )
 
     def run(self, images: Tensor) -> ArchitectureOutput:
@@ -103,7 +103,15 @@ class DSelectK(ExpertArchitecture):
         self.experts = experts(n, self.channels, options.reduction, options.norm)
         self.gates = nn.ModuleDict(
             {
-                t: DSelectGate(self.channels, n, options.k, options.gamma, options.entropy_reg, options.gate)
+                t: DSelectGate(
+                    self.channels,
+                    n,
+                    options.k,
+                    options.gamma,
+                    options.entropy_reg,
+                    options.gate,
+                    self.reads[t],
+                )
                 for t in self.names
             }
         )
@@ -152,9 +160,9 @@ class CGC(ExpertArchitecture):
         n = options.shared_experts + options.task_experts
         self.shared_experts = experts(options.shared_experts, ch, red, norm)
         self.task_experts = nn.ModuleDict(
-            {t: experts(options.task_experts, ch, red, norm) for t in self.names}
+            {t: experts(options.task_experts, ch, red, norm, self.reads[t]) for t in self.names}
         )
-        self.gates = nn.ModuleDict({t: SoftmaxGate(ch, n, options.gate) for t in self.names})
+        self.gates = nn.ModuleDict({t: SoftmaxGate(ch, n, options.gate, self.reads[t]) for t in self.names})
 
     def run(self, images: Tensor) -> ArchitectureOutput:
         """Backbone, shared and task experts, one gate and mixture per task, the heads."""
@@ -216,12 +224,30 @@ class PLE(ExpertArchitecture):
         ch, red, norm, mode = self.channels, options.reduction, options.norm, options.gate
         ns, nt, tasks = options.shared_experts, options.task_experts, len(self.names)
         self.levels = options.levels
+        last = self.levels - 1
+        # the scales of a task's path each level must give: every one below the next-to-last
+        # level (the shared gates read them), at the last level the ones its head reads, and at
+        # the next-to-last those the last level reads (all when its gates pool every scale)
+        every = [True] * len(ch)
+        needs = {
+            t: [
+                self.reads[t]
+                if level == last
+                else (every if mode == "pooled" or level < last - 1 else self.reads[t])
+                for level in range(self.levels)
+            ]
+            for t in self.names
+        }
         self.shared_experts = nn.ModuleList(experts(ns, ch, red, norm) for _ in range(self.levels))
         self.task_experts = nn.ModuleList(
-            nn.ModuleDict({t: experts(nt, ch, red, norm) for t in self.names}) for _ in range(self.levels)
+            nn.ModuleDict(
+                {t: experts(nt, ch, red, norm, self.reads[t] if level == last else None) for t in self.names}
+            )
+            for level in range(self.levels)
         )
         self.task_gates = nn.ModuleList(
-            nn.ModuleDict({t: SoftmaxGate(ch, ns + nt, mode) for t in self.names}) for _ in range(self.levels)
+            nn.ModuleDict({t: SoftmaxGate(ch, ns + nt, mode, needs[t][level]) for t in self.names})
+            for level in range(self.levels)
         )
         # the last level has no shared gate: nothing reads a shared path after it
         self.shared_gates = nn.ModuleList(
@@ -243,7 +269,7 @@ class PLE(ExpertArchitecture):
                 shared += [o for out in outs_s for o in out]
                 shared += [o for t in self.names for out in outs_t[t] for o in out]
                 if level > 0:
-                    shared += [m for t in self.names for m in paths[t]]
+                    shared += [m for t in self.names for m in paths[t] if m is not None]
             if level == last:
                 shared += [o for out in outs_s for o in out]
             new = {
