@@ -93,3 +93,30 @@ def test_the_shapes_architecture_paragraph_quotes_its_table(root, readme):
     assert f"the mtan-over-hps gap ({min(gaps):.1f}-{max(gaps):.1f} points per combiner)" in readme
     stds = [r["delta_m_std"] for r in table(root, "shapes").values() if "delta_m_std" in r]
     assert f"3-seed shapes table is {min(stds):.1f}-{max(stds):.1f}%" in readme
+
+
+def test_the_quick_loop_figures_are_the_measured_ones_and_still_near_the_suite(root, readme):
+    # README quotes benchmarks/results/test_cost.md (python benchmarks/test_cost.py); the
+    # measured counts must stay within 10% of what the suite holds today (rerun the script
+    # when tests are added or removed in numbers)
+    import subprocess
+    import sys
+
+    cost = re.sub(r"\s+", " ", (root / "benchmarks" / "results" / "test_cost.md").read_text())
+    quick, slow = (
+        int(x) for x in re.search(r"(\d+) tests not marked `slow` were measured \((\d+) are", cost).groups()
+    )
+    cpu, minutes = re.search(
+        r"`pytest -n 2 -m \"not slow\"`: (\d+) CPU-s in all, about ([\d.]+) min", cost
+    ).groups()
+    assert f"leaves out the {slow} tests marked `slow`" in readme
+    assert f"the other {quick} take {cpu} CPU-seconds, about {minutes} min on 2 cores" in readme
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-m", "slow", "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    ).stdout
+    marked, total = (int(x) for x in re.search(r"(\d+)/(\d+) tests collected", out).groups())
+    assert abs((total - marked) - quick) <= 0.1 * quick, (total - marked, quick)
+    assert abs(marked - slow) <= max(3, 0.1 * slow), (marked, slow)
