@@ -5,7 +5,10 @@ updating the README (or the other way round) fails."""
 from __future__ import annotations
 
 import csv
+import json
+import math
 import re
+import statistics
 
 import pytest
 
@@ -120,3 +123,59 @@ def test_the_quick_loop_figures_are_the_measured_ones_and_still_near_the_suite(r
     marked, total = (int(x) for x in re.search(r"(\d+)/(\d+) tests collected", out).groups())
     assert abs((total - marked) - quick) <= 0.1 * quick, (total - marked, quick)
     assert abs(marked - slow) <= max(3, 0.1 * slow), (marked, slow)
+
+
+def camvid_pretrained_pairs(root, row: str) -> tuple[list[float], list[float], list[float]]:
+    """Test mIoU of the multi-task cells of ``row`` and of the single-task segmentation cells,
+    and the per-seed differences in points (seeds where both are committed), read from the
+    committed cell files: an independent recomputation of the bench's paired comparison."""
+    cells = root / "benchmarks" / "results" / "camvid_pretrained" / "cells"
+
+    def miou(cell: str) -> float | None:
+        path = cells / f"{cell}.json"
+        return json.loads(path.read_text())["summary"]["test"]["semseg"]["miou"] if path.is_file() else None
+
+    mt = {s: miou(f"{row}__seed{s}") for s in range(5)}
+    st = {s: miou(f"single_semseg__seed{s}") for s in range(5)}
+    diffs = [100 * (mt[s] - st[s]) for s in range(5) if mt[s] is not None and st[s] is not None]
+    return [v for v in mt.values() if v is not None], [v for v in st.values() if v is not None], diffs
+
+
+def t_interval(diffs: list[float]) -> tuple[float, float, float]:
+    from scipy import stats
+
+    mean = statistics.fmean(diffs)
+    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return mean, mean - half, mean + half
+
+
+def test_the_pretrained_camvid_answer_quotes_its_cells(root, readme):
+    mt, st, diffs = camvid_pretrained_pairs(root, "all_tasks__combiner=sum")
+    mean, low, high = t_interval(diffs)
+    better = sum(d > 0 for d in diffs)
+    assert (
+        f"test mIoU {statistics.fmean(mt):.3f} with boundary and the rare-class image labels (`sum`, "
+        f"{len(mt)} seeds) against {statistics.fmean(st):.3f} for segmentation alone ({len(st)} seeds)"
+        in readme
+    )
+    assert (
+        f"seed by seed {mean:+.2f} points [95% interval {low:+.2f} to {high:+.2f}], the multi-task model ahead "
+        f"in {better} of {len(diffs)}" in readme
+    )
+    wl, _, wl_diffs = camvid_pretrained_pairs(root, "without_labels__combiner=sum")
+    wl_mean, wl_low, wl_high = t_interval(wl_diffs)
+    assert (
+        f"with boundary alone {statistics.fmean(wl):.3f} ({len(wl)} seeds; {wl_mean:+.2f} points "
+        f"[{wl_low:+.2f} to {wl_high:+.2f}], ahead in {sum(d > 0 for d in wl_diffs)} of {len(wl_diffs)})"
+        in readme
+    )
+    committed = len(list((root / "benchmarks" / "results" / "camvid_pretrained" / "cells").glob("*.json")))
+    assert f"{committed} of the study's 75 cells are committed" in readme
+    rows = csv.DictReader(open(root / "benchmarks" / "results" / "camvid_pretrained_per_class.csv"))
+    per_class = [r for r in rows if r["method"] == "sum" and r["diff_vs_single_task"]]
+    top = max(per_class, key=lambda r: abs(float(r["diff_vs_single_task"])))
+    gains = sum(float(r["diff_vs_single_task"]) > 0 for r in per_class)
+    assert (
+        f"the largest change is {top['class']} {100 * float(top['diff_vs_single_task']):+.1f} points "
+        f"and {gains} of {len(per_class)} classes gain" in readme
+    )
