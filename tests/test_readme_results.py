@@ -80,6 +80,17 @@ def test_the_shapes_architecture_paragraph_quotes_its_table(root, readme):
     assert f"with {millions('mtan')} parameters against hps's {millions('hps')}" in readme
     assert f"`cross_stitch` reaches {span(dm('cross_stitch'))} with {millions('cross_stitch')}" in readme
     assert f"`nddr` {span(dm('nddr'))}" in readme
+    moe = ["cgc", "dselect_k", "mmoe", "ple", "ltb"]
+    quoted = ", ".join(f"`{name}` {span(dm(name), toward_zero_first=True)}" for name in moe)
+    assert f"The mixture-of-experts family does not beat hard sharing here: {quoted}" in readme
+    totals = [r["parameters_total"] for name in moe for r in rows(name)]
+    assert f"({min(totals) / 1e6:.1f}M to {max(totals) / 1e6:.1f}M parameters)" in readme
+    assert max(max(dm(name)) for name in moe) < 0
+    header = (root / "benchmarks" / "results" / "shapes_architectures.md").read_text()
+    cells, minutes = re.search(
+        r"(\d+) of \1 cells committed.*?all committed cells together ([\d.]+) min", header, re.S
+    ).groups()
+    assert f"{cells} cells in {minutes} min of one core" in readme
     assert (
         f"`padnet` ({span(dm('padnet'))}) and `mti_net` ({span(dm('mti_net'), toward_zero_first=True)})"
         in readme
@@ -89,6 +100,10 @@ def test_the_shapes_architecture_paragraph_quotes_its_table(root, readme):
     assert f"(abs_err {hps_depth:.1f} for hps, {st_depth:.1f} single-task" in readme
     padnet, mti = rows("padnet")[0]["depth.abs_err_mean"], rows("mti_net")[0]["depth.abs_err_mean"]
     assert f"their own distillation decoders do ({padnet:.2f} and {mti:.1f})" in readme
+    assert (
+        f"`mtan` is ahead of the single-task models on average with every combiner (Δm {span(dm('mtan'))}"
+        in readme
+    )
     by_combiner = {m.split(" + ")[1]: r["delta_m_mean"] for m, r in t.items() if m.startswith("hps + ")}
     gaps = [
         r["delta_m_mean"] - by_combiner[m.split(" + ")[1]] for m, r in t.items() if m.startswith("mtan + ")
