@@ -411,3 +411,20 @@ def test_a_run_folder_that_keeps_its_data_root_relative_is_the_same_config(tmp_p
     (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
     with pytest.raises(MtlzooError, match=r"data\.root: '(\.\./){5}shared/data/other' in the run"):
         _check_same_config(cfg, run_dir)
+
+
+def test_a_cell_resumed_before_wall_time_counted_resumes_costs_its_epochs_time():
+    from mtlzoo.apps.bench.report import cell_cost
+
+    # summary.json of a run resumed at epoch 16 of 20, written before the fix: 211 s of wall
+    # time for the last session, 1187 s in its epochs' own timing
+    old = {
+        "steps": 920,
+        "seconds": 211.0,
+        "timing": {"total": 1187.0},
+        "parameters": {"shared": 1, "total": 2},
+    }
+    assert cell_cost(old)["seconds"] == 1187.0 and cell_cost(old)["step_seconds"] == pytest.approx(1187 / 920)
+    fresh = {"steps": 920, "seconds": 800.0, "timing": {"total": 770.0}}
+    assert cell_cost(fresh)["seconds"] == 800.0  # set-up and the test pass count too
+    assert math.isnan(cell_cost({"steps": 920})["seconds"])

@@ -68,6 +68,11 @@ def test_resume_continues_exactly(zoo, tmp_path, spec_factory):
         assert torch.equal(a, b), k
     lines = (part / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+    # the resumed run's wall time counts the epoch before the resume too (a bench reads it as
+    # the cell's cost): at least the two epochs' own times
+    first, second = (json.loads(x)["timing"]["total"] for x in lines)
+    assert resumed["seconds"] >= round(first + second, 2) - 0.01
+    assert resumed["timing"]["total"] == pytest.approx(first + second, abs=0.01)
 
 
 def test_resume_of_a_finished_run_says_how_to_go_on(zoo, tmp_path, spec_factory):

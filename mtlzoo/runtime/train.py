@@ -168,6 +168,8 @@ class Trainer:
         self.global_step = int(state.get("step", 0))
         self.best = state.get("best", {})
         self.history = [r for r in state.get("history", []) if int(r.get("epoch", 0)) <= self.epoch]
+        if self.run_dir is not None:
+            self.history = _with_logged_timing(self.history, self.run_dir / "metrics.jsonl")
         if self.run_dir is not None and self.main:
             # the log holds exactly the checkpoint's epochs: a crash between appending a line
             # and saving the checkpoint leaves no duplicate after the epoch is trained again
@@ -365,6 +367,8 @@ class Trainer:
         summary (also written to ``summary.json``)."""
         t = self.cfg.train
         started = time.perf_counter()
+        # a resumed run's wall time includes its epochs from before the resume (their timing)
+        earlier = sum(_epoch_seconds(r) for r in self.history)
         last = t.epochs if until_epoch is None else min(until_epoch, t.epochs)
         for done, epoch in enumerate(range(self.epoch, last), 1):
             epoch_started = time.perf_counter()
@@ -397,7 +401,7 @@ class Trainer:
                 timing[key] = round(timing[key], 3)
             eta = (time.perf_counter() - started) / done * (last - epoch - 1)
             self.reporter.epoch(record, self.history, t.epochs, t.eval_split, eta, self._data_hint(timing))
-        summary = self._summary(time.perf_counter() - started)
+        summary = self._summary(earlier + time.perf_counter() - started)
         if self.run_dir is not None and self.main:
             write_json(self.run_dir / "summary.json", summary)
         D.barrier()
@@ -572,6 +576,32 @@ class Trainer:
         if self.reporter.warnings:
             summary["warnings"] = list(self.reporter.warnings)
         return summary
+
+
+def _with_logged_timing(history: list[dict[str, Any]], log: Path) -> list[dict[str, Any]]:
+    """A checkpoint's history with each epoch's timing taken from the run's ``metrics.jsonl``
+    where its line is there (same epoch and step): the checkpoint is written before the last
+    epoch's ``write`` and ``total`` times are known, the log line after."""
+    try:
+        logged = {}
+        for line in log.read_text().splitlines():
+            r = json.loads(line)
+            logged[(r.get("epoch"), r.get("step"))] = r.get("timing")
+    except (OSError, ValueError):
+        return history
+    out = []
+    for r in history:
+        timing = logged.get((r.get("epoch"), r.get("step")))
+        out.append({**r, "timing": timing} if isinstance(timing, dict) and "total" in timing else r)
+    return out
+
+
+def _epoch_seconds(record: dict[str, Any]) -> float:
+    """An epoch's wall time from its record: ``total``, else the phases it has."""
+    timing = record.get("timing") or {}
+    if "total" in timing:
+        return float(timing["total"])
+    return float(sum(v for k, v in timing.items() if k != "total"))
 
 
 #: the parts of an epoch's time (``timing`` in metrics.jsonl and the summary)

@@ -136,10 +136,16 @@ def _count(n: float) -> str:
 def cell_cost(summary: dict[str, Any]) -> dict[str, float]:
     """What a run cost, from its ``summary.json``: its ``shared`` and ``total`` parameter
     counts, its wall time per optimizer step (``seconds / steps``: training with the
-    evaluation passes of the run, on the run's device) and in all (``seconds``); NaN where
-    the summary lacks them."""
+    evaluation passes of the run, on the run's device) and in all (``seconds``, or the sum of
+    its epochs' times where that is larger: a resumed run's summary written before mtlzoo
+    counted the epochs before the resume); NaN where the summary lacks them."""
     params = summary.get("parameters") or {}
     steps, seconds = summary.get("steps"), summary.get("seconds")
+    total = (summary.get("timing") or {}).get("total")
+    if seconds is not None and total is not None:
+        # summaries of resumed runs written before mtlzoo counted the epochs before the resume
+        # give only the last session's wall time; the epochs' own times add up to more then
+        seconds = max(float(seconds), float(total))
     return {
         "shared": float(params.get("shared", math.nan)),
         "total": float(params.get("total", math.nan)),

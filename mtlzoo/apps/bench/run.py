@@ -29,7 +29,7 @@ from ...runtime.files import spec_yaml
 from ...zoo.zoo import Zoo
 from . import cells as C
 from .plan import Cell, cell_overrides, plan
-from .report import CELLS_MARK, budget_text, last_k_metrics, summarise, write_tables
+from .report import CELLS_MARK, budget_text, cell_cost, last_k_metrics, summarise, write_tables
 from .spec import BenchSpec, load_bench
 
 
@@ -359,8 +359,8 @@ def _header(bench: Bench, command: str, records: dict[str, dict[str, Any]]) -> l
             label += f", {r['threads']} thread(s) each"
         machines[label] = machines.get(label, 0) + 1
     loads = [r["load"]["before"] for r in records.values() if (r.get("load") or {}).get("before") is not None]
-    total = sum(float(s.get("seconds", 0)) for s in summaries)
-    seconds = [float(s["seconds"]) for s in summaries if "seconds" in s]
+    seconds = [cell_cost(s)["seconds"] for s in summaries if "seconds" in s]
+    total = sum(seconds)
     migrated = sum(bool(r.get("migrated_from_run_folder")) for r in records.values())
     return [
         f"Command: `{command}`  ",
