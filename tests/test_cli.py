@@ -209,7 +209,8 @@ def test_the_readme_states_the_demo_time_that_demo_table_checks(root):
     spec = importlib.util.spec_from_file_location("demo_table", root / "benchmarks" / "demo_table.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.readme_minutes((root / "README.md").read_text()) == (3, "Intel Xeon")
+    # measured on this project's 2-core AMD EPYC with `demo_table.py --check-time`
+    assert module.readme_minutes((root / "README.md").read_text()) == (1, "AMD EPYC")
     with pytest.raises(SystemExit, match="no 'about N min"):
         module.readme_minutes("make demo   # trains the quickstart")
 

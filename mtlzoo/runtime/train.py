@@ -40,6 +40,7 @@ from ..contract.errors import (
 )
 from . import checkpoint as ckpt
 from . import distributed as D
+from .epoch_timing import epoch_seconds, with_logged_timing
 from .evaluate import Evaluator, amp_dtype, nonfinite_metrics
 from .experiment import Experiment
 from .files import RunLock, json_safe, new_run_dir, spec_yaml, write_atomic, write_json
@@ -169,7 +170,7 @@ class Trainer:
         self.best = state.get("best", {})
         self.history = [r for r in state.get("history", []) if int(r.get("epoch", 0)) <= self.epoch]
         if self.run_dir is not None:
-            self.history = _with_logged_timing(self.history, self.run_dir / "metrics.jsonl")
+            self.history = with_logged_timing(self.history, self.run_dir / "metrics.jsonl")
         if self.run_dir is not None and self.main:
             # the log holds exactly the checkpoint's epochs: a crash between appending a line
             # and saving the checkpoint leaves no duplicate after the epoch is trained again
@@ -368,7 +369,7 @@ class Trainer:
         t = self.cfg.train
         started = time.perf_counter()
         # a resumed run's wall time includes its epochs from before the resume (their timing)
-        earlier = sum(_epoch_seconds(r) for r in self.history)
+        earlier = sum(epoch_seconds(r) for r in self.history)
         last = t.epochs if until_epoch is None else min(until_epoch, t.epochs)
         for done, epoch in enumerate(range(self.epoch, last), 1):
             epoch_started = time.perf_counter()
@@ -576,32 +577,6 @@ class Trainer:
         if self.reporter.warnings:
             summary["warnings"] = list(self.reporter.warnings)
         return summary
-
-
-def _with_logged_timing(history: list[dict[str, Any]], log: Path) -> list[dict[str, Any]]:
-    """A checkpoint's history with each epoch's timing taken from the run's ``metrics.jsonl``
-    where its line is there (same epoch and step): the checkpoint is written before the last
-    epoch's ``write`` and ``total`` times are known, the log line after."""
-    try:
-        logged = {}
-        for line in log.read_text().splitlines():
-            r = json.loads(line)
-            logged[(r.get("epoch"), r.get("step"))] = r.get("timing")
-    except (OSError, ValueError):
-        return history
-    out = []
-    for r in history:
-        timing = logged.get((r.get("epoch"), r.get("step")))
-        out.append({**r, "timing": timing} if isinstance(timing, dict) and "total" in timing else r)
-    return out
-
-
-def _epoch_seconds(record: dict[str, Any]) -> float:
-    """An epoch's wall time from its record: ``total``, else the phases it has."""
-    timing = record.get("timing") or {}
-    if "total" in timing:
-        return float(timing["total"])
-    return float(sum(v for k, v in timing.items() if k != "total"))
 
 
 #: the parts of an epoch's time (``timing`` in metrics.jsonl and the summary)
