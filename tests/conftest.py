@@ -21,6 +21,24 @@ if _WORKERS > 1:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
 
 
+def assert_process_gone(pid: int, tries: int = 50) -> None:
+    """Fail unless process `pid` has ended (gone, or a zombie waiting to be reaped) within ~5 s.
+
+    The kill is delivered at once; reaping by init can take a moment, so a zombie counts as ended.
+    """
+    import time
+
+    for _ in range(tries):
+        try:
+            os.kill(pid, 0)
+            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                return
+        except (ProcessLookupError, FileNotFoundError):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"process {pid} still runs")
+
+
 @pytest.fixture
 def root() -> Path:
     """The repository root."""

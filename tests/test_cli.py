@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import HEAVY_MODULES
+from conftest import HEAVY_MODULES, assert_process_gone
 
 from mtlzoo.apps.cli import main
 
@@ -234,9 +234,6 @@ def run_as_group(argv: list[str], cwd, timeout: float) -> tuple[int, str, str]:
 
 
 def test_a_timed_out_command_leaves_no_process_behind(tmp_path):
-    import os
-    import time
-
     pid_file = tmp_path / "grandchild"
     script = (
         "import subprocess, sys, time; "
@@ -245,18 +242,7 @@ def test_a_timed_out_command_leaves_no_process_behind(tmp_path):
     )
     with pytest.raises(subprocess.TimeoutExpired):
         run_as_group([sys.executable, "-c", script], tmp_path, timeout=5)
-    pid = int(pid_file.read_text())
-    for _ in range(50):  # the kill is delivered at once; reaping by init can take a moment
-        try:
-            os.kill(pid, 0)
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().split()[2] == "Z":
-                    break
-        except (ProcessLookupError, FileNotFoundError):
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError(f"the grandchild {pid} still runs")
+    assert_process_gone(int(pid_file.read_text()))  # the grandchild too
 
 
 @pytest.mark.slow

@@ -10,10 +10,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import assert_process_gone
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,18 +126,7 @@ def test_a_failing_or_hanging_part_is_reported_and_the_next_still_runs(gc, tmp_p
     assert (
         "| Broken | FAIL |" in report and "| After | ok |" in report and "| On the GPU | skipped |" in report
     )
-    # the whole session was killed: the grandchild too
-    pid = int(pid_file.read_text())
-    for _ in range(50):
-        try:
-            os.kill(pid, 0)
-            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-                break
-        except (ProcessLookupError, FileNotFoundError):
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError(f"the grandchild {pid} still runs")
+    assert_process_gone(int(pid_file.read_text()))  # the whole session was killed: the grandchild too
 
 
 def test_parts_past_the_budget_are_not_run_and_fail_the_check(gc, tmp_path, monkeypatch):
