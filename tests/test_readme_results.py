@@ -198,3 +198,39 @@ def test_the_pretrained_camvid_answer_quotes_its_cells(root, readme):
         f"the largest change is {top['class']} {100 * float(top['diff_vs_single_task']):+.1f} points "
         f"and {gains} of {len(per_class)} classes gain" in readme
     )
+
+
+def test_every_finished_row_of_the_pretrained_study_is_in_the_answer(root, readme):
+    """A row of the study whose five seeds are committed is quoted against segmentation alone."""
+    cells = root / "benchmarks" / "results" / "camvid_pretrained" / "cells"
+    rows = {p.name.rsplit("__seed", 1)[0] for p in cells.glob("*.json")}
+    quoted = 0
+    for row in sorted(rows - {"single_semseg", "all_tasks__combiner=sum", "without_labels__combiner=sum"}):
+        if row.startswith("single_"):
+            continue
+        mt, _, diffs = camvid_pretrained_pairs(root, row)
+        if len(diffs) < 5:
+            continue
+        mean, low, high = t_interval(diffs)
+        assert (
+            f"{statistics.fmean(mt):.3f} ({mean:+.2f} points [{low:+.2f} to {high:+.2f}], "
+            f"ahead in {sum(d > 0 for d in diffs)} of 5)" in readme
+        ), row
+        quoted += 1
+    still_to_run = re.search(r"still to run: ([^.]*)\.", readme)
+    assert quoted or still_to_run, "the answer neither quotes other rows nor says which are left"
+
+
+def test_the_pretrained_answer_is_what_its_script_writes(root):
+    """README's paragraph is benchmarks/camvid_pretrained_answer.py's output for the committed cells
+    (the verdict, the rows still to run, the wrapping)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "benchmarks/camvid_pretrained_answer.py", "--check"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -1,0 +1,179 @@
+"""The README's answer from the pretrained CamVid study, written from its committed cells.
+
+The README's "CamVid with an ImageNet encoder" paragraph quotes the study's paired comparisons
+(test mIoU, each multi-task row against single-task segmentation, seed by seed), its per-class
+change and the time per cell. This script builds that paragraph from
+``benchmarks/results/camvid_pretrained/cells/`` and the per-class csv, so it can be rewritten
+each time cells are committed (run ``mtlzoo bench ... --report-only`` first for the csv):
+
+    python benchmarks/camvid_pretrained_answer.py           # rewrite the README paragraph
+    python benchmarks/camvid_pretrained_answer.py --check   # exit 1 when the README is stale
+
+A row enters the answer once all its seeds are committed. tests/test_readme_results.py
+recomputes the quoted figures independently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = ROOT / "benchmarks" / "specs" / "camvid_pretrained.yaml"
+RESULTS = ROOT / "benchmarks" / "results"
+CELLS = RESULTS / "camvid_pretrained" / "cells"
+START = "**CamVid with an ImageNet encoder**"
+BASELINE = "single_semseg"
+HEADLINE = "all_tasks__combiner=sum"
+BOUNDARY_ONLY = "without_labels__combiner=sum"
+
+
+def load_cells() -> dict[str, dict]:
+    """Committed cell records by cell id."""
+    return {json.loads(p.read_text())["cell"]["id"]: json.loads(p.read_text()) for p in CELLS.glob("*.json")}
+
+
+def planned_rows() -> tuple[dict[str, str], list[int], int]:
+    """``({row id: method label}, seeds, number of cells)`` from the spec's plan, in plan order."""
+    from mtlzoo.apps.bench.run import load
+
+    bench = load(SPEC)
+    rows: dict[str, str] = {}
+    for cell in bench.cells:
+        rows.setdefault(cell.id.rsplit("__seed", 1)[0], cell.method)
+    return rows, list(bench.spec.seeds), len(bench.cells)
+
+
+def miou(record: dict) -> float:
+    """The cell's test mIoU (checkpoint chosen on val)."""
+    return record["summary"]["test"]["semseg"]["miou"]
+
+
+def paired(cells: dict[str, dict], row: str, seeds: list[int]) -> tuple[float, list[float]]:
+    """``(mean test mIoU of the row, per-seed differences to segmentation alone in points)``."""
+    values = [miou(cells[f"{row}__seed{s}"]) for s in seeds]
+    diffs = [100 * (miou(cells[f"{row}__seed{s}"]) - miou(cells[f"{BASELINE}__seed{s}"])) for s in seeds]
+    return statistics.fmean(values), diffs
+
+
+def comparison(diffs: list[float], label: str = "") -> str:
+    """``+0.13 points [95% interval -0.17 to +0.43], ahead in 4 of 5`` (``label`` shortens it)."""
+    from mtlzoo.apps.bench.paired import t_interval
+
+    mean, low, high = t_interval(diffs)
+    ahead = sum(d > 0 for d in diffs)
+    if label:
+        return f"{mean:+.2f} points [{low:+.2f} to {high:+.2f}], ahead in {ahead} of {len(diffs)}"
+    return (
+        f"{mean:+.2f} points [95% interval {low:+.2f} to {high:+.2f}], "
+        f"the multi-task model ahead in {ahead} of {len(diffs)}"
+    )
+
+
+def short_name(method: str) -> str:
+    """``mtan + sum (without labels)`` -> ``mtan + sum``."""
+    return method.split(" (without")[0]
+
+
+def per_class() -> tuple[str, float, int, int]:
+    """``(class with the largest change, its change in points, classes that gain, classes)``
+    for `sum` with all tasks against segmentation alone, from the bench's per-class csv."""
+    with open(RESULTS / "camvid_pretrained_per_class.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["method"] == "sum" and r["diff_vs_single_task"]]
+    top = max(rows, key=lambda r: abs(float(r["diff_vs_single_task"])))
+    gains = sum(float(r["diff_vs_single_task"]) > 0 for r in rows)
+    return top["class"], 100 * float(top["diff_vs_single_task"]), gains, len(rows)
+
+
+def paragraph() -> str:
+    """The README paragraph, wrapped at 100 columns."""
+    from mtlzoo.apps.bench.paired import t_interval
+    from mtlzoo.apps.bench.report import cell_cost
+
+    cells = load_cells()
+    rows, seeds, total = planned_rows()
+    complete = [r for r in rows if all(f"{r}__seed{s}" in cells for s in seeds)]
+    for needed in (HEADLINE, BOUNDARY_ONLY, BASELINE):
+        if needed not in complete:
+            spec = SPEC.relative_to(ROOT)
+            sys.exit(
+                f"the answer needs every seed of {needed}: run `mtlzoo bench {spec} --cells '{needed}__*'`"
+            )
+    minutes = [cell_cost(r["summary"])["seconds"] / 60 for r in cells.values()]
+    multi = [r for r in complete if not r.startswith("single_")]
+    above = [r for r in multi if t_interval(paired(cells, r, seeds)[1])[1] > 0]
+    baseline = statistics.fmean(miou(cells[f"{BASELINE}__seed{s}"]) for s in seeds)
+    head_mean, head_diffs = paired(cells, HEADLINE, seeds)
+    wl_mean, wl_diffs = paired(cells, BOUNDARY_ONLY, seeds)
+    if above:
+        verdict = "Yes, with " + ", ".join(f"`{short_name(rows[r])}`" for r in above)
+    else:
+        verdict = "Not measurably"
+    text = (
+        f"{START} ([table](benchmarks/results/camvid_pretrained.md), "
+        f"`mtlzoo bench benchmarks/specs/camvid_pretrained.yaml`): EfficientNet-Lite0 with its packaged ImageNet "
+        f"weights, the 180x240 images with 160x224 crops, 20 epochs (920 AdamW steps), test split with the "
+        f"checkpoint chosen on val, compared seed by seed. The study runs in pieces: {len(cells)} of the study's "
+        f"{total} cells are committed so far ({min(minutes):.0f}-{max(minutes):.0f} min each on this 2-core CPU, "
+        f"one thread per cell; the rest: [docs/benchmarks.md](docs/benchmarks.md#the-pretrained-camvid-study)). "
+        f"**Did the auxiliary tasks help segmentation here? {verdict}:** test mIoU {head_mean:.3f} with boundary "
+        f"and the rare-class image labels (`sum`, {len(seeds)} seeds) against {baseline:.3f} for segmentation "
+        f"alone ({len(seeds)} seeds); seed by seed {comparison(head_diffs)}; with boundary alone {wl_mean:.3f} "
+        f"({len(seeds)} seeds; {comparison(wl_diffs, 'short')})."
+    )
+    others = [r for r in multi if r not in (HEADLINE, BOUNDARY_ONLY)]
+    for group, title in (("all_tasks", "with all three tasks"), ("without_labels", "with boundary alone")):
+        members = [r for r in others if r.startswith(group + "__")]
+        if members:
+            parts = []
+            for r in members:
+                mean, diffs = paired(cells, r, seeds)
+                parts.append(f"`{short_name(rows[r])}` {mean:.3f} ({comparison(diffs, 'short')})")
+            text += f" The other methods {title}, against segmentation alone: {'; '.join(parts)}."
+    big_class, big, gains, classes = per_class()
+    text += (
+        f" Per class (`sum` against segmentation alone), the largest change is {big_class} {big:+.1f} points "
+        f"and {gains} of {classes} classes gain."
+    )
+    if not above:
+        text += (
+            " The small gain of the from-scratch table above does not carry over to a pretrained encoder"
+            " at this budget"
+        )
+    left = [short_name(m) for r, m in rows.items() if r not in complete and not r.startswith("single_")]
+    left = list(dict.fromkeys(left))
+    if left:
+        text += ("; " if not above else " ") + "still to run: " + ", ".join(f"`{m}`" for m in left) + "."
+    elif not above:
+        text += "."
+    return "\n".join(textwrap.wrap(text, 100, break_on_hyphens=False, break_long_words=False))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite the README paragraph, or with ``--check`` report whether it is stale."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when the README's paragraph differs")
+    args = parser.parse_args(argv)
+    readme_path = ROOT / "README.md"
+    readme = readme_path.read_text()
+    start = readme.index(START)
+    end = readme.index("\n\n", start)
+    new = paragraph()
+    if args.check:
+        if readme[start:end] != new:
+            print("README.md's pretrained CamVid paragraph is stale; the cells say:\n\n" + new)
+            return 1
+        print("README.md's pretrained CamVid paragraph matches the committed cells")
+        return 0
+    readme_path.write_text(readme[:start] + new + readme[end:])
+    print(new)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
