@@ -121,6 +121,31 @@ def test_config_changes_count_spec_edits_not_new_options():
     assert C._portable({"root": "/data/camvid", "rel": "x/y"}) == {"root": "<abs>/camvid", "rel": "x/y"}
 
 
+def test_the_memory_format_is_recorded_but_does_not_make_another_config(zoo, tmp_path, spec_factory):
+    # channels-last only reorders float sums (as the thread count does): a cell made without it
+    # stays valid when the spec turns it on, and each cell file says how it ran
+    path = write(tmp_path, spec_factory, {"combiner": ["sum"]}, seeds=(0, 1), baselines=False)
+    run_bench(path, log=quiet, zoo=zoo, seeds=[0])
+    spec = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**spec, "overrides": ["train.channels_last=true"]}))
+    summary = run_bench(path, log=quiet, zoo=zoo)
+    assert summary["committed"] == ["combiner=sum__seed0", "combiner=sum__seed1"] and not summary["failures"]
+    assert (
+        not (tmp_path / "runs" / "tinybench" / "combiner=sum__seed0" / "config.yaml")
+        .read_text()
+        .count("channels_last: true")
+    )  # seed 0 was reused, not run again
+    before, after = (
+        json.loads((cells_of(tmp_path) / f"combiner=sum__seed{s}.json").read_text()) for s in (0, 1)
+    )
+    assert (before["channels_last"], after["channels_last"]) == (False, True)
+    assert "channels_last" not in after["config"]["train"] and before["config"] == after["config"] | {
+        "seed": before["config"]["seed"]
+    }
+    md = (tmp_path / "results" / "tinybench.md").read_text()
+    assert "channels-last (1 cells)" in md
+
+
 def test_slices_and_the_time_budget(zoo, tmp_path, spec_factory):
     path = write(tmp_path, spec_factory, {"combiner": ["sum"]}, seeds=(0, 1))
     # a zero budget starts nothing and writes no table

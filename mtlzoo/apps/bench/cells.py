@@ -14,7 +14,9 @@ the run folders, which are not committed). A cell file holds:
 * ``history``: every evaluation of the run, ``{"epoch", "step", <eval split>: metrics}``, so
   that protocols such as the mean of the last K evaluations can be computed later;
 * ``machine``, ``load`` (1-minute load average before and after), ``jobs`` (cells sharing
-  the device), ``threads``, ``finished`` (UTC time).
+  the device), ``threads``, ``channels_last`` (whether the model ran in channels-last memory
+  format; absent in cells from before it was recorded, which ran without), ``finished`` (UTC
+  time).
 
 A cell file is reused only when the cell's config and the code of its parts are what they
 were (:func:`check_record`); otherwise it is refused, never mixed into a table.
@@ -44,7 +46,8 @@ FORMAT = 1
 
 #: config keys that say where or how a cell ran, not what it computed (loader workers, pinned
 #: memory and the sample cache change no value: the samples and their order are fixed by the
-#: seed)
+#: seed; the memory format, like the thread count and the CPU's kernels, changes only the order
+#: of float sums, and the cell file records it as ``channels_last``)
 LOCATION_KEYS = (
     "train.out_dir",
     "train.run_name",
@@ -54,6 +57,7 @@ LOCATION_KEYS = (
     "train.cache",
     "train.tensorboard",
     "train.tensorboard_images_every",
+    "train.channels_last",
 )
 
 
@@ -316,6 +320,7 @@ def make_record(
     load_before: float | None,
     jobs: int = 1,
     threads: int | None = None,
+    channels_last: bool = False,
     migrated: bool = False,
 ) -> dict[str, Any]:
     """A cell file's content (see the module docstring)."""
@@ -337,6 +342,7 @@ def make_record(
         "load": {"before": load_before, "after": load_average()},
         "jobs": jobs,
         "threads": threads,
+        "channels_last": channels_last,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if migrated:

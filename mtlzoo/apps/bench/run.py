@@ -155,6 +155,12 @@ class Bench:
         files may change while it trains)."""
         config, code = expected if expected is not None else self.expected(cell)
         history = C.history_of(self.out_dir / cell.id, str(summary.get("eval_split", "val")))
+        import torch
+
+        from ...runtime.evaluate import wants_channels_last
+
+        device = torch.device(str(summary.get("device", "cpu")))
+        channels_last = wants_channels_last(self.cell_cfg(cell).train.get("channels_last"), device)
         record = C.make_record(
             cell,
             config,
@@ -164,6 +170,7 @@ class Bench:
             load_before=load_before,
             jobs=jobs,
             threads=threads,
+            channels_last=channels_last,
             migrated=migrated,
         )
         C.write_record(self.cell_file(cell), record)
@@ -357,6 +364,8 @@ def _header(bench: Bench, command: str, records: dict[str, dict[str, Any]]) -> l
         label = C.describe_machine(r) + f", {r.get('jobs', 1)} job(s) per device"
         if r.get("threads"):
             label += f", {r['threads']} thread(s) each"
+        if r.get("channels_last"):
+            label += ", channels-last"
         machines[label] = machines.get(label, 0) + 1
     loads = [r["load"]["before"] for r in records.values() if (r.get("load") or {}).get("before") is not None]
     seconds = [cell_cost(s)["seconds"] for s in summaries if "seconds" in s]
