@@ -7,6 +7,12 @@ wall time of one cell of that row to estimate the bench (evaluation and data loa
 assumed to scale alike; they were under 15% of a CamVid cell).
 
     python benchmarks/bench_step_cost.py benchmarks/specs/camvid_pretrained.yaml --threads 1
+
+``--vs KEY=VALUE`` (repeatable) also times every row with those cell-config changes and prints
+how many times slower each row is with them, e.g. what channels-last and bf16 buy on this CPU:
+
+    python benchmarks/bench_step_cost.py benchmarks/specs/camvid_architectures.yaml \
+        --vs train.channels_last=false --vs train.amp=off
 """
 
 from __future__ import annotations
@@ -22,10 +28,18 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="dot-list overrides of the bench spec")
     p.add_argument("--steps", type=int, default=3, help="timed steps per row (default 3)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument(
+        "--vs",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="also time each row with this cell-config change (repeatable: all apply together)",
+    )
     args = p.parse_args()
     import torch
 
     import mtlzoo
+    from mtlzoo.apps.bench.plan import cell_overrides
     from mtlzoo.apps.bench.run import load
 
     torch.set_num_threads(args.threads)
@@ -36,21 +50,45 @@ def main() -> None:
         if key in rows:
             rows[key][1] += 1
             continue
-        trainer = mtlzoo.Trainer(bench.zoo.build(bench.cell_cfg(cell)))
-        batches = iter(trainer.train_loader)
-        trainer.train_step(next(batches))  # warm-up: first-step checks, allocations
-        timed = [next(batches) for _ in range(args.steps)]
-        t = time.process_time()
-        for batch in timed:
-            trainer.train_step(batch)
-        rows[key] = [(time.process_time() - t) / args.steps, 1]
+        cfg = bench.cell_cfg(cell)
+        cost = step_seconds(mtlzoo.Trainer(bench.zoo.build(cfg)), args.steps)
+        other = None
+        if args.vs:
+            overrides = cell_overrides(bench.spec, cell, bench.out_dir / cell.id)
+            changed = bench.zoo.spec(bench.base, [*overrides, *args.vs])  # validated, as a cell's
+            other = step_seconds(mtlzoo.Trainer(bench.zoo.build(changed)), args.steps)
+        rows[key] = [cost, 1, other]
     first = next(iter(rows.values()))[0]
-    print(f"| row | CPU s / step ({args.threads} thread) | x first row | cells |")
-    print("|---|---|---|---|")
-    for key, (cost, n) in rows.items():
-        print(f"| {key} | {cost:.2f} | {cost / first:.2f} | {n} |")
-    total = sum(cost * n for cost, n in rows.values()) / first
-    print(f"\nthe whole bench: {total:.1f} cells of the first row ({sum(n for _, n in rows.values())} cells)")
+    vs = f" | s / step with {', '.join(args.vs)} | x slower with it" if args.vs else ""
+    print(f"| row | CPU s / step ({args.threads} thread) | x first row | cells{vs} |")
+    print("|---|---|---|---|" + ("---|---|" if args.vs else ""))
+    for key, (cost, n, other) in rows.items():
+        extra = f" | {other:.3g} | {other / cost:.2f}" if other is not None else ""
+        print(f"| {key} | {cost:.3g} | {cost / first:.2f} | {n}{extra} |")
+    total = sum(cost * n for cost, n, _ in rows.values()) / first
+    print(
+        f"\nthe whole bench: {total:.1f} cells of the first row ({sum(n for _, n, _ in rows.values())} cells)"
+    )
+    if args.vs:
+        ratios = [other / cost for cost, _, other in rows.values()]
+        whole = sum(other * n for _, n, other in rows.values()) / sum(
+            cost * n for cost, n, _ in rows.values()
+        )
+        print(
+            f"with {', '.join(args.vs)}: {min(ratios):.2f}-{max(ratios):.2f}x the CPU time per step; "
+            f"the whole bench {whole:.2f}x"
+        )
+
+
+def step_seconds(trainer, steps: int) -> float:
+    """CPU seconds of this process per training step on real batches, after one warm-up step."""
+    batches = iter(trainer.train_loader)
+    trainer.train_step(next(batches))  # warm-up: first-step checks, allocations
+    timed = [next(batches) for _ in range(steps)]
+    t = time.process_time()
+    for batch in timed:
+        trainer.train_step(batch)
+    return (time.process_time() - t) / steps
 
 
 if __name__ == "__main__":

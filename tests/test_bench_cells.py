@@ -96,13 +96,44 @@ def test_a_cell_from_other_model_code_is_refused(zoo, tmp_path, spec_factory, ca
     summary = run_bench(path, log=quiet, zoo=zoo, report_only=True)
     error = summary["failures"]["combiner=sum__seed0"]
     assert f"made with another version of its model code ({module} changed)" in error
-    assert f"delete {cell_file} to run it again" in error
+    run_dir = tmp_path / "runs" / "tinybench" / "combiner=sum__seed0"
+    assert f"delete {cell_file} and its run folder {run_dir} to run it again" in error
     assert main(["bench", str(path), "--plan"]) == 0
     assert "combiner=sum__seed0 [refused (" in capsys.readouterr().out
     # a broken cell file: one line naming it and the way out
     cell_file.write_text("{not json")
     summary = run_bench(path, log=quiet, zoo=zoo, report_only=True)
     assert "unreadable cell file" in summary["failures"]["combiner=sum__seed0"]
+
+
+def test_a_run_folder_from_other_model_code_is_neither_collected_nor_resumed(zoo, tmp_path, spec_factory):
+    # deleting a refused cell file must not bring the old run folder's results back in under
+    # the new code: each run folder records the code it started with
+    path = write(tmp_path, spec_factory, {"combiner": ["sum"]}, baselines=False)
+    run_bench(path, log=quiet, zoo=zoo)
+    run_dir = tmp_path / "runs" / "tinybench" / "combiner=sum__seed0"
+    stamp = json.loads((run_dir / C.CODE_STAMP).read_text())
+    record = json.loads((cells_of(tmp_path) / "combiner=sum__seed0.json").read_text())
+    assert stamp == record["code"]
+    module = next(m for m in stamp["modules"] if m.startswith("mtlzoo.builtin.combiners"))
+    (run_dir / C.CODE_STAMP).write_text(
+        json.dumps({**stamp, "modules": {**stamp["modules"], module: "0" * 16}})
+    )
+    (cells_of(tmp_path) / "combiner=sum__seed0.json").unlink()
+    summary = run_bench(path, log=quiet, zoo=zoo, report_only=True)
+    error = summary["failures"]["combiner=sum__seed0"]
+    assert f"its run folder was made with another version of its model code ({module} changed)" in error
+    assert error.endswith(f"delete {run_dir} to run it again with the current code")
+    # running it again refuses too (a finished folder is not reused, an interrupted one not resumed)
+    (run_dir / "summary.json").unlink()
+    summary = run_bench(path, log=quiet, zoo=zoo)
+    assert "its run folder was made with another version" in summary["failures"]["combiner=sum__seed0"]
+    assert not (cells_of(tmp_path) / "combiner=sum__seed0.json").exists()
+    # the way out works: a fresh folder runs and is stamped with the current code
+    shutil.rmtree(run_dir)
+    summary = run_bench(path, log=quiet, zoo=zoo)
+    assert summary["committed"] == ["combiner=sum__seed0"] and not summary["failures"]
+    assert C.stamped_code(run_dir) == stamp
 
 
 def test_config_changes_count_spec_edits_not_new_options():

@@ -251,6 +251,39 @@ def code_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return out
 
 
+#: the file in a cell's run folder that records the code version it started with
+CODE_STAMP = "cell_code.json"
+
+
+def stamp_code(run_dir: Path, code: dict[str, Any]) -> None:
+    """Record in a new run folder the :func:`code_version` its cell starts with, so that a
+    finished or interrupted folder is never collected or resumed under other model code."""
+    write_atomic(run_dir / CODE_STAMP, json.dumps(code, indent=1) + "\n")
+
+
+def stamped_code(run_dir: Path) -> dict[str, Any] | None:
+    """The code version a run folder was started with; ``None`` for a folder from before
+    stamps (or an unreadable stamp: nothing can be said of it)."""
+    try:
+        data = json.loads((run_dir / CODE_STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def run_folder_code_error(cell_id: str, run_dir: Path, code: dict[str, Any]) -> MtlzooError | None:
+    """The one-line refusal of a run folder started under other model code, or ``None``."""
+    saved = stamped_code(run_dir)
+    changed = code_changes(saved, code) if saved is not None else []
+    if not changed:
+        return None
+    shown = "; ".join(changed[:3]) + (f" (+{len(changed) - 3} more)" if len(changed) > 3 else "")
+    return MtlzooError(
+        f"cell {cell_id}: its run folder was made with another version of its model code ({shown}); "
+        f"delete {run_dir} to run it again with the current code"
+    )
+
+
 # -- where a cell ran -----------------------------------------------------------------------
 def _cpu_name() -> str:
     try:
@@ -373,9 +406,17 @@ def read_record(path: Path) -> dict[str, Any]:
     return record
 
 
-def check_record(path: Path, record: dict[str, Any], config: dict[str, Any], code: dict[str, Any]) -> None:
+def check_record(
+    path: Path,
+    record: dict[str, Any],
+    config: dict[str, Any],
+    code: dict[str, Any],
+    run_dir: Path | None = None,
+) -> None:
     """Refuse a cell file made from another config or another version of its parts' code:
-    an edited spec or changed model code never mixes old results into new tables."""
+    an edited spec or changed model code never mixes old results into new tables.
+    ``run_dir``: the cell's run folder; when it exists, the way out names it too (its finished
+    results would otherwise be collected again)."""
     changed = config_changes(record["config"], config)
     if changed:
         shown = "; ".join(changed[:3]) + (f" (+{len(changed) - 3} more)" if len(changed) > 3 else "")
@@ -390,7 +431,9 @@ def check_record(path: Path, record: dict[str, Any], config: dict[str, Any], cod
         )
         raise MtlzooError(
             f"cell {path.stem}: its committed result was made with another version of its model code "
-            f"({shown}); delete {path} to run it again with the current code"
+            f"({shown}); delete {path}"
+            + (f" and its run folder {run_dir}" if run_dir is not None and run_dir.exists() else "")
+            + " to run it again with the current code"
         )
 
 
@@ -411,4 +454,8 @@ __all__ = [
     "read_record",
     "check_record",
     "digest",
+    "CODE_STAMP",
+    "stamp_code",
+    "stamped_code",
+    "run_folder_code_error",
 ]

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = [] if configured is None else [f"train.num_workers={int(configured) // args.jobs}"]
         load_before = C.load_average()
         expected = bench.expected(cell)  # the code this cell runs with, read before it trains
-        summary = run_cell(bench.zoo, bench.spec, bench.base, cell, bench.out_dir, extra)
+        summary = run_cell(bench.zoo, bench.spec, bench.base, cell, bench.out_dir, extra, code=expected[1])
         bench.record(
             cell, summary, load_before=load_before, jobs=args.jobs, threads=args.threads, expected=expected
         )

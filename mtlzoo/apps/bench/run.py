@@ -88,17 +88,27 @@ def _check_same_config(cfg: Any, run_dir: Path) -> None:
 
 
 def run_cell(
-    zoo: Zoo, spec: BenchSpec, base: Path, cell: Cell, out_dir: Path, extra: list[str] | tuple[str, ...] = ()
+    zoo: Zoo,
+    spec: BenchSpec,
+    base: Path,
+    cell: Cell,
+    out_dir: Path,
+    extra: list[str] | tuple[str, ...] = (),
+    code: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one cell in its run folder (or resume it from its last checkpoint); return its
     summary. ``extra``: overrides that change how it runs, not what it computes (loader
-    workers of a parallel job)."""
+    workers of a parallel job). ``code``: the cell's code version (:meth:`Bench.expected`):
+    a new run folder records it, and a folder started under other model code is refused
+    rather than resumed or reused."""
     from ...runtime.train import Trainer
 
     run_dir = out_dir / cell.id
     validated = zoo.validate(base, [*cell_overrides(spec, cell, run_dir), *extra])
     cfg = validated.cfg
     _check_same_config(cfg, run_dir)
+    if code is not None and (error := C.run_folder_code_error(cell.id, run_dir, code)) is not None:
+        raise error
     summary_file = run_dir / "summary.json"
     if summary_file.is_file():
         return json.loads(summary_file.read_text())
@@ -110,6 +120,8 @@ def run_cell(
         stale = run_dir / "metrics.jsonl"
         if stale.exists():  # an interrupted first epoch: keep its log aside, start again
             stale.rename(run_dir / f"metrics.interrupted-{int(time.time())}.jsonl")
+        if code is not None:
+            C.stamp_code(run_dir, code)
     trainer = Trainer(zoo.build(validated), run_dir, resume=resume)  # built as validated, not validated again
     return trainer.fit()
 
@@ -206,7 +218,7 @@ def status(bench: Bench, cell: Cell) -> tuple[str, dict[str, Any] | str | None]:
         try:
             record = C.read_record(path)
             config, code = bench.expected(cell)
-            C.check_record(path, record, config, code)
+            C.check_record(path, record, config, code, bench.out_dir / cell.id)
         except MtlzooError as exc:
             return "refused", one_line(exc)
         return "committed", record
@@ -214,6 +226,9 @@ def status(bench: Bench, cell: Cell) -> tuple[str, dict[str, Any] | str | None]:
     if summary_file.is_file():
         try:
             _check_same_config(bench.cell_cfg(cell), bench.out_dir / cell.id)
+            error = C.run_folder_code_error(cell.id, bench.out_dir / cell.id, bench.expected(cell)[1])
+            if error is not None:
+                raise error
         except MtlzooError as exc:
             return "refused", one_line(exc)
         return "collectable", json.loads(summary_file.read_text())
@@ -338,7 +353,7 @@ def _run_here(
             load_before = C.load_average()
             try:
                 expected = bench.expected(cell)  # the code this cell runs with, read before it trains
-                summary = run_cell(bench.zoo, bench.spec, bench.base, cell, bench.out_dir)
+                summary = run_cell(bench.zoo, bench.spec, bench.base, cell, bench.out_dir, code=expected[1])
                 records[cell.id] = bench.record(
                     cell, summary, load_before=load_before, threads=torch.get_num_threads(), expected=expected
                 )
