@@ -210,7 +210,8 @@ def _hand_counts(arch: str, k: int, n: int) -> tuple[int, int, int]:
     blocks = basic(12, 4) + basic(4, 4) + basic(8, 8) + basic(8, 8)
     fpm = basic(16, 4) + basic(4, 4) + (4 * 16 + 16) + basic(16, 8) + 2 * ((8 * 1 + 1) + (1 * 8 + 8))
     initial = lambda c: (4 * c + c) + (8 * c + c)  # noqa: E731
-    return backbone + 2 * blocks + fpm, initial(k) + sa(4) + sa(8) + fcn, initial(n) + sa(4) + sa(8) + cls
+    # both heads read only the coarser map: distillation into a task only there (sa(8), no sa(4))
+    return backbone + 2 * blocks + fpm, initial(k) + sa(8) + fcn, initial(n) + sa(8) + cls
 
 
 HAND = {
@@ -385,3 +386,19 @@ def test_the_hrnet_setups_build_on_a_tiny_nyuv2(zoo, tmp_path):
         assert out.preds["semseg"].shape == (2, 13, 64, 64) and len(out.aux["depth"]) == scales == 4 ** (
             scales > 1
         )
+
+
+def test_mti_net_distils_into_a_task_only_at_the_scales_its_head_reads(zoo, capsys):
+    # the image-level head pools the coarsest map: messages into it at the finer scales were
+    # built and never trained ("12 of 26 of its own parameters got no gradient" on CamVid)
+    exp = zoo.build(quickstart("mti_net", SMALL_CNN))
+    model = exp.model
+    coarsest = len(model.scales) - 1
+    assert [("labels" in d.messages) for d in model.distillation] == [
+        k == coarsest for k in range(coarsest + 1)
+    ]
+    assert all(set(d.messages) >= {"semseg", "depth", "normals", "boundary"} for d in model.distillation)
+    # the labels task still sends messages to the others at every scale
+    assert all("labels" in d.messages["semseg"] for d in model.distillation)
+    Trainer(exp, None).fit()
+    assert "got no gradient" not in capsys.readouterr().err

@@ -23,6 +23,7 @@ from .blocks import (
     resize,
     select_scales,
 )
+from .experts import scales_read
 
 
 def _heads(parts: ArchitectureParts, info: list[FeatureInfo], label: str) -> dict[str, nn.Module]:
@@ -44,19 +45,26 @@ def _heads(parts: ArchitectureParts, info: list[FeatureInfo], label: str) -> dic
 
 class Distillation(nn.Module):
     """PAD-Net's multi-modal distillation at one scale: each task's features plus the
-    attention-gated messages of every other task's features (:class:`SpatialAttention`)."""
+    attention-gated messages of every other task's features (:class:`SpatialAttention`).
 
-    def __init__(self, names: Sequence[str], channels: int):
+    ``receivers``: the tasks whose distilled features are used at this scale (default: all);
+    every task still sends messages to them."""
+
+    def __init__(self, names: Sequence[str], channels: int, receivers: Sequence[str] | None = None):
         super().__init__()
         self.names = list(names)
+        self.receivers = list(names) if receivers is None else [t for t in names if t in receivers]
         self.messages = nn.ModuleDict(
-            {t: nn.ModuleDict({s: SpatialAttention(channels) for s in names if s != t}) for t in names}
+            {
+                t: nn.ModuleDict({s: SpatialAttention(channels) for s in names if s != t})
+                for t in self.receivers
+            }
         )
 
     def forward(self, feats: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The distilled features of every task."""
+        """The distilled features of every receiving task."""
         out = {}
-        for t in self.names:
+        for t in self.receivers:
             x = feats[t]
             for s, block in self.messages[t].items():
                 x = x + block(feats[s])
@@ -65,7 +73,7 @@ class Distillation(nn.Module):
 
     def task_parameters(self, task: str) -> list[nn.Parameter]:
         """The blocks that send messages to ``task`` (only its loss uses them)."""
-        return list(self.messages[task].parameters())
+        return list(self.messages[task].parameters()) if task in self.messages else []
 
 
 class _Distilling(Architecture):
@@ -198,8 +206,10 @@ class MTINet(_Distilling):
     at that scale, and a 1x1 conv into an initial prediction (deep supervision at every
     scale); the feature propagation module (:class:`FeaturePropagation`) passes distilled
     task information from each scale to the next finer one. At every scale PAD-Net's
-    multi-modal distillation refines each task's features with the other tasks'; each
-    task's head aggregates its distilled features of all scales (feature aggregation).
+    multi-modal distillation refines each task's features with the other tasks' (at the scales
+    the task's head reads: an image-level head that pools the coarsest map gets no messages at
+    the finer ones); each task's head aggregates its distilled features of all scales (feature
+    aggregation).
     Loss: ``L_t(final) + aux_weight * mean over scales of L_t(initial)``, ``aux_weight`` the
     number of scales by default (every scale's loss with weight 1, as the reference code).
 
@@ -250,9 +260,15 @@ class MTINet(_Distilling):
         )
         # propagation from scale k to k - 1, for k = 1 .. count - 1
         self.propagation = nn.ModuleList(FeaturePropagation(len(self.names), w, norm) for w in widths[1:])
-        self.distillation = nn.ModuleList(Distillation(self.names, w) for w in widths)
         head_info = [FeatureInfo(w, info[i].stride) for w, i in zip(widths, self.scales)]
-        self._finish_heads(_heads(parts, head_info, "architecture 'mti_net'"), head_info)
+        heads = _heads(parts, head_info, "architecture 'mti_net'")
+        # distil into a task only at the scales its head reads (an image-level head pools the
+        # coarsest map only): messages it never reads would be parameters that never train
+        reads = {t: scales_read(heads[t], head_info, range(count)) for t in self.names}
+        self.distillation = nn.ModuleList(
+            Distillation(self.names, w, [t for t in self.names if reads[t][k]]) for k, w in enumerate(widths)
+        )
+        self._finish_heads(heads, head_info)
         self.aux_weight = float(count if options.aux_weight is None else options.aux_weight)
 
     def run(self, images: Tensor) -> ArchitectureOutput:
@@ -272,7 +288,11 @@ class MTINet(_Distilling):
                 aux[t].append(as_prediction(self.initial[k][t](f), size, self.dense[t]))
             propagated = self.propagation[k - 1](feats[k]) if k else None
         distilled = [self.distillation[k](dict(zip(self.names, feats[k]))) for k in range(len(self.scales))]
-        preds = {t: self.heads[t]([d[t] for d in distilled], size) for t in self.names}
+        # a scale a head does not read gets the task's undistilled features, never used
+        preds = {
+            t: self.heads[t]([d.get(t, feats[k][n]) for k, d in enumerate(distilled)], size)
+            for n, t in enumerate(self.names)
+        }
         return ArchitectureOutput(preds, aux, [f for per_scale in feats for f in per_scale])
 
     def shared_parameters(self) -> list[nn.Parameter]:
