@@ -145,13 +145,28 @@ def paragraph() -> str:
             " The small gain of the from-scratch table above does not carry over to a pretrained encoder"
             " at this budget"
         )
-    left = [short_name(m) for r, m in rows.items() if r not in complete and not r.startswith("single_")]
-    left = list(dict.fromkeys(left))
+    left = []
+    for group, title in (("all_tasks", "with all three tasks"), ("without_labels", "with boundary alone")):
+        names = [
+            f"`{short_name(m)}`" for r, m in rows.items() if r.startswith(group + "__") and r not in complete
+        ]
+        if names:
+            left.append(", ".join(names) + " " + title)
     if left:
-        text += ("; " if not above else " ") + "still to run: " + ", ".join(f"`{m}`" for m in left) + "."
+        text += ("; " if not above else " ") + "still to run: " + "; ".join(left) + "."
     elif not above:
         text += "."
-    return "\n".join(textwrap.wrap(text, 100, break_on_hyphens=False, break_long_words=False))
+    return wrap_markdown(text)
+
+
+def wrap_markdown(text: str, width: int = 100) -> str:
+    """``text`` wrapped at ``width`` without breaking a code span: a line that starts with
+    ``+ sum`` would begin a Markdown list in the middle of the paragraph."""
+    spans = text.split("`")
+    # odd pieces are inside backticks: their spaces must not become line breaks
+    glued = "`".join(p.replace(" ", "\0") if i % 2 else p for i, p in enumerate(spans))
+    lines = textwrap.wrap(glued, width, break_on_hyphens=False, break_long_words=False)
+    return "\n".join(line.replace("\0", " ") for line in lines)
 
 
 def main(argv: list[str] | None = None) -> int:

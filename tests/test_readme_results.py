@@ -235,3 +235,19 @@ def test_the_pretrained_answer_is_what_its_script_writes(root):
         text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_pretrained_answer_wraps_without_starting_a_list(root):
+    """A wrapped line must not start with ``+ ``, ``- `` or ``* `` (Markdown would open a list in
+    the middle of the paragraph and cut the code span ``mtan + sum`` in two)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("answer", root / "benchmarks" / "camvid_pretrained_answer.py")
+    answer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(answer)
+    text = "still to run: `pcgrad`, `famo(update=same_batch)`, `mtan + sum`, `cross_stitch + sum` " * 4
+    for width in range(40, 101):
+        lines = answer.wrap_markdown(text, width).splitlines()
+        assert " ".join(lines) == text.strip()
+        assert not any(re.match(r"[+*-] ", line) for line in lines), width
+        assert all(line.count("`") % 2 == 0 for line in lines), width
