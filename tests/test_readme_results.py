@@ -242,7 +242,9 @@ def test_the_pretrained_answer_wraps_without_starting_a_list(root):
     the middle of the paragraph and cut the code span ``mtan + sum`` in two)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("answer", root / "benchmarks" / "camvid_pretrained_answer.py")
+    spec = importlib.util.spec_from_file_location(
+        "answer", root / "benchmarks" / "camvid_pretrained_answer.py"
+    )
     answer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(answer)
     text = "still to run: `pcgrad`, `famo(update=same_batch)`, `mtan + sum`, `cross_stitch + sum` " * 4
