@@ -136,6 +136,41 @@ def test_a_run_folder_from_other_model_code_is_neither_collected_nor_resumed(zoo
     assert C.stamped_code(run_dir) == stamp
 
 
+def test_a_run_folder_that_cannot_show_its_code_is_refused_and_one_without_results_starts_again(
+    zoo, tmp_path, spec_factory, capsys
+):
+    path = write(tmp_path, spec_factory, {"combiner": ["sum"]}, baselines=False)
+    run_bench(path, log=quiet, zoo=zoo)
+    run_dir = tmp_path / "runs" / "tinybench" / "combiner=sum__seed0"
+    cell_file = cells_of(tmp_path) / "combiner=sum__seed0.json"
+    stamp = (run_dir / C.CODE_STAMP).read_text()
+    cell_file.unlink()
+    # made before folders were stamped: its results cannot be collected (nor resumed) under this code
+    (run_dir / C.CODE_STAMP).unlink()
+    summary = run_bench(path, log=quiet, zoo=zoo, report_only=True)
+    assert summary["failures"]["combiner=sum__seed0"] == (
+        f"MtlzooError: cell combiner=sum__seed0: its run folder does not say which model code made it "
+        f"({C.CODE_STAMP} missing); delete {run_dir} to run it again with the current code"
+    )
+    (run_dir / C.CODE_STAMP).write_text("{not json")
+    (run_dir / "summary.json").unlink()  # interrupted: only its last checkpoint is left
+    assert main(["bench", str(path), "--plan"]) == 0
+    assert (
+        "combiner=sum__seed0 [refused (MtlzooError: cell combiner=sum__seed0: its run folder does not say"
+        in (capsys.readouterr().out)
+    )
+    summary = run_bench(path, log=quiet, zoo=zoo)
+    assert f"({C.CODE_STAMP} unreadable)" in summary["failures"]["combiner=sum__seed0"]
+    assert not cell_file.exists()
+    # a folder with nothing to reuse (a cell that failed before its first checkpoint) starts
+    # again under the current code, whatever its stamp says, and is stamped anew
+    shutil.rmtree(run_dir / "checkpoints")
+    (run_dir / C.CODE_STAMP).write_text(json.dumps({"mtlzoo": "0.0", "modules": {}}))
+    summary = run_bench(path, log=quiet, zoo=zoo)
+    assert summary["committed"] == ["combiner=sum__seed0"] and not summary["failures"]
+    assert (run_dir / C.CODE_STAMP).read_text() == stamp
+
+
 def test_config_changes_count_spec_edits_not_new_options():
     saved = {"train": {"epochs": 1, "lr": 0.1}, "tasks": {"a": {"type": "x"}, "b": {"type": "y"}}}
     assert C.config_changes(saved, saved) == []

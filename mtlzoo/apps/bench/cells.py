@@ -262,8 +262,8 @@ def stamp_code(run_dir: Path, code: dict[str, Any]) -> None:
 
 
 def stamped_code(run_dir: Path) -> dict[str, Any] | None:
-    """The code version a run folder was started with; ``None`` for a folder from before
-    stamps (or an unreadable stamp: nothing can be said of it)."""
+    """The code version a run folder was started with; ``None`` where it has no readable
+    stamp (:func:`run_folder_code_error` refuses such a folder when it holds results)."""
     try:
         data = json.loads((run_dir / CODE_STAMP).read_text())
     except (OSError, ValueError):
@@ -271,16 +271,36 @@ def stamped_code(run_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def has_results(run_dir: Path) -> bool:
+    """Whether a run folder holds something a bench would reuse: a finished run's
+    ``summary.json`` or the last checkpoint of an interrupted one."""
+    return (run_dir / "summary.json").is_file() or (
+        run_dir / "checkpoints" / "last" / "weights.safetensors"
+    ).is_file()
+
+
 def run_folder_code_error(cell_id: str, run_dir: Path, code: dict[str, Any]) -> MtlzooError | None:
-    """The one-line refusal of a run folder started under other model code, or ``None``."""
+    """The one-line refusal of a run folder whose results (finished or interrupted) cannot be
+    shown to come from this model code: started under other code, or without a readable stamp
+    (made before folders were stamped, or the stamp is damaged). ``None`` when it matches or
+    holds nothing to reuse (a cell that failed before its first checkpoint starts again)."""
+    if not has_results(run_dir):
+        return None
+    way_out = f"delete {run_dir} to run it again with the current code"
     saved = stamped_code(run_dir)
-    changed = code_changes(saved, code) if saved is not None else []
+    if saved is None:
+        what = "unreadable" if (run_dir / CODE_STAMP).exists() else "missing"
+        return MtlzooError(
+            f"cell {cell_id}: its run folder does not say which model code made it ({CODE_STAMP} {what}); "
+            + way_out
+        )
+    changed = code_changes(saved, code)
     if not changed:
         return None
     shown = "; ".join(changed[:3]) + (f" (+{len(changed) - 3} more)" if len(changed) > 3 else "")
     return MtlzooError(
         f"cell {cell_id}: its run folder was made with another version of its model code ({shown}); "
-        f"delete {run_dir} to run it again with the current code"
+        + way_out
     )
 
 
@@ -458,4 +478,5 @@ __all__ = [
     "stamp_code",
     "stamped_code",
     "run_folder_code_error",
+    "has_results",
 ]

@@ -222,15 +222,17 @@ def status(bench: Bench, cell: Cell) -> tuple[str, dict[str, Any] | str | None]:
         except MtlzooError as exc:
             return "refused", one_line(exc)
         return "committed", record
-    summary_file = bench.out_dir / cell.id / "summary.json"
-    if summary_file.is_file():
+    run_dir = bench.out_dir / cell.id
+    if C.has_results(run_dir):  # finished or interrupted: --plan says now what running it would
         try:
-            _check_same_config(bench.cell_cfg(cell), bench.out_dir / cell.id)
-            error = C.run_folder_code_error(cell.id, bench.out_dir / cell.id, bench.expected(cell)[1])
+            _check_same_config(bench.cell_cfg(cell), run_dir)
+            error = C.run_folder_code_error(cell.id, run_dir, bench.expected(cell)[1])
             if error is not None:
                 raise error
         except MtlzooError as exc:
             return "refused", one_line(exc)
+    summary_file = run_dir / "summary.json"
+    if summary_file.is_file():
         return "collectable", json.loads(summary_file.read_text())
     return "todo", None
 
