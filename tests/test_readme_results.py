@@ -237,9 +237,8 @@ def test_the_pretrained_answer_is_what_its_script_writes(root):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_the_pretrained_answer_wraps_without_starting_a_list(root):
-    """A wrapped line must not start with ``+ ``, ``- `` or ``* `` (Markdown would open a list in
-    the middle of the paragraph and cut the code span ``mtan + sum`` in two)."""
+def load_answer_script(root):
+    """benchmarks/camvid_pretrained_answer.py as a module."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
@@ -247,6 +246,45 @@ def test_the_pretrained_answer_wraps_without_starting_a_list(root):
     )
     answer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(answer)
+    return answer
+
+
+def test_a_yes_must_hold_for_the_number_of_rows_compared(root, monkeypatch):
+    """The verdict turns to "Yes" only for a row whose Bonferroni-corrected interval is above
+    zero, names the row with its task set, and the sentence after it starts a new sentence."""
+    answer = load_answer_script(root)
+    base = [0.480, 0.490, 0.485, 0.495, 0.475]
+    rows = {
+        answer.HEADLINE: ("sum", [0.0] * 5),
+        answer.BOUNDARY_ONLY: ("sum (without labels)", [0.0] * 5),
+        # clearly ahead: +1.69 to +2.31 points even at 98.75%
+        "without_labels__combiner=pcgrad": ("pcgrad (without labels)", [2.0, 2.1, 1.9, 2.2, 1.8]),
+        # ahead at 95% (+0.07 to +1.13) but not once four rows are compared (-0.23 to +1.43)
+        "all_tasks__combiner=uncertainty": ("uncertainty", [0.2, 1.2, 0.4, 0.9, 0.3]),
+        "all_tasks__combiner=famo": ("famo", None),  # not finished
+    }
+    cells = {
+        f"single_semseg__seed{s}": {"summary": {"test": {"semseg": {"miou": b}}}} for s, b in enumerate(base)
+    }
+    for row, (_, diffs) in rows.items():
+        for s, (b, d) in enumerate(zip(base, diffs or [])):
+            cells[f"{row}__seed{s}"] = {"summary": {"test": {"semseg": {"miou": b + d / 100}}}}
+    planned = {answer.BASELINE: "single-task (semseg)", **{r: m for r, (m, _) in rows.items()}}
+    monkeypatch.setattr(answer, "load_cells", lambda: cells)
+    monkeypatch.setattr(answer, "planned_rows", lambda: (planned, [0, 1, 2, 3, 4], 30))
+    monkeypatch.setattr(answer, "per_class", lambda seeds: ("Tree", -0.6, 2, 11))
+    text = re.sub(r"\s+", " ", answer.paragraph())
+    assert "help segmentation here? Yes, with `pcgrad (without labels)` (its 98.8% interval, 4 rows " in text
+    assert "compared, is above zero):" in text
+    assert "`uncertainty` 0.491 (+0.60 points [+0.07 to +1.13], ahead in 5 of 5)" in text  # its 95% interval
+    assert "2 of 11 classes gain. Still to run: `famo` with all three tasks." in text
+    assert "does not carry over" not in text
+
+
+def test_the_pretrained_answer_wraps_without_starting_a_list(root):
+    """A wrapped line must not start with ``+ ``, ``- `` or ``* `` (Markdown would open a list in
+    the middle of the paragraph and cut the code span ``mtan + sum`` in two)."""
+    answer = load_answer_script(root)
     text = "still to run: `pcgrad`, `famo(update=same_batch)`, `mtan + sum`, `cross_stitch + sum` " * 4
     for width in range(40, 101):
         lines = answer.wrap_markdown(text, width).splitlines()
