@@ -53,8 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", type=Path, help="exit 1 when a row is off this file's by more than --tolerance")
     p.add_argument("--tolerance", type=float, default=0.3, help="relative tolerance of --check (default 0.3)")
     args = p.parse_args(argv)
-    if args.check is not None and not args.check.is_file():
-        p.error(f"--check {args.check}: no such file (write it first with --out)")
+    committed = None
+    if args.check is not None:  # read first: --out may write over the same file
+        if not args.check.is_file():
+            p.error(f"--check {args.check}: no such file (write it first with --out)")
+        committed, threads = committed_rows(args.check)
+        if threads != args.threads:
+            p.error(
+                f"--check {args.check}: measured with {threads} thread(s); check it with --threads {threads}"
+            )
     import torch
 
     import mtlzoo
@@ -82,7 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     lines = table(rows, args.threads, args.vs)
     print("\n".join(lines))
     if args.out is not None:
-        command = " ".join(["python benchmarks/bench_step_cost.py", *map(shlex.quote, sys.argv[1:])])
+        command = " ".join(
+            [
+                "python benchmarks/bench_step_cost.py",
+                *map(shlex.quote, sys.argv[1:] if argv is None else argv),
+            ]
+        )
         header = [
             f"# Step cost of `{bench.spec.name}`",
             "",
@@ -96,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         args.out.write_text("\n".join(header + lines) + "\n")
         print(f"wrote {args.out}")
-    if args.check is not None:
-        return check(rows, args.check, args.tolerance)
+    if committed is not None:
+        return check(rows, committed, args.check, args.tolerance)
     return 0
 
 
@@ -128,20 +140,21 @@ def table(rows: dict[str, list], threads: int, vs: list[str]) -> list[str]:
     return lines
 
 
-def committed_rows(path: Path) -> dict[str, float]:
-    """``{row: CPU s / step}`` of a file written by ``--out``."""
+def committed_rows(path: Path) -> tuple[dict[str, float], int | None]:
+    """``({row: CPU s / step}, torch threads)`` of a file written by ``--out``."""
     found = {}
-    for line in path.read_text().splitlines():
+    text = path.read_text()
+    threads = re.search(r"\| CPU s / step \((\d+) thread\)", text)
+    for line in text.splitlines():
         cols = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cols) >= 5 and re.fullmatch(r"\d[\d.e+-]*", cols[1]):
             found[cols[0]] = float(cols[1])
-    return found
+    return found, int(threads.group(1)) if threads else None
 
 
-def check(rows: dict[str, list], path: Path, tolerance: float) -> int:
-    """0 when every row of ``path`` was measured again within ``tolerance`` (relative) of its
-    CPU s / step, else 1 with one line per row that moved or is missing."""
-    committed = committed_rows(path)
+def check(rows: dict[str, list], committed: dict[str, float], path: Path, tolerance: float) -> int:
+    """0 when every row ``committed`` in ``path`` was measured again within ``tolerance``
+    (relative) of its CPU s / step, else 1 with one line per row that moved or is missing."""
     wrong = []
     for key, was in committed.items():
         if key not in rows:

@@ -99,6 +99,13 @@ def test_the_written_table_is_checked_against_a_new_measurement(tmp_path):
         and "rewrite cost.md with --out" in done.stdout
     )
     assert measured < 1000
+    # checked and rewritten in one call: the check reads the file before --out writes it
+    done = run("--check", "cost.md", "--out", "cost.md")
+    assert done.returncode == 1 and "1e+03 in cost.md" in done.stdout, done.stdout + done.stderr
+    assert "| 1000 |" not in (tmp_path / "cost.md").read_text()
+    done = run("--check", "cost.md", "--threads", "2")
+    assert done.returncode == 2
+    assert "--check cost.md: measured with 1 thread(s); check it with --threads 1" in done.stderr
     done = run("--check", "missing.md")
     assert (
         done.returncode == 2 and "--check missing.md: no such file (write it first with --out)" in done.stderr
