@@ -162,6 +162,20 @@ def paragraph() -> str:
                 mean, diffs = paired(cells, r, seeds)
                 parts.append(f"`{short_name(rows[r])}` {mean:.3f} ({comparison(diffs, 'short')})")
             text += f" The other methods {title}, against segmentation alone: {'; '.join(parts)}."
+    # a 95% interval that excludes zero only until the number of rows compared is counted
+    loose = []
+    for r in multi:
+        diffs = paired(cells, r, seeds)[1]
+        _, low, high = t_interval(diffs)
+        _, c_low, c_high = t_interval(diffs, level)
+        if (low > 0 or high < 0) and c_low <= 0 <= c_high:
+            loose.append(f"`{rows[r]}` {c_low:+.2f} to {c_high:+.2f}")
+    if loose:
+        these = "this difference is" if len(loose) == 1 else "these differences are"
+        text += (
+            f" Counted against the {len(multi)} finished rows (Bonferroni, {100 * level:.1f}% intervals),"
+            f" {these} not significant: {'; '.join(loose)}."
+        )
     big_class, big, gains, classes = per_class(len(seeds))
     text += (
         f" Per class (`sum` against segmentation alone), the largest change is {big_class} {big:+.1f} points "

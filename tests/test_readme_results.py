@@ -277,6 +277,10 @@ def test_a_yes_must_hold_for_the_number_of_rows_compared(root, monkeypatch):
     assert "help segmentation here? Yes, with `pcgrad (without labels)` (its 98.8% interval, 4 rows " in text
     assert "compared, is above zero):" in text
     assert "`uncertainty` 0.491 (+0.60 points [+0.07 to +1.13], ahead in 5 of 5)" in text  # its 95% interval
+    assert (
+        "Counted against the 4 finished rows (Bonferroni, 98.8% intervals), this difference is not "
+        "significant: `uncertainty` -0.23 to +1.43." in text
+    )
     assert "2 of 11 classes gain. Still to run: `famo` with all three tasks." in text
     assert "does not carry over" not in text
 
