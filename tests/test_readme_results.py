@@ -295,3 +295,36 @@ def test_the_pretrained_answer_wraps_without_starting_a_list(root):
         assert " ".join(lines) == text.strip()
         assert not any(re.match(r"[+*-] ", line) for line in lines), width
         assert all(line.count("`") % 2 == 0 for line in lines), width
+
+
+def test_the_shapes_step_times_are_the_idle_measurement(root, readme):
+    """The README's per-step times of the shapes architectures are the committed idle
+    measurement (benchmarks/bench_step_cost.py --out; its --check re-measures)."""
+    text = (root / "benchmarks" / "results" / "shapes_architectures_step_cost.md").read_text()
+    cost = {}
+    for line in text.splitlines():
+        cols = [c.strip() for c in line.strip("|").split("|")]
+        if len(cols) == 5 and re.fullmatch(r"\d[\d.]*", cols[1]):
+            # padnet(channels=64) + sum -> padnet + sum; hps + pcgrad(wrt=params) -> hps + pcgrad
+            cost[re.sub(r"\(.*?\)", "", cols[0])] = cols[1]
+    load = re.search(r"1-min load average ([\d.]+) before", text).group(1)
+    assert f"load {load} at the start" in readme
+    for arch in ("hps", "mtan", "cross_stitch", "nddr", "padnet", "mti_net"):
+        assert f"{arch} + sum {cost[arch + ' + sum']} s" in readme, arch
+    moe = [float(cost[f"{a} + sum"]) for a in ("mmoe", "cgc", "ple", "dselect_k", "ltb")]
+    assert f"the mixture-of-experts rows with `sum` {min(moe):.2f}-{max(moe):.2f} s" in readme
+    archs = (
+        "hps",
+        "mtan",
+        "cross_stitch",
+        "nddr",
+        "padnet",
+        "mti_net",
+        "mmoe",
+        "cgc",
+        "ple",
+        "dselect_k",
+        "ltb",
+    )
+    ratios = [float(cost[f"{a} + pcgrad"]) / float(cost[f"{a} + sum"]) for a in archs]
+    assert f"`pcgrad` costs {min(ratios):.1f}-{max(ratios):.1f}x `sum`" in readme
