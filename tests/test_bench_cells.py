@@ -212,6 +212,36 @@ def test_the_memory_format_is_recorded_but_does_not_make_another_config(zoo, tmp
     assert "channels-last (1 cells)" in md
 
 
+def test_the_cpu_generation_and_vector_instructions_are_recorded_and_shown(monkeypatch, tmp_path):
+    # virtual machines name different hosts alike ("AMD EPYC"): the family/model and the
+    # instructions torch uses tell a table's reader when two cells' times are not comparable
+    import torch
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+        "model name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\nmodel\t\t: 99\n"
+    )
+    real = C.Path
+
+    def fake_path(p, *rest):
+        return real(cpuinfo) if str(p) == "/proc/cpuinfo" else real(p, *rest)
+
+    monkeypatch.setattr(C, "Path", fake_path)
+    m = C.machine("cpu")
+    assert m["cpu"] == "AMD EPYC" and m["cpu_generation"] == "AuthenticAMD family 25 model 17 stepping 1"
+    assert m["cpu_isa"] == torch.backends.cpu.get_cpu_capability()
+    assert C.describe_machine({"machine": m}) == (
+        f"CPU AMD EPYC (AuthenticAMD family 25 model 17 stepping 1, {m['cpu_isa']}; {m['cores']} cores)"
+    )
+    # a cell from before the fields existed says so rather than passing for the same machine
+    old = {"machine": {"cpu": "AMD EPYC", "cores": 2}}
+    assert C.describe_machine(old) == "CPU AMD EPYC (generation not recorded; 2 cores)"
+    assert C.describe_machine({"machine": {"gpu": "NVIDIA H200", "cpu": "x"}}) == "GPU NVIDIA H200"
+    cpuinfo.write_text("Hardware\t: some board\n")  # no family line (not x86): left out
+    assert "cpu_generation" not in C.machine("cpu")
+
+
 def test_slices_and_the_time_budget(zoo, tmp_path, spec_factory):
     path = write(tmp_path, spec_factory, {"combiner": ["sum"]}, seeds=(0, 1))
     # a zero budget starts nothing and writes no table

@@ -13,7 +13,7 @@ the run folders, which are not committed). A cell file holds:
   parameters, directions);
 * ``history``: every evaluation of the run, ``{"epoch", "step", <eval split>: metrics}``, so
   that protocols such as the mean of the last K evaluations can be computed later;
-* ``machine``, ``load`` (1-minute load average before and after), ``jobs`` (cells sharing
+* ``machine`` (CPU name, generation and vector instructions, cores, GPU, versions), ``load`` (1-minute load average before and after), ``jobs`` (cells sharing
   the device), ``threads``, ``channels_last`` (whether the model ran in channels-last memory
   format; absent in cells from before it was recorded, which ran without), ``finished`` (UTC
   time).
@@ -315,8 +315,36 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _cpu_generation() -> str | None:
+    """``AuthenticAMD family 25 model 17 stepping 1`` from ``/proc/cpuinfo``: virtual machines
+    often name every host's CPU alike ("AMD EPYC"), while their generations differ in speed."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break  # the first processor's block is enough
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    except OSError:
+        return None
+    if "cpu family" not in fields:
+        return None
+    return " ".join(
+        f"{name} {fields[key]}" if name else fields[key]
+        for name, key in (
+            ("", "vendor_id"),
+            ("family", "cpu family"),
+            ("model", "model"),
+            ("stepping", "stepping"),
+        )
+        if key in fields
+    )
+
+
 def machine(device: str) -> dict[str, Any]:
-    """What the cell ran on: CPU model and cores, GPU name for a CUDA device, versions."""
+    """What the cell ran on: CPU model, generation (vendor, family, model, stepping) and the
+    vector instructions torch's CPU kernels use (``AVX512``, ``AVX2``, ...), cores, GPU name for
+    a CUDA device, versions."""
     import torch
 
     out: dict[str, Any] = {
@@ -325,6 +353,13 @@ def machine(device: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+    generation = _cpu_generation()
+    if generation:
+        out["cpu_generation"] = generation
+    try:
+        out["cpu_isa"] = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):  # older torch
+        pass
     if device.startswith("cuda") and torch.cuda.is_available():
         index = torch.device(device).index or 0
         out["gpu"] = torch.cuda.get_device_name(index)
@@ -332,11 +367,14 @@ def machine(device: str) -> dict[str, Any]:
 
 
 def describe_machine(record: dict[str, Any]) -> str:
-    """``NVIDIA H200`` or ``CPU: Intel Xeon ... (2 cores)``, for table headers."""
+    """``GPU NVIDIA H200`` or ``CPU AMD EPYC (AuthenticAMD family 25 model 17 stepping 1,
+    AVX512; 2 cores)``, for table headers; cells from before the generation was recorded say
+    so, since two hosts of one name may differ in speed."""
     m = record.get("machine") or {}
     if m.get("gpu"):
         return f"GPU {m['gpu']}"
-    return f"CPU {m.get('cpu', '?')} ({m.get('cores', '?')} cores)"
+    detail = ", ".join(str(m[k]) for k in ("cpu_generation", "cpu_isa") if m.get(k))
+    return f"CPU {m.get('cpu', '?')} ({detail or 'generation not recorded'}; {m.get('cores', '?')} cores)"
 
 
 def load_average() -> float | None:
