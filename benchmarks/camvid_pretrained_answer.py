@@ -2,12 +2,13 @@
 
 The README's "CamVid with an ImageNet encoder" paragraph quotes the study's paired comparisons
 (test mIoU, each multi-task row against single-task segmentation, seed by seed), its per-class
-change and the time per cell. This script builds that paragraph from
-``benchmarks/results/camvid_pretrained/cells/`` and the per-class csv, so it can be rewritten
+change and the time per cell; docs/benchmarks.md's "Where it stands" block lists, row by row,
+the seeds committed, the minutes per cell and what is left. This script builds both from
+``benchmarks/results/camvid_pretrained/cells/`` and the per-class csv, so they can be rewritten
 each time cells are committed (run ``mtlzoo bench ... --report-only`` first for the csv):
 
-    python benchmarks/camvid_pretrained_answer.py           # rewrite the README paragraph
-    python benchmarks/camvid_pretrained_answer.py --check   # exit 1 when the README is stale
+    python benchmarks/camvid_pretrained_answer.py           # rewrite the README paragraph and docs block
+    python benchmarks/camvid_pretrained_answer.py --check   # exit 1 when either is stale
 
 A row enters the answer once all its seeds are committed. tests/test_readme_results.py
 recomputes the quoted figures independently.
@@ -31,6 +32,16 @@ START = "**CamVid with an ImageNet encoder**"
 BASELINE = "single_semseg"
 HEADLINE = "all_tasks__combiner=sum"
 BOUNDARY_ONLY = "without_labels__combiner=sum"
+DOCS = ROOT / "docs" / "benchmarks.md"
+STATUS_START = (
+    "<!-- where-it-stands: written by benchmarks/camvid_pretrained_answer.py from the cell files -->"
+)
+STATUS_END = "<!-- where-it-stands: end -->"
+GROUPS = (
+    ("all_tasks__", "with all three tasks"),
+    ("without_labels__", "without the image-level task (boundary alone)"),
+    ("single_", "single-task models"),
+)
 
 
 def load_cells() -> dict[str, dict]:
@@ -203,6 +214,67 @@ def paragraph() -> str:
     return wrap_markdown(text)
 
 
+def status_block() -> str:
+    """docs/benchmarks.md's "Where it stands" block: per row, the seeds committed and the
+    measured minutes per cell; then the rows (and cells) still to run."""
+    from mtlzoo.apps.bench.report import cell_cost
+
+    cells = load_cells()
+    rows, seeds, total = planned_rows()
+    loads = [r["load"]["before"] for r in cells.values() if (r.get("load") or {}).get("before") is not None]
+    jobs = sorted({int(r.get("jobs", 1)) for r in cells.values()})
+    lines = [
+        STATUS_START,
+        wrap_markdown(
+            f"**Where it stands.** {len(cells)} of the study's {total} cells are committed "
+            f"(`{CELLS.relative_to(ROOT).as_posix()}/`; minutes per cell as the table computes them from the cell "
+            f"files, one torch thread per cell, {'-'.join(map(str, jobs))} cell(s) at a time on the 2-core CPU"
+            + (f", 1-minute load {min(loads):.1f}-{max(loads):.1f} at the cells' start" if loads else "")
+            + "; hosts differ between sessions, see the table's machine line):"
+        ),
+        "",
+    ]
+    left: list[str] = []
+    for prefix, title in GROUPS:
+        done, todo = [], []
+        for row, method in rows.items():
+            if not row.startswith(prefix):
+                continue
+            have = [cells[f"{row}__seed{s}"] for s in seeds if f"{row}__seed{s}" in cells]
+            name = f"`{short_name(method)}`"
+            if have:
+                minutes = [cell_cost(r["summary"])["seconds"] / 60 for r in have]
+                count = (
+                    f"{len(have)} seeds" if len(have) == len(seeds) else f"{len(have)} of {len(seeds)} seeds"
+                )
+                done.append(f"{name} {count} ({min(minutes):.1f}-{max(minutes):.1f} min per cell)")
+            if len(have) < len(seeds):
+                todo.append(f"{name} ({len(seeds) - len(have)} cells)")
+        if done:
+            lines.append(wrap_markdown(f"- {title}: " + "; ".join(done) + ".", 98).replace("\n", "\n  "))
+        if todo:
+            left.append(f"{title}: " + ", ".join(todo))
+    lines.append("")
+    if left:
+        lines.append(wrap_markdown(f"Left, {total - len(cells)} cells: " + "; ".join(left) + "."))
+    else:
+        lines.append("Every cell of the study is committed.")
+    lines.append(STATUS_END)
+    return "\n".join(lines)
+
+
+def replace_block(text: str, start: str, end: str, new: str, path: Path) -> str:
+    """``text`` with the part from ``start`` up to ``end`` (the marker lines included) replaced
+    by ``new``; a file without both markers is an error naming them."""
+    if start not in text or end not in text:
+        sys.exit(
+            f"{path.relative_to(ROOT)} lacks the markers {start!r} ... {end!r}: put them back around the block"
+        )
+    a = text.index(start)
+    b = text.index(end, a) + len(end)
+    return text[:a] + new + text[b:]
+
+
 def wrap_markdown(text: str, width: int = 100) -> str:
     """``text`` wrapped at ``width`` without breaking a code span: a line that starts with
     ``+ sum`` would begin a Markdown list in the middle of the paragraph."""
@@ -214,23 +286,37 @@ def wrap_markdown(text: str, width: int = 100) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Rewrite the README paragraph, or with ``--check`` report whether it is stale."""
+    """Rewrite the README paragraph and the docs block, or with ``--check`` report whether
+    either is stale."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 when the README's paragraph differs")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when the README or the docs block differs"
+    )
     args = parser.parse_args(argv)
     readme_path = ROOT / "README.md"
     readme = readme_path.read_text()
     start = readme.index(START)
     end = readme.index("\n\n", start)
     new = paragraph()
+    docs = DOCS.read_text()
+    new_docs = replace_block(docs, STATUS_START, STATUS_END, status_block(), DOCS)
     if args.check:
+        stale = 0
         if readme[start:end] != new:
             print("README.md's pretrained CamVid paragraph is stale; the cells say:\n\n" + new)
-            return 1
-        print("README.md's pretrained CamVid paragraph matches the committed cells")
-        return 0
+            stale = 1
+        if new_docs != docs:
+            print(
+                f"{DOCS.relative_to(ROOT)}'s 'Where it stands' block is stale; the cells say:\n\n"
+                + status_block()
+            )
+            stale = 1
+        if not stale:
+            print("README.md's pretrained CamVid paragraph and the docs block match the committed cells")
+        return stale
     readme_path.write_text(readme[:start] + new + readme[end:])
-    print(new)
+    DOCS.write_text(new_docs)
+    print(new + "\n\n" + status_block())
     return 0
 
 

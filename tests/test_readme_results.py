@@ -285,6 +285,51 @@ def test_a_yes_must_hold_for_the_number_of_rows_compared(root, monkeypatch):
     assert "does not carry over" not in text
 
 
+def test_the_docs_status_block_lists_seeds_minutes_and_what_is_left(root, monkeypatch, tmp_path):
+    """docs/benchmarks.md's "Where it stands" block is written from the cell files: per row its
+    seeds (a partial row says how many), its minutes per cell, then the cells left; a docs file
+    that lost the markers is refused with a message naming them."""
+    answer = load_answer_script(root)
+
+    def cell(seconds, load):
+        return {"summary": {"seconds": seconds, "steps": 10}, "load": {"before": load}, "jobs": 2}
+
+    cells = {f"single_semseg__seed{s}": cell(600 + 60 * s, 1.0) for s in range(3)}
+    cells |= {f"all_tasks__combiner=sum__seed{s}": cell(900, 2.5) for s in range(3)}
+    cells["without_labels__combiner=pcgrad__seed1"] = cell(1500, 0.4)
+    planned = {
+        "all_tasks__combiner=sum": "sum",
+        "without_labels__combiner=pcgrad": "pcgrad (without labels)",
+        "all_tasks__model.architecture=mtan__combiner=sum": "mtan + sum",
+        "single_semseg": "single-task (semseg)",
+    }
+    monkeypatch.setattr(answer, "load_cells", lambda: cells)
+    monkeypatch.setattr(answer, "planned_rows", lambda: (planned, [0, 1, 2], 12))
+    block = answer.status_block()
+    lines = block.splitlines()
+    assert lines[0] == answer.STATUS_START and lines[-1] == answer.STATUS_END
+    text = re.sub(r"\s+", " ", block)
+    assert "**Where it stands.** 7 of the study's 12 cells are committed" in text
+    assert "2 cell(s) at a time" in text and "1-minute load 0.4-2.5 at the cells' start" in text
+    assert "- with all three tasks: `sum` 3 seeds (15.0-15.0 min per cell)." in text
+    assert "`pcgrad` 1 of 3 seeds (25.0-25.0 min per cell)" in text
+    assert "- single-task models: `single-task (semseg)` 3 seeds (10.0-12.0 min per cell)." in text
+    assert (
+        "Left, 5 cells: with all three tasks: `mtan + sum` (3 cells); without the image-level task "
+        "(boundary alone): `pcgrad` (2 cells)." in text
+    )
+    # the block replaces what stood between the markers, and nothing else
+    docs = f"before\n{answer.STATUS_START}\nold\n{answer.STATUS_END}\nafter\n"
+    assert answer.replace_block(docs, answer.STATUS_START, answer.STATUS_END, block, tmp_path / "x") == (
+        f"before\n{block}\nafter\n"
+    )
+    monkeypatch.setattr(answer, "ROOT", tmp_path)
+    with pytest.raises(SystemExit, match="lacks the markers .*put them back"):
+        answer.replace_block(
+            "no markers", answer.STATUS_START, answer.STATUS_END, block, tmp_path / "docs.md"
+        )
+
+
 def test_the_pretrained_answer_wraps_without_starting_a_list(root):
     """A wrapped line must not start with ``+ ``, ``- `` or ``* `` (Markdown would open a list in
     the middle of the paragraph and cut the code span ``mtan + sum`` in two)."""
