@@ -187,6 +187,18 @@ def paragraph() -> str:
             f" Counted against the {len(multi)} finished rows (Bonferroni, {100 * level:.1f}% intervals),"
             f" {these} not significant: {'; '.join(loose)}."
         )
+    # an architecture row changes segmentation's own network too: its gain is not the tasks' alone
+    for r in multi:
+        if " + " not in rows[r] or paired(cells, r, seeds)[0] <= baseline:
+            continue
+        own = cells[f"{r}__seed{seeds[0]}"]["summary"].get("parameters", {}).get("semseg")
+        alone = cells[f"{BASELINE}__seed{seeds[0]}"]["summary"].get("parameters", {}).get("semseg")
+        if own and alone and own != alone:
+            text += (
+                f" `{rows[r]}` changes the segmentation network as well as the tasks (segmentation's own "
+                f"parameters: {own / 1e6:.2f}M against {alone / 1e6:.2f}M alone), so its gain is not the"
+                " auxiliary tasks' alone."
+            )
     big_class, big, gains, classes = per_class(len(seeds))
     text += (
         f" Per class (`sum` against segmentation alone), the largest change is {big_class} {big:+.1f} points "

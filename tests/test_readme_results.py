@@ -285,6 +285,38 @@ def test_a_yes_must_hold_for_the_number_of_rows_compared(root, monkeypatch):
     assert "does not carry over" not in text
 
 
+def test_an_architecture_row_ahead_is_said_to_change_the_network_too(root, monkeypatch):
+    """A multi-task architecture row that beats segmentation alone also changed segmentation's
+    own network: the answer says so with both parameter counts; hard sharing rows never get it."""
+    answer = load_answer_script(root)
+    base = [0.480, 0.490, 0.485, 0.495, 0.475]
+
+    def cell(miou, semseg_params):
+        return {"summary": {"test": {"semseg": {"miou": miou}}, "parameters": {"semseg": semseg_params}}}
+
+    cells = {f"single_semseg__seed{s}": cell(b, 826_051) for s, b in enumerate(base)}
+    rows = {
+        answer.HEADLINE: ("sum", 0.0, 826_051),
+        answer.BOUNDARY_ONLY: ("sum (without labels)", 0.01, 826_051),
+        "all_tasks__model.architecture=mtan__combiner=sum": ("mtan + sum", 0.012, 1_054_843),
+        "all_tasks__model.architecture=cross_stitch__combiner=sum": ("cross_stitch + sum", -0.01, 3_000_000),
+    }
+    for row, (_, gain, params) in rows.items():
+        for s, b in enumerate(base):
+            cells[f"{row}__seed{s}"] = cell(b + gain + 0.001 * s, params)
+    planned = {answer.BASELINE: "single-task (semseg)", **{r: m for r, (m, *_) in rows.items()}}
+    monkeypatch.setattr(answer, "load_cells", lambda: cells)
+    monkeypatch.setattr(answer, "planned_rows", lambda: (planned, [0, 1, 2, 3, 4], 30))
+    monkeypatch.setattr(answer, "per_class", lambda seeds: ("Tree", -0.6, 2, 11))
+    text = re.sub(r"\s+", " ", answer.paragraph())
+    assert (
+        "`mtan + sum` changes the segmentation network as well as the tasks (segmentation's own "
+        "parameters: 1.05M against 0.83M alone), so its gain is not the auxiliary tasks' alone." in text
+    )
+    assert "`cross_stitch + sum` changes" not in text  # behind: nothing to explain
+    assert "`sum (without labels)` changes" not in text  # hard sharing: the same network
+
+
 def test_the_docs_status_block_lists_seeds_minutes_and_what_is_left(root, monkeypatch, tmp_path):
     """docs/benchmarks.md's "Where it stands" block is written from the cell files: per row its
     seeds (a partial row says how many), its minutes per cell, then the cells left; a docs file
