@@ -218,7 +218,7 @@ def paragraph() -> str:
         )
     # an architecture row changes segmentation's own network too: its gain is not the tasks' alone
     for r in multi:
-        if " + " not in rows[r] or paired(cells, r, seeds)[0] <= baseline:
+        if "model.architecture=" not in r or paired(cells, r, seeds)[0] <= baseline:
             continue
         own = cells[f"{r}__seed{seeds[0]}"]["summary"].get("parameters", {}).get("semseg")
         alone = cells[f"{BASELINE}__seed{seeds[0]}"]["summary"].get("parameters", {}).get("semseg")
@@ -226,8 +226,8 @@ def paragraph() -> str:
         if fair[r] == control:
             mean, diffs = paired(cells, r, seeds, against=control)
             text += (
-                f" Against the same network trained on segmentation alone (`{short_name(rows[control])}` "
-                f"{paired(cells, control, seeds)[0]:.3f}, {len(seeds)} seeds), `{rows[r]}` is "
+                f" Against `{rows[r].split(' + ')[0]}` trained on segmentation alone "
+                f"({paired(cells, control, seeds)[0]:.3f}, {len(seeds)} seeds), `{rows[r]}` is "
                 f"{comparison(diffs, 'short')}."
             )
         elif own and alone and own != alone:

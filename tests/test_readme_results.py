@@ -326,8 +326,8 @@ def test_an_architecture_row_ahead_is_said_to_change_the_network_too(root, monke
         cells[f"{control}__seed{s}"] = cell(b + 0.0078 + 0.002 * s, 1_054_843)
     text = re.sub(r"\s+", " ", answer.paragraph())
     assert (
-        "Against the same network trained on segmentation alone (`mtan + sum` 0.497, 5 seeds), `mtan + sum` "
-        "is +0.22 points [+0.02 to +0.42], ahead in 5 of 5." in text
+        "Against `mtan` trained on segmentation alone (0.497, 5 seeds), `mtan + sum` is +0.22 points "
+        "[+0.02 to +0.42], ahead in 5 of 5." in text
     )
     assert "cannot be credited" not in text and "Not measurably" in text  # +0.02 at 95%, not at 98.8%
 

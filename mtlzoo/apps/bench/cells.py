@@ -13,10 +13,10 @@ the run folders, which are not committed). A cell file holds:
   parameters, directions);
 * ``history``: every evaluation of the run, ``{"epoch", "step", <eval split>: metrics}``, so
   that protocols such as the mean of the last K evaluations can be computed later;
-* ``machine`` (CPU name, generation and vector instructions, cores, GPU, versions), ``load`` (1-minute load average before and after), ``jobs`` (cells sharing
-  the device), ``threads``, ``channels_last`` (whether the model ran in channels-last memory
-  format; absent in cells from before it was recorded, which ran without), ``finished`` (UTC
-  time).
+* ``machine`` (CPU name, generation and vector instructions, cores, GPU, versions), ``load``
+  (1-minute load average before and after), ``jobs`` (cells sharing the device), ``threads``,
+  ``channels_last`` (whether the model ran in channels-last memory format; absent in cells from
+  before it was recorded, which ran without), ``finished`` (UTC time).
 
 A cell file is reused only when the cell's config and the code of its parts are what they
 were (:func:`check_record`); otherwise it is refused, never mixed into a table.
