@@ -78,14 +78,18 @@ def paired(
     return statistics.fmean(values), diffs
 
 
+def control_of(row: str) -> str:
+    """The control row of an architecture row: the same cell on segmentation alone."""
+    return CONTROL + row.split("__", 1)[1]
+
+
 def reference(row: str, complete: list[str]) -> str | None:
     """The row a multi-task row's gain is credited against: segmentation alone for hard sharing;
     for an architecture row, the same architecture on segmentation alone (:data:`CONTROL`),
     ``None`` while that control is not complete."""
     if "model.architecture=" not in row:
         return BASELINE
-    control = CONTROL + row.split("__", 1)[1]
-    return control if control in complete else None
+    return control_of(row) if control_of(row) in complete else None
 
 
 def comparison(diffs: list[float], label: str = "") -> str:
@@ -222,7 +226,7 @@ def paragraph() -> str:
             continue
         own = cells[f"{r}__seed{seeds[0]}"]["summary"].get("parameters", {}).get("semseg")
         alone = cells[f"{BASELINE}__seed{seeds[0]}"]["summary"].get("parameters", {}).get("semseg")
-        control = CONTROL + r.split("__", 1)[1]
+        control = control_of(r)
         if fair[r] == control:
             mean, diffs = paired(cells, r, seeds, against=control)
             text += (
