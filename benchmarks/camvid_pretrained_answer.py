@@ -221,6 +221,7 @@ def paragraph() -> str:
             f" {these} not significant: {'; '.join(loose)}."
         )
     # an architecture row changes segmentation's own network too: its gain is not the tasks' alone
+    quoted: set[str] = set()  # controls already described
     for r in multi:
         if "model.architecture=" not in r or paired(cells, r, seeds)[0] <= baseline:
             continue
@@ -228,12 +229,26 @@ def paragraph() -> str:
         alone = cells[f"{BASELINE}__seed{seeds[0]}"]["summary"].get("parameters", {}).get("semseg")
         control = control_of(r)
         if fair[r] == control:
-            mean, diffs = paired(cells, r, seeds, against=control)
-            text += (
-                f" Against `{rows[r].split(' + ')[0]}` trained on segmentation alone "
-                f"({paired(cells, control, seeds)[0]:.3f}, {len(seeds)} seeds), `{rows[r]}` is "
-                f"{comparison(diffs, 'short')}."
-            )
+            diffs = paired(cells, r, seeds, against=control)[1]
+            if control in quoted:
+                text += f" Against the same control, `{rows[r]}` is {comparison(diffs, 'short')}"
+            else:
+                # the control against the plain model: the architecture's own share of the gain
+                c_mean, c_diffs = paired(cells, control, seeds)
+                text += (
+                    f" Against `{rows[r].split(' + ')[0]}` trained on segmentation alone ({c_mean:.3f}, "
+                    f"{len(seeds)} seeds; the architecture alone: {comparison(c_diffs, 'short')} over the plain "
+                    f"single-task model), `{rows[r]}` is {comparison(diffs, 'short')}"
+                )
+                quoted.add(control)
+            _, low, high = t_interval(diffs)
+            _, c_low, c_high = t_interval(diffs, level)
+            if (low > 0 or high < 0) and c_low <= 0 <= c_high:
+                text += (
+                    f"; counted against the {len(multi)} finished rows ({100 * level:.1f}%), "
+                    f"{c_low:+.2f} to {c_high:+.2f}: not significant"
+                )
+            text += "."
         elif own and alone and own != alone:
             text += (
                 f" `{rows[r]}` changes the segmentation network as well as the tasks (segmentation's own "
