@@ -326,7 +326,8 @@ def status_block() -> str:
                 )
                 done.append(f"{name} {count} ({min(minutes):.1f}-{max(minutes):.1f} min per cell)")
             if len(have) < len(seeds):
-                todo.append(f"{name} ({len(seeds) - len(have)} cells)")
+                n = len(seeds) - len(have)
+                todo.append(f"{name} ({n} cell{'' if n == 1 else 's'})")
         if done:
             lines.append(wrap_markdown(f"- {title}: " + "; ".join(done) + ".", 98).replace("\n", "\n  "))
         if todo:
