@@ -28,7 +28,8 @@ def is_fusion_conv(shape: list[int], tasks: int) -> bool:
 
 
 def conv_weight(shapes: list) -> list[int] | None:
-    """The weight shape among a convolution op's input shapes (the first 4-d one after the input)."""
+    """The weight shape among a convolution op's input shapes: the second 4-d shape of a forward
+    op, the third of a backward one; ``None`` when there is none."""
     four = [s for s in shapes if isinstance(s, list) and len(s) == 4]
     if len(four) < 2:
         return None
