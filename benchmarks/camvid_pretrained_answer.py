@@ -324,7 +324,9 @@ def status_block() -> str:
                 count = (
                     f"{len(have)} seeds" if len(have) == len(seeds) else f"{len(have)} of {len(seeds)} seeds"
                 )
-                done.append(f"{name} {count} ({min(minutes):.1f}-{max(minutes):.1f} min per cell)")
+                low, high = f"{min(minutes):.1f}", f"{max(minutes):.1f}"
+                span = low if low == high else f"{low}-{high}"
+                done.append(f"{name} {count} ({span} min per cell)")
             if len(have) < len(seeds):
                 n = len(seeds) - len(have)
                 todo.append(f"{name} ({n} cell{'' if n == 1 else 's'})")
@@ -334,7 +336,10 @@ def status_block() -> str:
             left.append(f"{title}: " + ", ".join(todo))
     lines.append("")
     if left:
-        lines.append(wrap_markdown(f"Left, {total - len(cells)} cells: " + "; ".join(left) + "."))
+        n_left = total - len(cells)
+        lines.append(
+            wrap_markdown(f"Left, {n_left} cell{'' if n_left == 1 else 's'}: " + "; ".join(left) + ".")
+        )
     else:
         lines.append("Every cell of the study is committed.")
     lines.append(STATUS_END)

@@ -364,13 +364,18 @@ def test_the_docs_status_block_lists_seeds_minutes_and_what_is_left(root, monkey
     text = re.sub(r"\s+", " ", block)
     assert "**Where it stands.** 7 of the study's 12 cells are committed" in text
     assert "2 cell(s) at a time" in text and "1-minute load 0.4-2.5 at the cells' start" in text
-    assert "- with all three tasks: `sum` 3 seeds (15.0-15.0 min per cell)." in text
-    assert "`pcgrad` 1 of 3 seeds (25.0-25.0 min per cell)" in text
+    assert "- with all three tasks: `sum` 3 seeds (15.0 min per cell)." in text
+    assert "`pcgrad` 1 of 3 seeds (25.0 min per cell)" in text
     assert "- single-task models: `single-task (semseg)` 3 seeds (10.0-12.0 min per cell)." in text
     assert (
         "Left, 5 cells: with all three tasks: `mtan + sum` (3 cells); without the image-level task "
         "(boundary alone): `pcgrad` (2 cells)." in text
     )
+    # one cell left is "1 cell", not "1 cells"
+    cells |= {f"all_tasks__model.architecture=mtan__combiner=sum__seed{s}": cell(900, 1.0) for s in range(3)}
+    cells |= {f"without_labels__combiner=pcgrad__seed{s}": cell(1500, 1.0) for s in (0,)}
+    text_one = re.sub(r"\s+", " ", answer.status_block())
+    assert "Left, 1 cell: without the image-level task (boundary alone): `pcgrad` (1 cell)." in text_one
     # the block replaces what stood between the markers, and nothing else
     docs = f"before\n{answer.STATUS_START}\nold\n{answer.STATUS_END}\nafter\n"
     assert answer.replace_block(docs, answer.STATUS_START, answer.STATUS_END, block, tmp_path / "x") == (
