@@ -24,6 +24,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from mtlzoo.apps.cli import count as count_of
+
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "benchmarks" / "specs" / "camvid_pretrained.yaml"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -328,18 +330,14 @@ def status_block() -> str:
                 span = low if low == high else f"{low}-{high}"
                 done.append(f"{name} {count} ({span} min per cell)")
             if len(have) < len(seeds):
-                n = len(seeds) - len(have)
-                todo.append(f"{name} ({n} cell{'' if n == 1 else 's'})")
+                todo.append(f"{name} ({count_of(len(seeds) - len(have), 'cell')})")
         if done:
             lines.append(wrap_markdown(f"- {title}: " + "; ".join(done) + ".", 98).replace("\n", "\n  "))
         if todo:
             left.append(f"{title}: " + ", ".join(todo))
     lines.append("")
     if left:
-        n_left = total - len(cells)
-        lines.append(
-            wrap_markdown(f"Left, {n_left} cell{'' if n_left == 1 else 's'}: " + "; ".join(left) + ".")
-        )
+        lines.append(wrap_markdown(f"Left, {count_of(total - len(cells), 'cell')}: " + "; ".join(left) + "."))
     else:
         lines.append("Every cell of the study is committed.")
     lines.append(STATUS_END)
