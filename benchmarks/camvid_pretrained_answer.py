@@ -24,7 +24,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from mtlzoo.apps.cli import count as count_of
+from mtlzoo.apps.words import count as count_of
+from mtlzoo.apps.words import span
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "benchmarks" / "specs" / "camvid_pretrained.yaml"
@@ -191,9 +192,15 @@ def paragraph() -> str:
         f"{START} ([table](benchmarks/results/camvid_pretrained.md), "
         f"`mtlzoo bench benchmarks/specs/camvid_pretrained.yaml`): EfficientNet-Lite0 with its packaged ImageNet "
         f"weights, the 180x240 images with 160x224 crops, 20 epochs (920 AdamW steps), test split with the "
-        f"checkpoint chosen on val, compared seed by seed. The study runs in pieces: {len(cells)} of the study's "
-        f"{total} cells are committed so far ({min(minutes):.0f}-{max(minutes):.0f} min each on this 2-core CPU, "
-        f"one thread per cell; the rest: [docs/benchmarks.md](docs/benchmarks.md#the-pretrained-camvid-study)). "
+        f"checkpoint chosen on val, compared seed by seed. "
+        + (
+            f"All {total} cells of the study are committed ({span(min(minutes), max(minutes), '.0f')} min each "
+            f"on this 2-core CPU, one thread per cell; per row: "
+            if len(cells) == total
+            else f"The study runs in pieces: {len(cells)} of the study's {total} cells are committed so far "
+            f"({span(min(minutes), max(minutes), '.0f')} min each on this 2-core CPU, one thread per cell; the rest: "
+        )
+        + "[docs/benchmarks.md](docs/benchmarks.md#the-pretrained-camvid-study)). "
         f"**Did the auxiliary tasks help segmentation here? {verdict}:** test mIoU {head_mean:.3f} with boundary "
         f"and the rare-class image labels (`sum`, {len(seeds)} seeds) against {baseline:.3f} for segmentation "
         f"alone ({len(seeds)} seeds); seed by seed {comparison(head_diffs)}; with boundary alone {wl_mean:.3f} "
@@ -305,10 +312,14 @@ def status_block() -> str:
     lines = [
         STATUS_START,
         wrap_markdown(
-            f"**Where it stands.** {len(cells)} of the study's {total} cells are committed "
-            f"(`{CELLS.relative_to(ROOT).as_posix()}/`; minutes per cell as the table computes them from the cell "
+            (
+                f"**Where it stands.** All {total} cells of the study are committed "
+                if len(cells) == total
+                else f"**Where it stands.** {len(cells)} of the study's {total} cells are committed "
+            )
+            + f"(`{CELLS.relative_to(ROOT).as_posix()}/`; minutes per cell as the table computes them from the cell "
             f"files, one torch thread per cell, {'-'.join(map(str, jobs))} cell(s) at a time on the 2-core CPU"
-            + (f", 1-minute load {min(loads):.1f}-{max(loads):.1f} at the cells' start" if loads else "")
+            + (f", 1-minute load {span(min(loads), max(loads))} at the cells' start" if loads else "")
             + "; hosts differ between sessions, see the table's machine line):"
         ),
         "",
@@ -326,9 +337,7 @@ def status_block() -> str:
                 count = (
                     f"{len(have)} seeds" if len(have) == len(seeds) else f"{len(have)} of {len(seeds)} seeds"
                 )
-                low, high = f"{min(minutes):.1f}", f"{max(minutes):.1f}"
-                span = low if low == high else f"{low}-{high}"
-                done.append(f"{name} {count} ({span} min per cell)")
+                done.append(f"{name} {count} ({span(min(minutes), max(minutes))} min per cell)")
             if len(have) < len(seeds):
                 todo.append(f"{name} ({count_of(len(seeds) - len(have), 'cell')})")
         if done:

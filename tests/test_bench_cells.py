@@ -209,7 +209,7 @@ def test_the_memory_format_is_recorded_but_does_not_make_another_config(zoo, tmp
         "seed": before["config"]["seed"]
     }
     md = (tmp_path / "results" / "tinybench.md").read_text()
-    assert "channels-last (1 cells)" in md
+    assert "channels-last (1 cell)" in md
 
 
 def test_the_cpu_generation_and_vector_instructions_are_recorded_and_shown(monkeypatch, tmp_path):

@@ -272,10 +272,16 @@ def test_list_headings_are_plurals(capsys):
 
 
 def test_counts_are_pluralised():
-    from mtlzoo.apps.cli import count, plural
+    from mtlzoo.apps.words import count, plural
 
     assert [count(1, "epoch"), count(2, "epoch"), count(0, "epoch")] == ["1 epoch", "2 epochs", "0 epochs"]
     assert [plural("loss"), plural("head"), plural("target_kind")] == ["losses", "heads", "target_kinds"]
+
+
+def test_a_range_whose_ends_read_the_same_is_one_value():
+    from mtlzoo.apps.words import span
+
+    assert [span(2.51, 2.54), span(2.5, 3.14), span(8.0, 12.0, ".0f")] == ["2.5", "2.5-3.1", "8-12"]
 
 
 @pytest.mark.parametrize(

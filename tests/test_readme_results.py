@@ -186,11 +186,14 @@ def test_the_pretrained_camvid_answer_quotes_its_cells(root, readme):
         in readme
     )
     files = list((root / "benchmarks" / "results" / "camvid_pretrained" / "cells").glob("*.json"))
-    assert f"{len(files)} of the study's 80 cells are committed" in readme
     from mtlzoo.apps.bench.report import cell_cost
 
     minutes = [cell_cost(json.loads(f.read_text())["summary"])["seconds"] / 60 for f in files]
-    assert f"so far ({min(minutes):.0f}-{max(minutes):.0f} min each on this 2-core CPU" in readme
+    each = f"({min(minutes):.0f}-{max(minutes):.0f} min each on this 2-core CPU"
+    if len(files) == 80:
+        assert f"All 80 cells of the study are committed {each}" in readme and "so far" not in readme
+    else:
+        assert f"{len(files)} of the study's 80 cells are committed so far {each}" in readme
     rows = csv.DictReader(open(root / "benchmarks" / "results" / "camvid_pretrained_per_class.csv"))
     per_class = [r for r in rows if r["method"] == "sum" and r["diff_vs_single_task"]]
     top = max(per_class, key=lambda r: abs(float(r["diff_vs_single_task"])))
@@ -376,6 +379,14 @@ def test_the_docs_status_block_lists_seeds_minutes_and_what_is_left(root, monkey
     cells |= {f"without_labels__combiner=pcgrad__seed{s}": cell(1500, 1.0) for s in (0,)}
     text_one = re.sub(r"\s+", " ", answer.status_block())
     assert "Left, 1 cell: without the image-level task (boundary alone): `pcgrad` (1 cell)." in text_one
+    # the last cell in: the block says so and lists nothing left
+    cells["without_labels__combiner=pcgrad__seed2"] = cell(1500, 1.0)
+    text_all = re.sub(r"\s+", " ", answer.status_block())
+    assert "**Where it stands.** All 12 cells of the study are committed" in text_all
+    assert (
+        text_all.endswith("Every cell of the study is committed. " + answer.STATUS_END)
+        and "Left" not in text_all
+    )
     # the block replaces what stood between the markers, and nothing else
     docs = f"before\n{answer.STATUS_START}\nold\n{answer.STATUS_END}\nafter\n"
     assert answer.replace_block(docs, answer.STATUS_START, answer.STATUS_END, block, tmp_path / "x") == (

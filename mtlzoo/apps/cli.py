@@ -19,6 +19,7 @@ from ..contract.errors import CheckpointError, MtlzooError
 from ..contract.hooks import KINDS
 from ..zoo.parts import Spec
 from ..zoo.zoo import Zoo
+from .words import count, plural
 
 EXIT_USER_ERROR = 2
 
@@ -495,16 +496,6 @@ def _extra_commands() -> list[Callable[[Any, Any], None]]:
 
 def _is_override(arg: str) -> bool:
     return not arg.startswith("-") and ("=" in arg or arg.startswith("~"))
-
-
-def plural(word: str) -> str:
-    """The plural of a kind's name (``loss`` -> ``losses``, ``head`` -> ``heads``)."""
-    return word + ("es" if word.endswith(("s", "x")) else "s")
-
-
-def count(n: int, word: str) -> str:
-    """``1 epoch``, ``2 epochs``."""
-    return f"{n} {word if n == 1 else plural(word)}"
 
 
 def _spec_keys() -> dict[str, str]:

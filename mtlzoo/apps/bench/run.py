@@ -27,6 +27,7 @@ from typing import Any
 from ...contract.errors import MtlzooError, one_line
 from ...runtime.files import spec_yaml
 from ...zoo.zoo import Zoo
+from ..words import count, span
 from . import cells as C
 from .plan import Cell, cell_overrides, plan
 from .report import CELLS_MARK, budget_text, cell_cost, last_k_metrics, summarise, write_tables
@@ -397,10 +398,10 @@ def _header(bench: Bench, command: str, records: dict[str, dict[str, Any]]) -> l
         + (f"; {migrated} collected from run folders" if migrated else "")
         + ").  ",
         "Machines: "
-        + "; ".join(f"{k} ({v} cells)" for k, v in machines.items())
-        + (f"; 1-min load average at cell start {min(loads):.1f}-{max(loads):.1f}" if loads else "")
+        + "; ".join(f"{k} ({count(v, 'cell')})" for k, v in machines.items())
+        + (f"; 1-min load average at cell start {span(min(loads), max(loads))}" if loads else "")
         + ".  ",
-        f"Time per cell {min(seconds) / 60:.1f}-{max(seconds) / 60:.1f} min; training time of all "
+        f"Time per cell {span(min(seconds) / 60, max(seconds) / 60)} min; training time of all "
         f"committed cells together {total / 60:.1f} min.",
     ]
 
