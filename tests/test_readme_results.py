@@ -141,19 +141,27 @@ def test_the_quick_loop_figures_are_the_measured_ones_and_still_near_the_suite(r
     assert abs(marked - slow) <= max(3, 0.1 * slow), (marked, slow)
 
 
-def camvid_pretrained_pairs(root, row: str) -> tuple[list[float], list[float], list[float]]:
-    """Test mIoU of the multi-task cells of ``row`` and of the single-task segmentation cells,
-    and the per-seed differences in points (seeds where both are committed), read from the
-    committed cell files: an independent recomputation of the bench's paired comparison."""
-    cells = root / "benchmarks" / "results" / "camvid_pretrained" / "cells"
+def camvid_pretrained_pairs(
+    root,
+    row: str,
+    bench: str = "camvid_pretrained",
+    task: str = "semseg",
+    metric: str = "miou",
+    seeds: int = 5,
+) -> tuple[list[float], list[float], list[float]]:
+    """Test ``task.metric`` (mIoU by default) of the multi-task cells of ``row`` and of the
+    single-task cells of ``task``, and the per-seed differences in points (seeds where both are
+    committed), read from the committed cell files of ``bench``: an independent recomputation
+    of the bench's paired comparison."""
+    cells = root / "benchmarks" / "results" / bench / "cells"
 
-    def miou(cell: str) -> float | None:
+    def value(cell: str) -> float | None:
         path = cells / f"{cell}.json"
-        return json.loads(path.read_text())["summary"]["test"]["semseg"]["miou"] if path.is_file() else None
+        return json.loads(path.read_text())["summary"]["test"][task][metric] if path.is_file() else None
 
-    mt = {s: miou(f"{row}__seed{s}") for s in range(5)}
-    st = {s: miou(f"single_semseg__seed{s}") for s in range(5)}
-    diffs = [100 * (mt[s] - st[s]) for s in range(5) if mt[s] is not None and st[s] is not None]
+    mt = {s: value(f"{row}__seed{s}") for s in range(seeds)}
+    st = {s: value(f"single_{task}__seed{s}") for s in range(seeds)}
+    diffs = [100 * (mt[s] - st[s]) for s in range(seeds) if mt[s] is not None and st[s] is not None]
     return [v for v in mt.values() if v is not None], [v for v in st.values() if v is not None], diffs
 
 
@@ -442,3 +450,75 @@ def test_the_shapes_step_times_are_the_idle_measurement(root, readme):
     )
     ratios = [float(cost[f"{a} + pcgrad"]) / float(cost[f"{a} + sum"]) for a in archs]
     assert f"`pcgrad` costs {min(ratios):.1f}-{max(ratios):.1f}x `sum`" in readme
+
+
+def camvid_architecture_phrases(root) -> list[str]:
+    """What the README's CamVid architecture paragraph states, recomputed from the committed
+    cell files and table: the cell count, Δm per architecture over its complete rows (3 seeds),
+    and the paired per-seed differences against the single-task models. The claims the
+    paragraph makes in words (no segmentation interval excludes zero, every row ahead on image
+    labels in every seed) are asserted here, so a new row that breaks one fails this test."""
+    cells_dir = root / "benchmarks" / "results" / "camvid_architectures" / "cells"
+    files = sorted(cells_dir.glob("*.json"))
+    rows: dict[str, str] = {}  # method -> row id (cell id without its seed)
+    for f in files:
+        cell = json.loads(f.read_text())["cell"]
+        if not cell["id"].startswith("single_"):
+            rows[cell["method"]] = cell["id"].rsplit("__seed", 1)[0]
+    t = table(root, "camvid_architectures")
+    complete = {m: r for m, r in rows.items() if t[m]["seeds"] == 3}
+    assert complete, "no architecture row has its 3 seeds: the README paragraph has nothing to quote"
+
+    def arch(method: str) -> str:
+        return method.split(" + ")[0].split("(")[0]
+
+    def pct(values: list[float]) -> str:
+        lo, hi = signed(min(values)), signed(max(values))
+        return f"{lo}%" if lo == hi else f"{lo}% to {hi}%"
+
+    by_arch: dict[str, list[float]] = {}
+    for m in complete:
+        by_arch.setdefault(arch(m), []).append(t[m]["delta_m_mean"])
+    phrases = [f"{len(files)} of its 63 cells are committed", f"{len(complete)} rows have all 3 seeds"]
+    phrases.append(
+        "Δm against the three single-task models: " + ", ".join(f"`{a}` {pct(v)}" for a, v in by_arch.items())
+    )
+    seg = {}
+    for m, r in complete.items():
+        _, st, diffs = camvid_pretrained_pairs(root, r, "camvid_architectures", seeds=3)
+        seg[m] = t_interval(diffs)
+    assert all(lo < 0 < hi for _, lo, hi in seg.values()), (
+        "a segmentation interval excludes zero: rewrite the README"
+    )
+    best = max(seg, key=lambda m: seg[m][0])
+    mean, lo, hi = seg[best]
+    phrases.append(f"the largest, `{best}`, {mean:+.2f} points [95% interval {lo:+.2f} to {hi:+.2f}]")
+    phrases.append(f"single-task segmentation's three seeds span {min(st):.3f}-{max(st):.3f} in mIoU")
+    labels = {}
+    for m, r in complete.items():
+        _, _, diffs = camvid_pretrained_pairs(root, r, "camvid_architectures", "labels", "map", seeds=3)
+        assert all(d > 0 for d in diffs) and t_interval(diffs)[1] > 0, (
+            f"{m}: the README says every row gains labels mAP"
+        )
+        labels[m] = statistics.fmean(diffs)
+    phrases.append(f"image-label task (mAP {min(labels.values()):+.1f} to {max(labels.values()):+.1f} points")
+    boundary = [
+        statistics.fmean(
+            camvid_pretrained_pairs(root, r, "camvid_architectures", "boundary", "boundary_f1", seeds=3)[2]
+        )
+        for r in complete.values()
+    ]
+    phrases.append(f"boundary F1 moves by {min(boundary):+.1f} to {max(boundary):+.1f} points")
+    lead = max(by_arch, key=lambda a: max(by_arch[a]))
+    total = {arch(m): t[m]["parameters_total"] / 1e6 for m in complete}
+    phrases.append(
+        f"`{lead}` leads with {total[lead]:.1f}M parameters against hard sharing's {total['hps']:.1f}M"
+    )
+    minutes = [t[m]["cell_seconds_mean"] / 60 for m in complete]
+    phrases.append(f"{min(minutes):.1f}-{max(minutes):.1f} min per cell")
+    return phrases
+
+
+def test_the_camvid_architecture_paragraph_quotes_its_cells(root, readme):
+    for phrase in camvid_architecture_phrases(root):
+        assert phrase in readme, phrase
