@@ -522,3 +522,28 @@ def camvid_architecture_phrases(root) -> list[str]:
 def test_the_camvid_architecture_paragraph_quotes_its_cells(root, readme):
     for phrase in camvid_architecture_phrases(root):
         assert phrase in readme, phrase
+
+
+def test_the_architecture_cost_in_the_docs_is_the_committed_one(root):
+    """docs/benchmarks.md compares the committed `hps` + `sum` cells with the fp32 cell and prices
+    the whole table from the step-cost table above it: both recomputed here."""
+    docs = re.sub(r"\s+", " ", (root / "docs" / "benchmarks.md").read_text())
+    t = table(root, "camvid_architectures")
+    minutes = t["hps + sum"]["cell_seconds_mean"] / 60
+    assert t["hps + sum"]["seeds"] == 3
+    fp32 = [
+        int(x) for x in re.search(r"`hps` \+ `sum` took (\d+)-(\d+) s and the whole table", docs).groups()
+    ]
+    assert (
+        f"`hps` + `sum` took {minutes:.1f} min per cell (the table's `min / cell`, two cells at a time on the 2 "
+        f"cores, one thread each) against {fp32[0]}-{fp32[1]} s in fp32, "
+        f"{fp32[0] / 60 / minutes:.1f}-{fp32[1] / 60 / minutes:.1f}x less" in docs
+    )
+    rows = re.findall(
+        r"^\| [^|]+ \| [\d.]+ \| ([\d.]+) \| (\d+) \| [\d.]+ \| [\d.]+ \|$",
+        (root / "docs" / "benchmarks.md").read_text(),
+        re.M,
+    )
+    assert len(rows) == 21, rows  # 18 architecture rows + 3 single-task rows of the step-cost table
+    core_hours = sum(float(x) * int(n) for x, n in rows) * minutes / 60
+    assert f"needs about {core_hours:.0f} core-hours" in docs
