@@ -255,6 +255,31 @@ def test_slices_and_the_time_budget(zoo, tmp_path, spec_factory):
     assert len(summary["committed"]) == 5 and summary["not_run"] == ["combiner=sum__seed0"]
 
 
+def test_cells_another_process_committed_meanwhile_are_in_the_tables(
+    zoo, tmp_path, spec_factory, monkeypatch
+):
+    # two bench processes on one checkout (two workers, or sessions sharing it): the one that
+    # finishes last must not write tables from the cells it saw when it started
+    import mtlzoo.apps.bench.run as R
+
+    path = write(tmp_path, spec_factory, {"combiner": ["sum"]})
+    run_bench(path, log=quiet, zoo=zoo, patterns=["single_depth*"])
+    elsewhere = tmp_path / "single_depth__seed0.json"
+    shutil.move(cells_of(tmp_path) / "single_depth__seed0.json", elsewhere)
+    shutil.rmtree(tmp_path / "runs" / "tinybench" / "single_depth__seed0")  # the other process's run folder
+    real = R._run_here
+
+    def run_while_another_commits(*args, **kwargs):
+        out = real(*args, **kwargs)
+        shutil.move(elsewhere, cells_of(tmp_path) / "single_depth__seed0.json")  # the other process's cell
+        return out
+
+    monkeypatch.setattr(R, "_run_here", run_while_another_commits)
+    summary = run_bench(path, log=quiet, zoo=zoo, patterns=["single_semseg*"])
+    assert summary["committed"] == ["single_depth__seed0", "single_semseg__seed0"]
+    assert "2 of 3 cells committed" in (tmp_path / "results" / "tinybench.md").read_text()
+
+
 def test_a_finished_run_folder_is_collected_into_a_cell_file(zoo, tmp_path, spec_factory):
     path = write(tmp_path, spec_factory, {"combiner": ["sum"]})
     run_bench(path, log=quiet, zoo=zoo)
