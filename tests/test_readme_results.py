@@ -528,7 +528,7 @@ def camvid_architecture_phrases(root) -> list[str]:
     lead = max(by_arch, key=lambda a: max(by_arch[a]))
     total = {arch(m): t[m]["parameters_total"] / 1e6 for m in complete}
     phrases.append(
-        f"`{lead}` leads with {total[lead]:.1f}M parameters against hard sharing's {total['hps']:.1f}M"
+        f"`{lead}` leads, with {total[lead]:.1f}M parameters in all (hard sharing: {total['hps']:.1f}M)"
     )
     minutes = [t[m]["cell_seconds_mean"] / 60 for m in complete]
     phrases.append(f"{min(minutes):.1f}-{max(minutes):.1f} min per cell")
