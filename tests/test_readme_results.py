@@ -141,7 +141,7 @@ def test_the_quick_loop_figures_are_the_measured_ones_and_still_near_the_suite(r
     assert abs(marked - slow) <= max(3, 0.1 * slow), (marked, slow)
 
 
-def camvid_pretrained_pairs(
+def cell_pairs(
     root,
     row: str,
     bench: str = "camvid_pretrained",
@@ -174,7 +174,7 @@ def t_interval(diffs: list[float], level: float = 0.95) -> tuple[float, float, f
 
 
 def test_the_pretrained_camvid_answer_quotes_its_cells(root, readme):
-    mt, st, diffs = camvid_pretrained_pairs(root, "all_tasks__combiner=sum")
+    mt, st, diffs = cell_pairs(root, "all_tasks__combiner=sum")
     mean, low, high = t_interval(diffs)
     better = sum(d > 0 for d in diffs)
     assert (
@@ -186,7 +186,7 @@ def test_the_pretrained_camvid_answer_quotes_its_cells(root, readme):
         f"seed by seed {mean:+.2f} points [95% interval {low:+.2f} to {high:+.2f}], the multi-task model ahead "
         f"in {better} of {len(diffs)}" in readme
     )
-    wl, _, wl_diffs = camvid_pretrained_pairs(root, "without_labels__combiner=sum")
+    wl, _, wl_diffs = cell_pairs(root, "without_labels__combiner=sum")
     wl_mean, wl_low, wl_high = t_interval(wl_diffs)
     assert (
         f"with boundary alone {statistics.fmean(wl):.3f} ({len(wl)} seeds; {wl_mean:+.2f} points "
@@ -220,7 +220,7 @@ def test_every_finished_row_of_the_pretrained_study_is_in_the_answer(root, readm
     for row in sorted(rows - {"single_semseg", "all_tasks__combiner=sum", "without_labels__combiner=sum"}):
         if row.startswith("single_"):
             continue
-        mt, _, diffs = camvid_pretrained_pairs(root, row)
+        mt, _, diffs = cell_pairs(root, row)
         if len(diffs) < 5:
             continue
         mean, low, high = t_interval(diffs)
@@ -487,7 +487,7 @@ def camvid_architecture_phrases(root) -> list[str]:
     seg, strict = {}, {}
     level = 1 - 0.05 / len(complete)  # Bonferroni: one interval per complete row
     for m, r in complete.items():
-        _, st, diffs = camvid_pretrained_pairs(root, r, "camvid_architectures", seeds=3)
+        _, st, diffs = cell_pairs(root, r, "camvid_architectures", seeds=3)
         seg[m], strict[m] = t_interval(diffs), t_interval(diffs, level)
     assert all(lo < 0 < hi for _, lo, hi in strict.values()), (
         "a row's segmentation change is significant counted against every complete row: rewrite the README"
@@ -512,16 +512,14 @@ def camvid_architecture_phrases(root) -> list[str]:
     phrases.append(f"single-task segmentation's three seeds span {min(st):.3f}-{max(st):.3f} in mIoU")
     labels = {}
     for m, r in complete.items():
-        _, _, diffs = camvid_pretrained_pairs(root, r, "camvid_architectures", "labels", "map", seeds=3)
+        _, _, diffs = cell_pairs(root, r, "camvid_architectures", "labels", "map", seeds=3)
         assert all(d > 0 for d in diffs) and t_interval(diffs)[1] > 0, (
             f"{m}: the README says every row gains labels mAP"
         )
         labels[m] = statistics.fmean(diffs)
     phrases.append(f"image-label task (mAP {min(labels.values()):+.1f} to {max(labels.values()):+.1f} points")
     boundary = [
-        statistics.fmean(
-            camvid_pretrained_pairs(root, r, "camvid_architectures", "boundary", "boundary_f1", seeds=3)[2]
-        )
+        statistics.fmean(cell_pairs(root, r, "camvid_architectures", "boundary", "boundary_f1", seeds=3)[2])
         for r in complete.values()
     ]
     phrases.append(f"boundary F1 moves by {min(boundary):+.1f} to {max(boundary):+.1f} points")
