@@ -513,14 +513,23 @@ def camvid_architecture_phrases(root) -> list[str]:
     mean, lo, hi = seg[best]
     phrases.append(f"the largest mean change, `{best}`, {mean:+.2f} points [{lo:+.2f} to {hi:+.2f}]")
     phrases.append(f"single-task segmentation's three seeds span {min(st):.3f}-{max(st):.3f} in mIoU")
-    labels = {}
+    labels, loose = {}, {}  # loose: rows whose 95% interval on the labels gain reaches zero
     for m, r in complete.items():
         _, _, diffs = cell_pairs(root, r, "camvid_architectures", "labels", "map", seeds=3)
-        assert all(d > 0 for d in diffs) and t_interval(diffs)[1] > 0, (
-            f"{m}: the README says every row gains labels mAP"
-        )
+        assert all(d > 0 for d in diffs), f"{m}: the README says every row gains labels mAP in every seed"
         labels[m] = statistics.fmean(diffs)
-    phrases.append(f"image-label task (mAP {min(labels.values()):+.1f} to {max(labels.values()):+.1f} points")
+        _, lo, hi = t_interval(diffs)
+        if lo <= 0:
+            loose[m] = (lo, hi)
+    lo_gain, hi_gain = min(labels.values()), max(labels.values())
+    gain = f"image-label task (mAP {lo_gain:+.1f} to {hi_gain:+.1f} points, ahead in every seed"
+    if loose:
+        gain += "; every 95% interval above zero but " + ", ".join(
+            f"`{m}`'s, {lo:+.3f} to {hi:+.3f}" for m, (lo, hi) in loose.items()
+        )
+    else:
+        gain += ", every interval above zero"
+    phrases.append(gain + ")")
     boundary = [
         statistics.fmean(cell_pairs(root, r, "camvid_architectures", "boundary", "boundary_f1", seeds=3)[2])
         for r in complete.values()
