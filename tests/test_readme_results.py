@@ -498,14 +498,15 @@ def camvid_architecture_phrases(root) -> list[str]:
     ahead = [m for m in seg if seg[m][1] > 0 or seg[m][2] < 0]
     if ahead:
         phrases.append(
-            "; ".join(
+            " and ".join(
                 f"`{m}` {seg[m][0]:+.2f} points [95% interval {seg[m][1]:+.2f} to {seg[m][2]:+.2f}]"
                 for m in ahead
             )
         )
         phrases.append(
             f"counted against the {len(complete)} complete rows (Bonferroni, {100 * level:.1f}% intervals), "
-            + "; ".join(f"{strict[m][1]:+.2f} to {strict[m][2]:+.2f}" for m in ahead)
+            + " and ".join(f"{strict[m][1]:+.2f} to {strict[m][2]:+.2f}" for m in ahead)
+            + (" respectively" if len(ahead) > 1 else "")
         )
     else:
         phrases.append("every row's mIoU difference has a 95% interval across zero")
